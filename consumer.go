@@ -1,0 +1,190 @@
+package asyncmonolith
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// Consumer handles payloads of type T. Register binds it to the plugin; every payload of
+// type T produced afterwards becomes one message for it. Return nil to complete the
+// message; any error, panic or timeout makes it retry, then poison.
+//
+// Delivery is at least once: a consumer must tolerate running twice for one message.
+// Database writes made through Message.Tx commit with the message's completion, so they
+// happen exactly once.
+type Consumer[T any] interface {
+	Consume(ctx context.Context, m *Message[T]) error
+}
+
+// ConsumerFunc adapts a function to a Consumer.
+type ConsumerFunc[T any] func(ctx context.Context, m *Message[T]) error
+
+// Consume calls f.
+func (f ConsumerFunc[T]) Consume(ctx context.Context, m *Message[T]) error { return f(ctx, m) }
+
+// Message is one delivery of a payload to a consumer.
+type Message[T any] struct {
+	ID           string    // the consumer_messages row id
+	InsertID     string    // shared by every consumer's message of one Produce call; the dedup key
+	ConsumerType string    // the consumer's stored name
+	PayloadType  string    // the payload's stored name
+	Attempt      int       // 1 on the first run
+	MaxAttempts  int       // the run after which a failure poisons the message
+	CreatedAt    time.Time // when it was produced
+	TraceID      string    // W3C trace id recorded at produce time, or ""
+	SpanID       string    // W3C span id recorded at produce time, or ""
+	Payload      T
+	// Tx is bound to the transaction that deletes this message. Writes through it (and
+	// messages produced on it) commit together with the completion, or roll back when the
+	// consumer fails. Do not Commit or Rollback it; nested Transaction calls are savepoints.
+	Tx *gorm.DB
+}
+
+// IsLastAttempt reports whether a failure of this run poisons the message.
+func (m *Message[T]) IsLastAttempt() bool { return m.Attempt >= m.MaxAttempts }
+
+// PayloadTyper lets a payload choose its stored type name. Without it the name is the Go
+// type's name (without package). Pick a name once and keep it: stored rows refer to it.
+type PayloadTyper interface{ PayloadType() string }
+
+// ConsumerTyper lets a consumer choose its stored name. Without it the name is the Go
+// type's name (without package).
+type ConsumerTyper interface{ ConsumerType() string }
+
+// ConsumerOption configures one registered consumer.
+type ConsumerOption func(*consumerOptions)
+
+type consumerOptions struct {
+	attempts int
+	timeout  time.Duration
+	name     string
+}
+
+// WithAttempts sets how many runs this consumer gives a message before it is poisoned,
+// overriding Config.MaxAttempts.
+func WithAttempts(n int) ConsumerOption { return func(o *consumerOptions) { o.attempts = n } }
+
+// WithTimeout bounds one run of this consumer, overriding Config.DefaultConsumerTimeout.
+func WithTimeout(d time.Duration) ConsumerOption { return func(o *consumerOptions) { o.timeout = d } }
+
+// WithName sets the consumer's stored name, overriding ConsumerTyper and the Go type name.
+func WithName(name string) ConsumerOption { return func(o *consumerOptions) { o.name = name } }
+
+// registration is one consumer, erased to the payload's JSON.
+type registration struct {
+	consumerType string
+	payloadType  string
+	payloadGo    reflect.Type
+	attempts     int           // 0: Config.MaxAttempts
+	timeout      time.Duration // 0: Config.DefaultConsumerTimeout
+	run          func(ctx context.Context, env envelope) error
+}
+
+// envelope is what the processor hands a registration for one row.
+type envelope struct {
+	row         *ConsumerMessage
+	attempt     int
+	maxAttempts int
+	tx          *gorm.DB
+}
+
+// Register binds consumer c to payloads of type T. It fails with ErrDuplicateConsumer when
+// the consumer's name is taken, and with ErrInvalidName when a name is empty or longer than
+// NameMaxLen, or when T's stored name is already used by another Go type.
+func Register[T any](p *Plugin, c Consumer[T], opts ...ConsumerOption) error {
+	var o consumerOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.attempts < 0 {
+		return fmt.Errorf("%w: WithAttempts(%d): must be at least 1", ErrInvalidOption, o.attempts)
+	}
+	if o.timeout < 0 || o.timeout > ConsumerTimeoutMax {
+		return fmt.Errorf("%w: WithTimeout(%s): must be between 1ns and 1h", ErrInvalidOption, o.timeout)
+	}
+	goType := reflect.TypeFor[T]()
+	payloadType, err := payloadTypeName(goType)
+	if err != nil {
+		return err
+	}
+	name := o.name
+	if name == "" {
+		name = typeName(c, reflect.TypeOf(c))
+	}
+	if err := checkName("consumer type", name); err != nil {
+		return err
+	}
+	r := &registration{
+		consumerType: name,
+		payloadType:  payloadType,
+		payloadGo:    goType,
+		attempts:     o.attempts,
+		timeout:      o.timeout,
+		run: func(ctx context.Context, env envelope) error {
+			m := &Message[T]{
+				ID:           env.row.ID,
+				InsertID:     env.row.InsertID,
+				ConsumerType: env.row.ConsumerType,
+				PayloadType:  env.row.PayloadType,
+				Attempt:      env.attempt,
+				MaxAttempts:  env.maxAttempts,
+				CreatedAt:    time.UnixMilli(env.row.CreatedAt),
+				Tx:           env.tx,
+			}
+			if env.row.TraceID != nil {
+				m.TraceID = *env.row.TraceID
+			}
+			if env.row.SpanID != nil {
+				m.SpanID = *env.row.SpanID
+			}
+			if err := json.Unmarshal([]byte(env.row.Payload), &m.Payload); err != nil {
+				return fmt.Errorf("%w: %s into %s: %w", ErrDecodePayload, env.row.PayloadType, goType, err)
+			}
+			return c.Consume(ctx, m)
+		},
+	}
+	return p.registry.add(r)
+}
+
+// payloadTypeName is the stored name of payloads of Go type t.
+func payloadTypeName(t reflect.Type) (string, error) {
+	if t == nil {
+		return "", fmt.Errorf("%w: payload is nil", ErrInvalidPayload)
+	}
+	var name string
+	if t.Implements(reflect.TypeFor[PayloadTyper]()) {
+		name = reflect.Zero(t).Interface().(PayloadTyper).PayloadType()
+	} else {
+		name = t.Name()
+		if t.Kind() == reflect.Pointer {
+			name = t.Elem().Name()
+		}
+	}
+	if err := checkName("payload type", name); err != nil {
+		return "", fmt.Errorf("%w (Go type %s: name the type or implement PayloadType() string)", err, t)
+	}
+	return name, nil
+}
+
+// typeName is the stored name of consumer c.
+func typeName(c any, t reflect.Type) string {
+	if ct, ok := c.(ConsumerTyper); ok {
+		return ct.ConsumerType()
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t.Name()
+}
+
+func checkName(what, name string) error {
+	if name == "" || len(name) > NameMaxLen {
+		return fmt.Errorf("%w: %s %.40q must be 1 to %d bytes, got %d", ErrInvalidName, what, name, NameMaxLen, len(name))
+	}
+	return nil
+}

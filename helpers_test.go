@@ -1,0 +1,132 @@
+package asyncmonolith_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	am "github.com/asyncmonolith/asyncmonolith"
+	"github.com/asyncmonolith/asyncmonolith/internal/testdb"
+	"gorm.io/gorm"
+)
+
+// clock is a settable fake clock.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newClock() *clock { return &clock{now: time.Date(2026, 1, 5, 12, 0, 0, 0, time.UTC)} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// eachDB runs fn as a parallel subtest on every database.
+func eachDB(t *testing.T, fn func(t *testing.T, dialect string)) {
+	t.Helper()
+	for _, d := range testdb.Dialects {
+		t.Run(d, func(t *testing.T) {
+			t.Parallel()
+			fn(t, d)
+		})
+	}
+}
+
+// env is one test's database with the plugin registered and migrated.
+type env struct {
+	db    *gorm.DB
+	p     *am.Plugin
+	clock *clock
+}
+
+func setup(t *testing.T, dialect string, cfg am.Config, opts ...testdb.Options) *env {
+	t.Helper()
+	db := testdb.Open(t, dialect, opts...)
+	c := newClock()
+	if cfg.Now == nil {
+		cfg.Now = c.Now
+	}
+	if cfg.ProcessorMaxDelay == 0 {
+		cfg.ProcessorMaxDelay = 50 * time.Millisecond
+	}
+	p := am.New(cfg)
+	if err := db.Use(p); err != nil {
+		t.Fatalf("db.Use: %v", err)
+	}
+	if err := p.Migrate(context.Background(), db); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	return &env{db: db, p: p, clock: c}
+}
+
+func (e *env) start(t *testing.T) {
+	t.Helper()
+	if err := e.p.Start(context.Background()); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = e.p.Stop(ctx)
+	})
+}
+
+func (e *env) count(t *testing.T, model any, where ...any) int64 {
+	t.Helper()
+	var n int64
+	q := e.db.Model(model)
+	if len(where) > 0 {
+		q = q.Where(where[0], where[1:]...)
+	}
+	if err := q.Count(&n).Error; err != nil {
+		t.Fatalf("count: %v", err)
+	}
+	return n
+}
+
+func (e *env) pending(t *testing.T) int64  { return e.count(t, &am.ConsumerMessage{}) }
+func (e *env) poisoned(t *testing.T) int64 { return e.count(t, &am.PoisonedMessage{}) }
+
+// recorder is a consumer that records what it saw.
+type recorder[T any] struct {
+	mu   sync.Mutex
+	seen []*am.Message[T]
+	fn   func(ctx context.Context, m *am.Message[T]) error
+}
+
+func (r *recorder[T]) Consume(ctx context.Context, m *am.Message[T]) error {
+	r.mu.Lock()
+	r.seen = append(r.seen, m)
+	r.mu.Unlock()
+	if r.fn != nil {
+		return r.fn(ctx, m)
+	}
+	return nil
+}
+
+func (r *recorder[T]) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.seen)
+}
+
+func (r *recorder[T]) messages() []*am.Message[T] {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*am.Message[T](nil), r.seen...)
+}
+
+func eventually(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	testdb.Eventually(t, 20*time.Second, cond, "%s", what)
+}

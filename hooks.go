@@ -1,0 +1,45 @@
+package asyncmonolith
+
+import (
+	"context"
+	"time"
+)
+
+// Hooks observe the plugin's work, for tracing, metrics and logs (see the otel
+// sub-package). Every field is optional; hooks run on the processor's goroutine, so keep
+// them fast.
+type Hooks struct {
+	// TraceContext returns the W3C trace id (32 hex) and span id (16 hex) to record on
+	// messages produced with ctx, or "" for none.
+	TraceContext func(ctx context.Context) (traceID, spanID string)
+	// Produced is called after rows were written in a transaction (which may still roll back).
+	Produced func(ctx context.Context, rows []ConsumerMessage)
+	// BeforeConsume is called before a consumer runs; the context it returns is the
+	// consumer's (for example carrying a span).
+	BeforeConsume func(ctx context.Context, m MessageInfo) context.Context
+	// AfterConsume is called once the outcome of a run is committed, with the context
+	// BeforeConsume returned.
+	AfterConsume func(ctx context.Context, m MessageInfo, r Result)
+}
+
+// MessageInfo describes one consumer run, for hooks.
+type MessageInfo struct {
+	ID           string
+	InsertID     string
+	ConsumerType string
+	PayloadType  string
+	Attempt      int // 1 on the first run
+	MaxAttempts  int
+	CreatedAt    time.Time
+	Due          time.Time
+	TraceID      string // as recorded by the producer, or ""
+	SpanID       string
+}
+
+// Result is the committed outcome of one consumer run.
+type Result struct {
+	Err      error         // nil on success
+	Duration time.Duration // how long the consumer ran
+	Poisoned bool          // the message moved to poisoned_messages
+	RetryAt  time.Time     // when a failed, not poisoned, message is due again
+}

@@ -1,0 +1,67 @@
+package asyncmonolith
+
+import "time"
+
+// Times in the three tables are Unix milliseconds (UTC), set by the application's clock
+// (Config.Now), never by the database's: the same rule holds on every database.
+
+// ConsumerMessage is a row of consumer_messages: one pending delivery of a payload to one
+// consumer. Produce writes one row per consumer of the payload type; a processor deletes
+// it when the consumer succeeds.
+type ConsumerMessage struct {
+	ID             string  `gorm:"primaryKey;size:64"`
+	CreatedAt      int64   `gorm:"not null;autoCreateTime:false;index:idx_consumer_messages_fetch,priority:2"`
+	AvailableAfter int64   `gorm:"not null;index:idx_consumer_messages_fetch,priority:1"`
+	Attempts       int     `gorm:"not null;default:0"`
+	ConsumerType   string  `gorm:"size:255;not null;uniqueIndex:ux_consumer_messages_insert_id_consumer_type,priority:2"`
+	PayloadType    string  `gorm:"size:255;not null"`
+	Payload        string  `gorm:"not null"`
+	InsertID       string  `gorm:"column:insert_id;size:255;not null;uniqueIndex:ux_consumer_messages_insert_id_consumer_type,priority:1"`
+	TraceID        *string `gorm:"size:32"`
+	SpanID         *string `gorm:"size:16"`
+	LastError      *string
+}
+
+// TableName is consumer_messages.
+func (ConsumerMessage) TableName() string { return "consumer_messages" }
+
+// Due returns AvailableAfter as a time.
+func (m ConsumerMessage) Due() time.Time { return time.UnixMilli(m.AvailableAfter) }
+
+// PoisonedMessage is a row of poisoned_messages: a message that failed on its last
+// attempt. It keeps the original id, created_at, payload and insert id, and the error.
+type PoisonedMessage struct {
+	ID             string  `gorm:"primaryKey;size:64"`
+	CreatedAt      int64   `gorm:"not null;autoCreateTime:false"`
+	AvailableAfter int64   `gorm:"not null"`
+	Attempts       int     `gorm:"not null;default:0"`
+	ConsumerType   string  `gorm:"size:255;not null;index:idx_poisoned_messages_consumer_type"`
+	PayloadType    string  `gorm:"size:255;not null"`
+	Payload        string  `gorm:"not null"`
+	InsertID       string  `gorm:"column:insert_id;size:255;not null"`
+	TraceID        *string `gorm:"size:32"`
+	SpanID         *string `gorm:"size:16"`
+	LastError      string  `gorm:"not null"`
+	PoisonedAt     int64   `gorm:"not null;index:idx_poisoned_messages_poisoned_at"`
+}
+
+// TableName is poisoned_messages.
+func (PoisonedMessage) TableName() string { return "poisoned_messages" }
+
+// ScheduledMessage is a row of scheduled_messages: a payload produced on a cron schedule.
+// AvailableAfter is the next firing time.
+type ScheduledMessage struct {
+	ID              string  `gorm:"primaryKey;size:64"`
+	Tag             *string `gorm:"size:255;index:idx_scheduled_messages_tag"`
+	AvailableAfter  int64   `gorm:"not null;index:idx_scheduled_messages_available_after"`
+	ChronExpression string  `gorm:"column:chron_expression;size:255;not null"`
+	ChronTimezone   string  `gorm:"column:chron_timezone;size:64;not null"`
+	PayloadType     string  `gorm:"size:255;not null"`
+	Payload         string  `gorm:"not null"`
+}
+
+// TableName is scheduled_messages.
+func (ScheduledMessage) TableName() string { return "scheduled_messages" }
+
+// models lists the tables Migrate creates, in creation order.
+func models() []any { return []any{&ConsumerMessage{}, &PoisonedMessage{}, &ScheduledMessage{}} }

@@ -1,0 +1,196 @@
+// Package asyncmonolith is a GORM plugin for durable, asynchronous messaging inside the
+// application's own database: a transactional outbox, typed consumers, retries, poisoned
+// messages and cron schedules, on PostgreSQL, MySQL/MariaDB and SQLite, with no broker.
+package asyncmonolith
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/asyncmonolith/asyncmonolith/internal/dialect"
+	"github.com/asyncmonolith/asyncmonolith/internal/ident"
+	"gorm.io/gorm"
+)
+
+// Name is the plugin's name in gorm.Config.Plugins.
+const Name = "asyncmonolith"
+
+// Plugin is the asyncmonolith GORM plugin: register it once with db.Use, register
+// consumers, then Start its processors. One Plugin serves one *gorm.DB.
+type Plugin struct {
+	cfg      Config // as given; defaults are applied in Initialize
+	registry *registry
+	ids      ident.Generator
+
+	mu      sync.Mutex
+	db      *gorm.DB // set by Initialize
+	dialect dialect.Dialect
+	log     *slog.Logger
+	now     func() time.Time
+	run     *running // non-nil between Start and Stop
+	hooks   Hooks
+
+	wake *waker
+}
+
+// New returns a plugin with the given config. The config is validated when the plugin is
+// registered with db.Use, which returns any ConfigError.
+func New(cfg Config) *Plugin {
+	d := cfg.withDefaults()
+	return &Plugin{
+		cfg:      cfg,
+		registry: newRegistry(),
+		log:      d.Logger,
+		now:      d.Now,
+		wake:     newWaker(),
+		hooks:    cfg.Hooks,
+	}
+}
+
+// Name returns "asyncmonolith"; it implements gorm.Plugin.
+func (p *Plugin) Name() string { return Name }
+
+// Initialize validates the config and installs the callbacks that flush buffered messages;
+// it implements gorm.Plugin and is called by db.Use.
+func (p *Plugin) Initialize(db *gorm.DB) error {
+	cfg := p.cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	d, err := dialect.For(db)
+	if err != nil {
+		return fmt.Errorf("asyncmonolith: %w", err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.db != nil {
+		return fmt.Errorf("asyncmonolith: plugin already initialized on a *gorm.DB; create one Plugin per database")
+	}
+	p.cfg = cfg
+	p.log = cfg.Logger
+	p.now = cfg.Now
+	p.dialect = d
+	p.db = db.Session(&gorm.Session{NewDB: true})
+	return registerCallbacks(db)
+}
+
+// config returns the validated config. Only valid after Initialize.
+func (p *Plugin) config() Config { return p.cfg }
+
+// Migrate creates or updates the three tables and their indexes with GORM's AutoMigrate.
+// The same schema, as SQL for each database, is in the migrations package.
+func (p *Plugin) Migrate(ctx context.Context, db *gorm.DB) error {
+	if err := db.WithContext(ctx).AutoMigrate(models()...); err != nil {
+		return fmt.Errorf("asyncmonolith: migrate: %w", err)
+	}
+	return nil
+}
+
+// pluginOf returns the plugin registered on db.
+func pluginOf(db *gorm.DB) (*Plugin, error) {
+	if db == nil || db.Config == nil {
+		return nil, ErrNotRegistered
+	}
+	if pl, ok := db.Config.Plugins[Name]; ok {
+		if p, ok := pl.(*Plugin); ok {
+			return p, nil
+		}
+	}
+	return nil, ErrNotRegistered
+}
+
+// Of returns the plugin registered on db, or ErrNotRegistered.
+func Of(db *gorm.DB) (*Plugin, error) { return pluginOf(db) }
+
+// running is the state of started processors.
+type running struct {
+	stopFetch context.CancelFunc // no new batches
+	cancel    context.CancelFunc // cancels running consumers (hard stop)
+	detach    func() bool        // unhooks the Start context
+	wg        sync.WaitGroup
+}
+
+// Start starts the consumer processors (and the scheduled-message processors) in the
+// background. They run until Stop, or until ctx is cancelled (which is a hard stop:
+// running consumers see their context cancelled and their batches roll back).
+// On SQLite, asking for more than one processor fails with ErrConcurrencyUnsupported and
+// starts nothing.
+func (p *Plugin) Start(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.db == nil {
+		return ErrNotRegistered
+	}
+	if p.run != nil {
+		return ErrAlreadyStarted
+	}
+	if err := p.checkConcurrency(); err != nil {
+		return err
+	}
+	workCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	fetchCtx, stopFetch := context.WithCancel(workCtx)
+	// A cancelled Start context is a hard stop.
+	r := &running{stopFetch: stopFetch, cancel: cancel, detach: context.AfterFunc(ctx, cancel)}
+	for i := range p.cfg.ConsumerProcessors {
+		pr := &processor{p: p, index: i, wakeCh: p.wake.subscribe()}
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			defer p.wake.unsubscribe(pr.wakeCh)
+			pr.loop(fetchCtx, workCtx)
+		}()
+	}
+	p.startSchedulers(fetchCtx, workCtx, &r.wg)
+	p.run = r
+	return nil
+}
+
+// checkConcurrency refuses concurrent processors on a database without row locks.
+func (p *Plugin) checkConcurrency() error {
+	if p.dialect.RowLocks() {
+		return nil
+	}
+	if p.cfg.ConsumerProcessors > 1 {
+		return fmt.Errorf("%w: Config.ConsumerProcessors = %d on %s; use 1", ErrConcurrencyUnsupported, p.cfg.ConsumerProcessors, p.dialect.Name())
+	}
+	return p.checkScheduleConcurrency()
+}
+
+// Stop stops the processors gracefully: no new batches are fetched and running consumers
+// finish. If ctx ends first, running consumers are cancelled, their batches roll back (so
+// their messages run again later, without counting an attempt), and Stop returns ctx's
+// error once every processor goroutine has returned.
+func (p *Plugin) Stop(ctx context.Context) error {
+	p.mu.Lock()
+	r := p.run
+	p.run = nil
+	p.mu.Unlock()
+	if r == nil {
+		return ErrNotStarted
+	}
+	r.stopFetch()
+	done := make(chan struct{})
+	go func() { r.wg.Wait(); close(done) }()
+	defer r.detach()
+	select {
+	case <-done:
+		r.cancel()
+		return nil
+	case <-ctx.Done():
+		r.cancel()
+		<-done
+		return fmt.Errorf("asyncmonolith: stop: %w", ctx.Err())
+	}
+}
+
+// jitter returns d ± 20 %, so processors of many instances do not poll in lockstep.
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return d*8/10 + time.Duration(rand.Int64N(int64(d)*4/10+1))
+}

@@ -1,0 +1,287 @@
+package asyncmonolith
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"runtime/debug"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+)
+
+// skipLocked is the fetch's row lock: rows another processor holds are skipped, so any
+// number of processors, in any number of processes, share the queue. GORM's SQLite
+// dialect drops it (SQLite has no row locks), which is why SQLite allows one processor.
+var skipLocked = clause.Locking{Strength: "UPDATE", Options: "SKIP LOCKED"}
+
+// fetchOrder serves the index idx_consumer_messages_fetch, so a locking read stops after
+// the batch instead of locking (or, on InnoDB, scanning) every due row.
+const fetchOrder = "available_after, created_at, id"
+
+// maxErrorLen bounds the error text stored on a message.
+const maxErrorLen = 4000
+
+// processor is one consumer-processing loop: fetch a batch with row locks, run each
+// message's consumer in the batch's transaction, record outcomes, commit.
+type processor struct {
+	p      *Plugin
+	index  int
+	wakeCh chan struct{}
+}
+
+// wakeFollowUps is how many quick re-polls follow a wake that found nothing: a message
+// produced in a caller's transaction wakes the processors before that transaction commits.
+const wakeFollowUps = 6
+
+func (pr *processor) loop(fetchCtx, workCtx context.Context) {
+	cfg := pr.p.cfg
+	log := pr.p.log.With("processor", pr.index)
+	// A staggered start keeps processors from polling in lockstep.
+	delay := time.Duration(rand.Int64N(int64(cfg.ProcessorMinDelay) + 1))
+	followUps, failures := 0, 0
+	timer := time.NewTimer(delay)
+	defer timer.Stop()
+	for {
+		select {
+		case <-fetchCtx.Done():
+			return
+		case <-pr.wakeCh:
+			followUps = wakeFollowUps
+		case <-timer.C:
+		}
+		n, err := pr.batch(workCtx)
+		switch {
+		case fetchCtx.Err() != nil:
+			return
+		case err != nil && errors.Is(err, ErrRetryable):
+			failures = 0
+			delay = time.Duration(rand.Int64N(int64(5 * time.Millisecond))) // contention: retry at once
+			log.DebugContext(workCtx, "asyncmonolith: batch hit a transient conflict; retrying", "error", err)
+		case err != nil:
+			failures++
+			delay = backoff(failures, cfg.ProcessorMinDelay, cfg.ProcessorMaxDelay)
+			log.ErrorContext(workCtx, "asyncmonolith: consumer batch failed", "error", err, "retry_in", delay)
+		case n == cfg.ProcessorBatchSize:
+			failures = 0
+			delay = cfg.ProcessorMinDelay
+		case n == 0 && followUps > 0:
+			delay = time.Millisecond << (wakeFollowUps - followUps)
+			followUps--
+		default:
+			failures = 0
+			followUps = 0
+			delay = jitter(cfg.ProcessorMaxDelay)
+		}
+		timer.Reset(delay)
+	}
+}
+
+// backoff grows from min towards max with consecutive failures (a database that is down).
+func backoff(failures int, lo, hi time.Duration) time.Duration {
+	d := max(lo, 10*time.Millisecond)
+	for i := 1; i < failures && d < hi; i++ {
+		d *= 2
+	}
+	return jitter(min(d, hi))
+}
+
+// outcome is what one run decided.
+type outcome struct {
+	row      *ConsumerMessage
+	info     MessageInfo
+	ctx      context.Context
+	err      error
+	took     time.Duration
+	poisoned bool
+	retryAt  time.Time
+}
+
+// batch processes one batch and returns how many messages it fetched.
+func (pr *processor) batch(workCtx context.Context) (int, error) {
+	p := pr.p
+	cfg := p.cfg
+	tx := p.db.WithContext(workCtx).Begin(p.dialect.ProcessorTxOptions())
+	if tx.Error != nil {
+		return 0, p.wrapDBError("begin batch", tx.Error)
+	}
+	done := false
+	defer func() {
+		if !done {
+			tx.Rollback()
+		}
+	}()
+	var rows []ConsumerMessage
+	err := tx.Clauses(skipLocked).
+		Where("available_after <= ?", p.now().UnixMilli()).
+		Order(fetchOrder).Limit(cfg.ProcessorBatchSize).
+		Find(&rows).Error
+	if err != nil {
+		return 0, p.wrapDBError("fetch batch", err)
+	}
+	if len(rows) == 0 {
+		return 0, nil
+	}
+	outcomes := make([]outcome, len(rows))
+	for i := range rows {
+		o, usable := pr.run(workCtx, tx, &rows[i])
+		if workCtx.Err() != nil {
+			// Hard stop: the batch rolls back and its messages run again later, without
+			// counting an attempt.
+			return len(rows), fmt.Errorf("asyncmonolith: batch abandoned: %w", workCtx.Err())
+		}
+		if !usable {
+			return len(rows), fmt.Errorf("asyncmonolith: consumer %s left the batch transaction unusable: %w", rows[i].ConsumerType, o.err)
+		}
+		outcomes[i] = o
+	}
+	if err := pr.complete(tx, outcomes); err != nil {
+		return len(rows), err
+	}
+	done = true
+	if err := tx.Commit().Error; err != nil {
+		return len(rows), p.wrapDBError("commit batch", err)
+	}
+	if p.hooks.AfterConsume != nil {
+		for _, o := range outcomes {
+			p.hooks.AfterConsume(o.ctx, o.info, Result{Err: o.err, Duration: o.took, Poisoned: o.poisoned, RetryAt: o.retryAt})
+		}
+	}
+	return len(rows), nil
+}
+
+// run runs one message's consumer inside tx, isolated by a lazy savepoint. The second
+// result is false when the transaction can no longer be used.
+func (pr *processor) run(workCtx context.Context, tx *gorm.DB, row *ConsumerMessage) (outcome, bool) {
+	p := pr.p
+	cfg := p.cfg
+	attempt := max(row.Attempts, 0) + 1
+	reg, known := p.registry.consumer(row.ConsumerType)
+	maxAttempts, timeout := cfg.MaxAttempts, cfg.DefaultConsumerTimeout
+	if known && reg.attempts > 0 {
+		maxAttempts = reg.attempts
+	}
+	if known && reg.timeout > 0 {
+		timeout = reg.timeout
+	}
+	o := outcome{row: row, ctx: workCtx, info: MessageInfo{
+		ID: row.ID, InsertID: row.InsertID, ConsumerType: row.ConsumerType, PayloadType: row.PayloadType,
+		Attempt: attempt, MaxAttempts: maxAttempts,
+		CreatedAt: time.UnixMilli(row.CreatedAt), Due: time.UnixMilli(row.AvailableAfter),
+	}}
+	if row.TraceID != nil {
+		o.info.TraceID = *row.TraceID
+	}
+	if row.SpanID != nil {
+		o.info.SpanID = *row.SpanID
+	}
+	if !known {
+		o.err = fmt.Errorf("%w: %q (register it with asyncmonolith.Register)", ErrUnknownConsumer, row.ConsumerType)
+		return o, true
+	}
+	ctx := workCtx
+	if p.hooks.BeforeConsume != nil {
+		ctx = p.hooks.BeforeConsume(ctx, o.info)
+		o.ctx = ctx
+	}
+	msgCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	conn := &lazyTx{conn: tx.Statement.ConnPool}
+	msgTx := tx.Session(&gorm.Session{NewDB: true, Context: msgCtx})
+	msgTx.Statement.ConnPool = conn
+
+	start := time.Now()
+	result := make(chan error, 1)
+	go func() {
+		defer func() {
+			if v := recover(); v != nil {
+				result <- &PanicError{Value: v, Stack: debug.Stack()}
+			}
+		}()
+		result <- reg.run(msgCtx, envelope{row: row, attempt: attempt, maxAttempts: maxAttempts, tx: msgTx})
+	}()
+	var err error
+	select {
+	case err = <-result:
+	case <-msgCtx.Done():
+		grace := time.NewTimer(cfg.AbandonGrace)
+		select {
+		case err = <-result:
+		case <-grace.C:
+			conn.abandon()
+			err = fmt.Errorf("%w after %s; it ignored its context and was abandoned (still running)", ErrConsumerTimeout, timeout)
+			p.log.ErrorContext(ctx, "asyncmonolith: consumer ignored its cancelled context and was abandoned",
+				"message_id", row.ID, "consumer", row.ConsumerType, "timeout", timeout)
+		}
+		grace.Stop()
+	}
+	o.took = time.Since(start)
+	if err != nil && !errors.Is(err, ErrConsumerTimeout) && errors.Is(msgCtx.Err(), context.DeadlineExceeded) && workCtx.Err() == nil {
+		err = fmt.Errorf("%w after %s: %w", ErrConsumerTimeout, timeout, err)
+	}
+	var pe *PanicError
+	if errors.As(err, &pe) {
+		p.log.ErrorContext(ctx, "asyncmonolith: consumer panicked", "message_id", row.ID, "consumer", row.ConsumerType,
+			"panic", fmt.Sprint(pe.Value), "stack", string(pe.Stack))
+	}
+	err, usable := conn.settle(tx.Statement.Context, err)
+	o.err = err
+	return o, usable
+}
+
+// complete records each outcome in tx: successes and poisoned messages are deleted,
+// poisoned ones copied to poisoned_messages, failures rescheduled.
+func (pr *processor) complete(tx *gorm.DB, outcomes []outcome) error {
+	p := pr.p
+	cfg := p.cfg
+	now := p.now()
+	var deleted []string
+	var poisoned []PoisonedMessage
+	for i := range outcomes {
+		o := &outcomes[i]
+		if o.err == nil {
+			deleted = append(deleted, o.row.ID)
+			continue
+		}
+		msg := o.err.Error()
+		if len(msg) > maxErrorLen {
+			msg = msg[:maxErrorLen]
+		}
+		log := p.log.With("message_id", o.row.ID, "consumer", o.row.ConsumerType, "attempt", o.info.Attempt,
+			"max_attempts", o.info.MaxAttempts, "error", o.err)
+		if o.info.Attempt >= o.info.MaxAttempts {
+			o.poisoned = true
+			deleted = append(deleted, o.row.ID)
+			r := o.row
+			poisoned = append(poisoned, PoisonedMessage{
+				ID: r.ID, CreatedAt: r.CreatedAt, AvailableAfter: r.AvailableAfter, Attempts: o.info.Attempt,
+				ConsumerType: r.ConsumerType, PayloadType: r.PayloadType, Payload: r.Payload, InsertID: r.InsertID,
+				TraceID: r.TraceID, SpanID: r.SpanID, LastError: msg, PoisonedAt: now.UnixMilli(),
+			})
+			log.WarnContext(o.ctx, "asyncmonolith: message poisoned")
+			continue
+		}
+		o.retryAt = now.Add(cfg.AttemptDelay)
+		err := tx.Model(&ConsumerMessage{}).Where("id = ?", o.row.ID).Updates(map[string]any{
+			"attempts": o.info.Attempt, "available_after": o.retryAt.UnixMilli(), "last_error": msg,
+		}).Error
+		if err != nil {
+			return p.wrapDBError("reschedule failed message", err)
+		}
+		log.InfoContext(o.ctx, "asyncmonolith: consumer failed; will retry", slog.Time("retry_at", o.retryAt))
+	}
+	if len(poisoned) > 0 {
+		if err := tx.Session(&gorm.Session{SkipHooks: true}).CreateInBatches(&poisoned, insertBatchRows).Error; err != nil {
+			return p.wrapDBError("poison messages", err)
+		}
+	}
+	if len(deleted) > 0 {
+		if err := tx.Where("id IN ?", deleted).Delete(&ConsumerMessage{}).Error; err != nil {
+			return p.wrapDBError("delete completed messages", err)
+		}
+	}
+	return nil
+}

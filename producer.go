@@ -1,0 +1,265 @@
+package asyncmonolith
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+)
+
+// ProduceOption configures one Produce call.
+type ProduceOption func(*produceOptions)
+
+type produceOptions struct {
+	delay    time.Duration
+	at       time.Time
+	insertID string
+}
+
+// Delay makes the message due d after it is produced (sub-second precision).
+func Delay(d time.Duration) ProduceOption {
+	return func(o *produceOptions) { o.delay = d; o.at = time.Time{} }
+}
+
+// At makes the message due at t.
+func At(t time.Time) ProduceOption { return func(o *produceOptions) { o.at = t; o.delay = 0 } }
+
+// InsertID deduplicates: while a message with this insert id is pending for a consumer,
+// producing the id again for that consumer is skipped without an error. Once the earlier
+// message is consumed (or poisoned), the id can be produced again. Without it each Produce
+// gets a fresh id.
+func InsertID(id string) ProduceOption { return func(o *produceOptions) { o.insertID = id } }
+
+// Produce writes payload as one message per consumer registered for its type, all sharing
+// one insert id. It returns a *gorm.DB to chain the domain write on; errors are on its
+// Error field (and are returned by the chained write).
+//
+// On a *gorm.DB inside a transaction (db.Transaction, Begin) the rows are written at once,
+// in that transaction: they commit or roll back with it.
+//
+// On a *gorm.DB outside a transaction the rows are buffered on the returned session and
+// written inside the transaction of the next Create, Save, Update or Delete run on it (or
+// on anything chained from it), before that commits: Produce(db, ev).Save(&order) commits
+// both or neither. If that write fails, the rows stay buffered (see Pending and Flush).
+// With SkipDefaultTransaction the plugin opens the transaction itself.
+func Produce(db *gorm.DB, payload any, opts ...ProduceOption) *gorm.DB {
+	return produce(db, []any{payload}, opts)
+}
+
+// ProduceBatch is Produce for many payloads of one type, written as one multi-row insert.
+// Each payload gets its own insert id; the InsertID option is not allowed here.
+func ProduceBatch[T any](db *gorm.DB, payloads []T, opts ...ProduceOption) *gorm.DB {
+	all := make([]any, len(payloads))
+	for i := range payloads {
+		all[i] = payloads[i]
+	}
+	return produce(db, all, opts)
+}
+
+// ProduceTx writes payload in the transaction tx at once and returns the error. Unlike
+// Produce it cannot buffer: outside a transaction it fails with ErrTransactionRequired.
+func ProduceTx(tx *gorm.DB, payload any, opts ...ProduceOption) error {
+	if !inTx(tx) {
+		return fmt.Errorf("%w: ProduceTx needs a *gorm.DB from db.Transaction or db.Begin", ErrTransactionRequired)
+	}
+	return produce(tx, []any{payload}, opts).Error
+}
+
+// ProduceNow writes payload in a transaction of its own and commits it, retrying
+// deadlocks. Use it for messages that go with no domain write.
+func ProduceNow(ctx context.Context, db *gorm.DB, payload any, opts ...ProduceOption) error {
+	p, err := pluginOf(db)
+	if err != nil {
+		return err
+	}
+	rows, err := p.buildRows(ctx, []any{payload}, opts)
+	if err != nil {
+		return err
+	}
+	return p.insertOwnTx(ctx, db, rows)
+}
+
+// Pending returns how many messages are buffered on db and not yet written.
+func Pending(db *gorm.DB) int {
+	if b := bufferOf(db); b != nil {
+		return b.len()
+	}
+	return 0
+}
+
+// Flush writes the messages buffered on db in a transaction of its own, retrying
+// deadlocks. On failure they stay buffered.
+func Flush(ctx context.Context, db *gorm.DB) error {
+	p, err := pluginOf(db)
+	if err != nil {
+		return err
+	}
+	b := bufferOf(db)
+	if b == nil {
+		return nil
+	}
+	rows := b.take()
+	if len(rows) == 0 {
+		return nil
+	}
+	if err := p.insertOwnTx(ctx, db, rows); err != nil {
+		b.putBack(rows)
+		return err
+	}
+	return nil
+}
+
+func produce(db *gorm.DB, payloads []any, opts []ProduceOption) *gorm.DB {
+	if db.Error != nil {
+		return db
+	}
+	p, err := pluginOf(db)
+	if err != nil {
+		return withError(db, err)
+	}
+	rows, err := p.buildRows(db.Statement.Context, payloads, opts)
+	if err != nil {
+		return withError(db, err)
+	}
+	if inTx(db) {
+		if err := p.insertRows(db, rows); err != nil {
+			return withError(db, err)
+		}
+		p.wake.notify() // the commit is still ahead: woken processors retry briefly
+		return db.Session(&gorm.Session{})
+	}
+	b := bufferOf(db)
+	if b == nil {
+		b = newBuffer(p.log)
+		db = db.Set(bufferKey, b)
+	}
+	b.add(rows)
+	return db.Session(&gorm.Session{})
+}
+
+func withError(db *gorm.DB, err error) *gorm.DB {
+	s := db.Session(&gorm.Session{})
+	_ = s.AddError(err)
+	return s
+}
+
+// inTx reports whether db is bound to a transaction.
+func inTx(db *gorm.DB) bool {
+	c, ok := db.Statement.ConnPool.(gorm.TxCommitter)
+	return ok && c != nil
+}
+
+// buildRows fans payloads out into one row per consumer.
+func (p *Plugin) buildRows(ctx context.Context, payloads []any, opts []ProduceOption) ([]ConsumerMessage, error) {
+	var o produceOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.insertID != "" {
+		if len(payloads) > 1 {
+			return nil, fmt.Errorf("%w: InsertID applies to one payload; a batch gets one insert id per payload", ErrInvalidOption)
+		}
+		if err := checkName("insert id", o.insertID); err != nil {
+			return nil, err
+		}
+	}
+	now := p.now()
+	due := now.Add(o.delay)
+	if !o.at.IsZero() {
+		due = o.at
+	}
+	var traceID, spanID *string
+	if p.hooks.TraceContext != nil && ctx != nil {
+		if t, s := p.hooks.TraceContext(ctx); t != "" {
+			traceID, spanID = &t, &s
+		}
+	}
+	rows := make([]ConsumerMessage, 0, len(payloads))
+	for _, payload := range payloads {
+		name, err := payloadTypeName(reflect.TypeOf(payload))
+		if err != nil {
+			return nil, err
+		}
+		consumers := p.registry.consumersOf(name)
+		if len(consumers) == 0 {
+			return nil, fmt.Errorf("%w: %q (register a consumer with asyncmonolith.Register)", ErrNoConsumers, name)
+		}
+		body, err := json.Marshal(payload)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrInvalidPayload, name, err)
+		}
+		insertID := o.insertID
+		if insertID == "" {
+			insertID = p.ids.New(now)
+		}
+		for _, c := range consumers {
+			rows = append(rows, ConsumerMessage{
+				ID:             p.ids.New(now),
+				CreatedAt:      now.UnixMilli(),
+				AvailableAfter: due.UnixMilli(),
+				ConsumerType:   c.consumerType,
+				PayloadType:    name,
+				Payload:        string(body),
+				InsertID:       insertID,
+				TraceID:        traceID,
+				SpanID:         spanID,
+			})
+		}
+	}
+	return rows, nil
+}
+
+// insertBatchRows is how many rows go in one INSERT statement (PostgreSQL allows 65535
+// parameters per statement; a row has 11).
+const insertBatchRows = 1000
+
+// dedup skips a row whose (insert_id, consumer_type) is pending already. On MySQL GORM
+// renders it as ON DUPLICATE KEY UPDATE id=id.
+var dedup = clause.OnConflict{Columns: []clause.Column{{Name: "insert_id"}, {Name: "consumer_type"}}, DoNothing: true}
+
+// insertRows writes rows on db's connection (a transaction), skipping duplicates.
+func (p *Plugin) insertRows(db *gorm.DB, rows []ConsumerMessage) error {
+	err := db.Session(&gorm.Session{NewDB: true, SkipHooks: true}).
+		Clauses(dedup).CreateInBatches(&rows, insertBatchRows).Error
+	if err != nil {
+		return p.wrapDBError("produce", err)
+	}
+	if p.hooks.Produced != nil {
+		p.hooks.Produced(db.Statement.Context, rows)
+	}
+	return nil
+}
+
+// insertOwnTx writes rows in a transaction of the library's own, retrying conflicts.
+func (p *Plugin) insertOwnTx(ctx context.Context, db *gorm.DB, rows []ConsumerMessage) error {
+	var err error
+	for attempt := 0; attempt < ownTxAttempts; attempt++ {
+		err = db.WithContext(ctx).Session(&gorm.Session{NewDB: true}).Transaction(func(tx *gorm.DB) error {
+			return p.insertRows(tx, rows)
+		})
+		if err == nil {
+			p.wake.notify()
+			return nil
+		}
+		if !errors.Is(err, ErrRetryable) || ctx.Err() != nil {
+			return err
+		}
+	}
+	return err
+}
+
+// ownTxAttempts bounds the retries of a transaction the library owns.
+const ownTxAttempts = 5
+
+// wrapDBError marks contention errors as ErrRetryable.
+func (p *Plugin) wrapDBError(op string, err error) error {
+	if p.dialect != nil && p.dialect.Retryable(err) {
+		return fmt.Errorf("asyncmonolith: %s: %w: %w", op, ErrRetryable, err)
+	}
+	return fmt.Errorf("asyncmonolith: %s: %w", op, err)
+}
