@@ -78,9 +78,6 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	return registerCallbacks(db)
 }
 
-// config returns the validated config. Only valid after Initialize.
-func (p *Plugin) config() Config { return p.cfg }
-
 // Migrate creates or updates the three tables and their indexes with GORM's AutoMigrate.
 // The same schema, as SQL for each database, is in the migrations package.
 func (p *Plugin) Migrate(ctx context.Context, db *gorm.DB) error {
@@ -185,6 +182,20 @@ func (p *Plugin) Stop(ctx context.Context) error {
 		<-done
 		return fmt.Errorf("asyncmonolith: stop: %w", ctx.Err())
 	}
+}
+
+// ProcessBatch fetches and processes one batch of due messages synchronously, as a
+// processor would, and returns how many messages it fetched. It is for tests and tools
+// that drive the queue without Start; it may run beside started processors.
+func (p *Plugin) ProcessBatch(ctx context.Context) (int, error) {
+	p.mu.Lock()
+	ready := p.db != nil
+	p.mu.Unlock()
+	if !ready {
+		return 0, ErrNotRegistered
+	}
+	pr := &processor{p: p, index: -1}
+	return pr.batch(ctx)
 }
 
 // jitter returns d ± 20 %, so processors of many instances do not poll in lockstep.
