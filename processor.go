@@ -279,7 +279,11 @@ func (pr *processor) complete(tx *gorm.DB, outcomes []outcome) error {
 		}
 	}
 	if len(deleted) > 0 {
-		if err := tx.Where("id IN ?", deleted).Delete(&ConsumerMessage{}).Error; err != nil {
+		args := make([]any, len(deleted))
+		for i, id := range deleted {
+			args[i] = id
+		}
+		if err := tx.Exec(p.dialect.DeleteByIDs("consumer_messages", len(deleted)), args...).Error; err != nil {
 			return p.wrapDBError("delete completed messages", err)
 		}
 	}
