@@ -94,8 +94,7 @@ func (e *env) count(t *testing.T, model any, where ...any) int64 {
 	return n
 }
 
-func (e *env) pending(t *testing.T) int64  { return e.count(t, &am.ConsumerMessage{}) }
-func (e *env) poisoned(t *testing.T) int64 { return e.count(t, &am.PoisonedMessage{}) }
+func (e *env) pending(t *testing.T) int64 { return e.count(t, &am.ConsumerMessage{}) }
 
 // recorder is a consumer that records what it saw.
 type recorder[T any] struct {
