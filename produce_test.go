@@ -337,3 +337,43 @@ func mustBatch(t *testing.T, e *env) int {
 	}
 	return n
 }
+
+func TestProduceFlushesOnUpdateDeleteSaveAndPreparedStatements(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		e := setup(t, dialect, am.Config{}, testdb.Options{Config: &gorm.Config{PrepareStmt: true}})
+		registerBoth(t, e)
+		if err := e.db.Create(&Order{ID: "1", Status: "new"}).Error; err != nil {
+			t.Fatal(err)
+		}
+		steps := []struct {
+			name  string
+			write func(s *gorm.DB) error
+		}{
+			{"Update", func(s *gorm.DB) error { return s.Model(&Order{ID: "1"}).Update("status", "paid").Error }},
+			{"Save", func(s *gorm.DB) error { return s.Save(&Order{ID: "1", Status: "shipped"}).Error }},
+			{"Delete", func(s *gorm.DB) error { return s.Delete(&Order{ID: "1"}).Error }},
+		}
+		for i, step := range steps {
+			s := am.Produce(e.db, OrderCancelled{OrderID: step.name})
+			if err := step.write(s); err != nil {
+				t.Fatalf("%s: %v", step.name, err)
+			}
+			if got, want := e.pending(t), int64(2*(i+1)); got != want {
+				t.Fatalf("after %s: %d messages, want %d", step.name, got, want)
+			}
+			if am.Pending(s) != 0 {
+				t.Fatalf("after %s: %d still buffered", step.name, am.Pending(s))
+			}
+		}
+		// Produce inside a prepared-statement transaction.
+		if err := e.db.Transaction(func(tx *gorm.DB) error {
+			return am.Produce(tx, OrderCancelled{OrderID: "tx"}).Error
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if got := e.pending(t); got != 8 {
+			t.Fatalf("%d messages, want 8", got)
+		}
+	})
+}
