@@ -302,3 +302,32 @@ func (s *syncBuffer) String() string {
 }
 
 var _ = fmt.Sprint
+
+func TestProcessorHoldingLocksDoesNotBlockProducers(t *testing.T) {
+	t.Parallel()
+	for _, dialect := range []string{"postgres", "mysql"} {
+		t.Run(dialect, func(t *testing.T) {
+			t.Parallel()
+			e := setup(t, dialect, am.Config{})
+			b := Blocker{started: make(chan string, 10), release: make(chan struct{}), runs: &atomic.Int64{}}
+			if err := am.Register[Job](e.p, b); err != nil {
+				t.Fatal(err)
+			}
+			if err := am.ProduceNow(context.Background(), e.db, Job{N: 1}); err != nil {
+				t.Fatal(err)
+			}
+			e.start(t)
+			<-b.started // the processor now holds the row lock of the only (near-empty queue) message
+			defer close(b.release)
+			// Under InnoDB's REPEATABLE READ the locking read would take a next-key lock on the
+			// supremum and block this insert for innodb_lock_wait_timeout (50 s).
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			for i := range 5 {
+				if err := am.ProduceNow(ctx, e.db, Job{N: 10 + i}, am.Delay(time.Hour)); err != nil {
+					t.Fatalf("producer blocked by the processor: %v", err)
+				}
+			}
+		})
+	}
+}
