@@ -9,7 +9,7 @@ import "time"
 // consumer. Produce writes one row per consumer of the payload type; a processor deletes
 // it when the consumer succeeds.
 type ConsumerMessage struct {
-	ID             string  `gorm:"primaryKey;size:64"`
+	ID             string  `gorm:"primaryKey;size:64;index:idx_consumer_messages_fetch,priority:3"`
 	CreatedAt      int64   `gorm:"not null;autoCreateTime:false;index:idx_consumer_messages_fetch,priority:2"`
 	AvailableAfter int64   `gorm:"not null;index:idx_consumer_messages_fetch,priority:1"`
 	Attempts       int     `gorm:"not null;default:0"`

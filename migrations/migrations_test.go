@@ -1,0 +1,225 @@
+package migrations_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	am "github.com/asyncmonolith/asyncmonolith"
+	"github.com/asyncmonolith/asyncmonolith/internal/testdb"
+	"github.com/asyncmonolith/asyncmonolith/migrations"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+)
+
+var tables = []string{"consumer_messages", "poisoned_messages", "scheduled_messages"}
+
+// schema describes tables as the database's catalog reports them.
+func schema(t *testing.T, db *gorm.DB) string {
+	t.Helper()
+	var lines []string
+	m := db.Migrator()
+	for _, table := range tables {
+		cols, err := m.ColumnTypes(table)
+		if err != nil {
+			t.Fatalf("%s: %v", table, err)
+		}
+		for _, c := range cols {
+			null, _ := c.Nullable()
+			pk, _ := c.PrimaryKey()
+			length, _ := c.Length()
+			def, _ := c.DefaultValue()
+			lines = append(lines, fmt.Sprintf("%s.%s %s(%d) null=%v pk=%v default=%q",
+				table, c.Name(), strings.ToLower(c.DatabaseTypeName()), length, null, pk, def))
+		}
+		lines = append(lines, indexes(t, db, table)...)
+	}
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
+}
+
+// indexes lists a table's secondary indexes with their columns in key order, read from
+// each database's catalog (GORM's GetIndexes does not keep the order on PostgreSQL).
+func indexes(t *testing.T, db *gorm.DB, table string) []string {
+	t.Helper()
+	type col struct {
+		Name, Col string
+		Uniq      bool
+	}
+	var cols []col
+	var err error
+	switch db.Dialector.Name() {
+	case "postgres":
+		err = db.Raw(`SELECT i.relname AS name, a.attname AS col, ix.indisunique AS uniq
+			FROM pg_index ix JOIN pg_class i ON i.oid = ix.indexrelid JOIN pg_class c ON c.oid = ix.indrelid
+			JOIN LATERAL unnest(ix.indkey) WITH ORDINALITY k(attnum, n) ON true
+			JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+			WHERE c.relname = ? AND c.relnamespace = current_schema()::regnamespace AND NOT ix.indisprimary
+			ORDER BY i.relname, k.n`, table).Scan(&cols).Error
+	case "mysql":
+		err = db.Raw(`SELECT index_name AS name, column_name AS col, non_unique = 0 AS uniq
+			FROM information_schema.statistics WHERE table_schema = DATABASE() AND table_name = ? AND index_name <> 'PRIMARY'
+			ORDER BY index_name, seq_in_index`, table).Scan(&cols).Error
+	case "sqlite":
+		err = db.Raw(`SELECT il.name AS name, ii.name AS col, il."unique" AS uniq
+			FROM pragma_index_list(?) il JOIN pragma_index_info(il.name) ii
+			WHERE il.origin <> 'pk' ORDER BY il.name, ii.seqno`, table).Scan(&cols).Error
+	}
+	if err != nil {
+		t.Fatalf("indexes of %s: %v", table, err)
+	}
+	var out []string
+	var cur string
+	var names []string
+	var uniq bool
+	flush := func() {
+		if cur != "" {
+			out = append(out, fmt.Sprintf("%s index %s %v unique=%v", table, cur, names, uniq))
+		}
+	}
+	for _, c := range cols {
+		if c.Name != cur {
+			flush()
+			cur, names, uniq = c.Name, nil, c.Uniq
+		}
+		names = append(names, c.Col)
+	}
+	flush()
+	return out
+}
+
+// ddlRecorder records the DDL a session sends.
+type ddlRecorder struct {
+	logger.Interface
+	mu    *sync.Mutex
+	stmts *[]string
+}
+
+func (r ddlRecorder) Trace(ctx context.Context, begin time.Time, fc func() (string, int64), err error) {
+	sql, _ := fc()
+	u := strings.ToUpper(strings.TrimSpace(sql))
+	for _, p := range []string{"CREATE", "ALTER", "DROP"} {
+		if strings.HasPrefix(u, p) {
+			r.mu.Lock()
+			*r.stmts = append(*r.stmts, sql)
+			r.mu.Unlock()
+		}
+	}
+}
+
+func TestSQLFilesMatchAutoMigrate(t *testing.T) {
+	t.Parallel()
+	for _, dialect := range testdb.Dialects {
+		t.Run(dialect, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			fromSQL := testdb.Open(t, dialect)
+			if err := migrations.Up(ctx, fromSQL); err != nil {
+				t.Fatal(err)
+			}
+			fromGORM := testdb.Open(t, dialect)
+			if err := am.New(am.Config{}).Migrate(ctx, fromGORM); err != nil {
+				t.Fatal(err)
+			}
+			a, b := schema(t, fromSQL), schema(t, fromGORM)
+			if a != b {
+				t.Fatalf("schemas differ\n--- SQL files:\n%s\n--- AutoMigrate:\n%s", a, b)
+			}
+			if !strings.Contains(a, "ux_consumer_messages_insert_id_consumer_type [insert_id consumer_type] unique=true") ||
+				!strings.Contains(a, "idx_consumer_messages_fetch [available_after created_at id]") {
+				t.Fatalf("indexes missing:\n%s", a)
+			}
+			// AutoMigrate over the SQL-created schema has nothing to change.
+			var mu sync.Mutex
+			var ddl []string
+			rec := fromSQL.Session(&gorm.Session{Logger: ddlRecorder{logger.Discard, &mu, &ddl}})
+			if err := am.New(am.Config{}).Migrate(ctx, rec); err != nil {
+				t.Fatal(err)
+			}
+			if len(ddl) > 0 {
+				t.Fatalf("AutoMigrate altered the SQL-created schema:\n%s", strings.Join(ddl, "\n"))
+			}
+		})
+	}
+}
+
+func TestUpIsIdempotentAndDownRemovesEverything(t *testing.T) {
+	t.Parallel()
+	for _, dialect := range testdb.Dialects {
+		t.Run(dialect, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			db := testdb.Open(t, dialect)
+			for range 2 {
+				if err := migrations.Up(ctx, db); err != nil {
+					t.Fatal(err)
+				}
+			}
+			v, dirty, err := migrations.Version(ctx, db)
+			if err != nil || v != 1 || dirty {
+				t.Fatalf("version = %d dirty=%v err=%v, want 1", v, dirty, err)
+			}
+			// The dedup index works on the SQL-created schema.
+			row := am.ConsumerMessage{ID: "a", CreatedAt: 1, AvailableAfter: 1, ConsumerType: "C", PayloadType: "P", Payload: "{}", InsertID: "i"}
+			if err := db.Create(&row).Error; err != nil {
+				t.Fatal(err)
+			}
+			row.ID = "b"
+			if err := db.Create(&row).Error; err == nil {
+				t.Fatal("a second pending row with the same (insert_id, consumer_type) was accepted")
+			}
+			if err := migrations.Down(ctx, db); err != nil {
+				t.Fatal(err)
+			}
+			for _, table := range tables {
+				if db.Migrator().HasTable(table) {
+					t.Fatalf("%s survived Down", table)
+				}
+			}
+			if v, _, _ := migrations.Version(ctx, db); v != 0 {
+				t.Fatalf("version after Down = %d", v)
+			}
+			if err := migrations.Up(ctx, db); err != nil {
+				t.Fatalf("Up after Down: %v", err)
+			}
+		})
+	}
+}
+
+func TestUnknownDialect(t *testing.T) {
+	t.Parallel()
+	if _, err := migrations.SQL("oracle", true); !errors.Is(err, migrations.ErrUnknownDialect) {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := migrations.FS("mssql"); !errors.Is(err, migrations.ErrUnknownDialect) {
+		t.Fatalf("err = %v", err)
+	}
+	for _, d := range migrations.Dialects {
+		up, err := migrations.SQL(d, true)
+		if err != nil || len(migrations.Statements(up)) < 3 {
+			t.Fatalf("%s: %d statements, err %v", d, len(migrations.Statements(up)), err)
+		}
+	}
+}
+
+func ExampleSQL() {
+	up, _ := migrations.SQL("postgres", true)
+	for _, stmt := range migrations.Statements(up) {
+		fmt.Println(strings.SplitN(stmt, " (", 2)[0])
+	}
+	// Output:
+	// CREATE TABLE "consumer_messages"
+	// CREATE UNIQUE INDEX "ux_consumer_messages_insert_id_consumer_type" ON "consumer_messages"
+	// CREATE INDEX "idx_consumer_messages_fetch" ON "consumer_messages"
+	// CREATE TABLE "poisoned_messages"
+	// CREATE INDEX "idx_poisoned_messages_poisoned_at" ON "poisoned_messages"
+	// CREATE INDEX "idx_poisoned_messages_consumer_type" ON "poisoned_messages"
+	// CREATE TABLE "scheduled_messages"
+	// CREATE INDEX "idx_scheduled_messages_available_after" ON "scheduled_messages"
+	// CREATE INDEX "idx_scheduled_messages_tag" ON "scheduled_messages"
+}
