@@ -22,6 +22,12 @@ const (
 	ConsumerProcessorsDefault = 1
 	// DefaultConsumerTimeoutDefault bounds one consumer run when the consumer sets no timeout.
 	DefaultConsumerTimeoutDefault = 10 * time.Second
+	// ScheduleProcessorsDefault is how many scheduled-message processors one plugin runs.
+	ScheduleProcessorsDefault = 1
+	// ScheduleBatchSizeDefault is how many due schedules one fetch locks and fires.
+	ScheduleBatchSizeDefault = 100
+	// SchedulePollIntervalDefault is the pause between polls for due schedules.
+	SchedulePollIntervalDefault = time.Second
 	// AbandonGraceDefault is how long a consumer that ignores its cancelled context is awaited before it is abandoned.
 	AbandonGraceDefault = time.Second
 )
@@ -64,6 +70,13 @@ type Config struct {
 	AbandonGrace time.Duration
 	// Logger receives the plugin's logs. Nil means slog.Default().
 	Logger *slog.Logger
+	// ScheduleProcessors is how many scheduled-message processors run (SQLite: 1).
+	ScheduleProcessors int
+	// ScheduleBatchSize is how many due schedules one fetch locks and fires.
+	ScheduleBatchSize int
+	// SchedulePollInterval is the pause between polls for due schedules (±20 % jitter); a
+	// processor also wakes for the next due time of the schedules it fired.
+	SchedulePollInterval time.Duration
 	// Hooks observe production and consumption (tracing, metrics).
 	Hooks Hooks
 	// Now is the clock. Nil means time.Now. Tests inject a fake clock here.
@@ -92,6 +105,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DefaultConsumerTimeout == 0 {
 		c.DefaultConsumerTimeout = DefaultConsumerTimeoutDefault
+	}
+	if c.ScheduleProcessors == 0 {
+		c.ScheduleProcessors = ScheduleProcessorsDefault
+	}
+	if c.ScheduleBatchSize == 0 {
+		c.ScheduleBatchSize = ScheduleBatchSizeDefault
+	}
+	if c.SchedulePollInterval == 0 {
+		c.SchedulePollInterval = SchedulePollIntervalDefault
 	}
 	if c.AbandonGrace == 0 {
 		c.AbandonGrace = AbandonGraceDefault
@@ -124,6 +146,12 @@ func (c Config) validate() error {
 		return &ConfigError{"ConsumerProcessors", c.ConsumerProcessors, "must be between 1 and 1000"}
 	case c.DefaultConsumerTimeout < 0 || c.DefaultConsumerTimeout > ConsumerTimeoutMax:
 		return &ConfigError{"DefaultConsumerTimeout", c.DefaultConsumerTimeout, "must be between 0 (default 10s) and 1h"}
+	case c.ScheduleProcessors < 1 || c.ScheduleProcessors > 100:
+		return &ConfigError{"ScheduleProcessors", c.ScheduleProcessors, "must be between 1 and 100"}
+	case c.ScheduleBatchSize < 1 || c.ScheduleBatchSize > ProcessorBatchSizeMax:
+		return &ConfigError{"ScheduleBatchSize", c.ScheduleBatchSize, "must be between 1 and 10000"}
+	case c.SchedulePollInterval < 0:
+		return &ConfigError{"SchedulePollInterval", c.SchedulePollInterval, "must not be negative"}
 	case c.AbandonGrace < 0:
 		return &ConfigError{"AbandonGrace", c.AbandonGrace, "must not be negative"}
 	}

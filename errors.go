@@ -45,6 +45,10 @@ var (
 	ErrTxManaged = errors.New("asyncmonolith: Message.Tx is committed by the processor, not by the consumer")
 	// ErrConsumerAbandoned is returned by statements a timed-out consumer still sends through Message.Tx.
 	ErrConsumerAbandoned = errors.New("asyncmonolith: consumer was abandoned after its timeout; Message.Tx is closed")
+	// ErrInvalidSchedule reports an invalid cron expression or time zone.
+	ErrInvalidSchedule = errors.New("asyncmonolith: invalid schedule")
+	// ErrScheduleNotFound reports a schedule id that does not exist.
+	ErrScheduleNotFound = errors.New("asyncmonolith: schedule not found")
 )
 
 // ConfigError names the Config field that failed validation. It matches ErrInvalidConfig.

@@ -2,6 +2,8 @@ package asyncmonolith_test
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -129,3 +131,5 @@ func eventually(t *testing.T, cond func() bool, what string) {
 	t.Helper()
 	testdb.Eventually(t, 20*time.Second, cond, "%s", what)
 }
+
+func newTextLogger(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }

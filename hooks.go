@@ -20,6 +20,8 @@ type Hooks struct {
 	// AfterConsume is called once the outcome of a run is committed, with the context
 	// BeforeConsume returned.
 	AfterConsume func(ctx context.Context, m MessageInfo, r Result)
+	// ScheduleFired is called after a schedule's firing committed.
+	ScheduleFired func(ctx context.Context, scheduleID, payloadType string)
 }
 
 // MessageInfo describes one consumer run, for hooks.
