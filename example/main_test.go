@@ -1,0 +1,45 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/asyncmonolith/asyncmonolith/internal/testdb"
+)
+
+// TestDemo runs the scripted demo on every database and checks what it left behind.
+func TestDemo(t *testing.T) {
+	t.Parallel()
+	for _, dialect := range testdb.Dialects {
+		t.Run(dialect, func(t *testing.T) {
+			t.Parallel()
+			db := testdb.Open(t, dialect)
+			var out bytes.Buffer
+			s, err := run(context.Background(), options{db: db}, &out)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out.String())
+			}
+			want := summary{
+				Orders: 3, Cancelled: 2, Refunds: 2, EmailsSent: 1, ProductViews: 5,
+				Pending: 0, Poisoned: 1, Schedules: 1,
+			}
+			got := s
+			got.PoisonedErrors, got.ReportsPrinted = nil, 0
+			if got.Orders != want.Orders || got.Cancelled != want.Cancelled || got.Refunds != want.Refunds ||
+				got.EmailsSent != want.EmailsSent || got.ProductViews != want.ProductViews ||
+				got.Pending != 0 || got.Poisoned != 1 || got.Schedules != 1 {
+				t.Fatalf("summary = %+v, want %+v\n%s", s, want, out.String())
+			}
+			if s.ReportsPrinted < 1 || len(s.PoisonedErrors) != 1 || !strings.Contains(s.PoisonedErrors[0], "mail server") {
+				t.Fatalf("summary = %+v\n%s", s, out.String())
+			}
+			for _, line := range []string{"refund of 25.00", "retry due", "moved to poisoned_messages", "schedule fired", "counted 5 views"} {
+				if !strings.Contains(out.String(), line) {
+					t.Errorf("the narration does not show %q:\n%s", line, out.String())
+				}
+			}
+		})
+	}
+}
