@@ -1,6 +1,3 @@
-// Package asyncmonolith is a GORM plugin for durable, asynchronous messaging inside the
-// application's own database: a transactional outbox, typed consumers, retries, poisoned
-// messages and cron schedules, on PostgreSQL, MySQL/MariaDB and SQLite, with no broker.
 package asyncmonolith
 
 import (

@@ -228,5 +228,3 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 // Tables the demo owns, dropped before a run on a shared database.
 var demoTables = []any{&Order{}, &Refund{}, &PageView{}, &ProductStats{}}
-
-

@@ -1,0 +1,37 @@
+// Package asyncmonolith is a GORM plugin for durable, asynchronous messaging inside the
+// application's own database: a transactional outbox, typed consumers, retries, poisoned
+// messages and cron schedules, on PostgreSQL, MySQL/MariaDB and SQLite, with no broker.
+//
+// Register the plugin once, create its tables, and register consumers:
+//
+//	p := asyncmonolith.New(asyncmonolith.Config{})
+//	if err := db.Use(p); err != nil { … }
+//	if err := p.Migrate(ctx, db); err != nil { … }      // or the SQL in the migrations package
+//	err := asyncmonolith.Register[OrderCancelled](p, SendEmail{}, asyncmonolith.WithAttempts(3))
+//
+// Produce messages with your domain change, in one transaction:
+//
+//	err := db.Transaction(func(tx *gorm.DB) error {
+//		if err := tx.Model(&order).Update("status", "cancelled").Error; err != nil {
+//			return err
+//		}
+//		return asyncmonolith.Produce(tx, OrderCancelled{OrderID: order.ID}).Error
+//	})
+//
+// or buffered on a session and written by its next write, in that write's transaction:
+//
+//	err := asyncmonolith.Produce(db, OrderCancelled{OrderID: id}).Save(&order).Error
+//
+// Start the processors; they fetch due messages with FOR UPDATE SKIP LOCKED, run each
+// message's consumer inside the batch's transaction (Message.Tx), delete it on success,
+// retry it after Config.AttemptDelay on failure, and move it to poisoned_messages after its
+// last attempt:
+//
+//	err := p.Start(ctx)
+//	defer p.Stop(shutdownCtx)
+//
+// Recurring messages: Schedule, Reschedule, DeleteSchedule, DeleteSchedulesByTag.
+//
+// Delivery is at least once; database writes made through Message.Tx happen exactly once.
+// See the README for the guarantees, the settings and the limits of each database.
+package asyncmonolith

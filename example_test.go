@@ -1,0 +1,253 @@
+package asyncmonolith_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	am "github.com/asyncmonolith/asyncmonolith"
+	"gorm.io/driver/sqlite"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+)
+
+// Payment is a domain table of the examples.
+type Payment struct {
+	ID     string `gorm:"primaryKey;size:64"`
+	Status string
+}
+
+// PaymentFailed is a message payload.
+type PaymentFailed struct {
+	PaymentID string `json:"payment_id"`
+}
+
+// NotifyCustomer consumes PaymentFailed.
+type NotifyCustomer struct{}
+
+// Consume handles one message.
+func (NotifyCustomer) Consume(ctx context.Context, m *am.Message[PaymentFailed]) error {
+	fmt.Printf("notify customer: payment %s failed (attempt %d)\n", m.Payload.PaymentID, m.Attempt)
+	return nil
+}
+
+// exampleDB opens a fresh SQLite database with the plugin registered and migrated.
+func exampleDB() (*gorm.DB, *am.Plugin, func()) {
+	dir, _ := os.MkdirTemp("", "am-example-")
+	dsn := "file:" + filepath.Join(dir, "app.db") + "?_journal_mode=WAL&_busy_timeout=5000&_txlock=immediate"
+	db, err := gorm.Open(sqlite.Open(dsn), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		panic(err)
+	}
+	p := am.New(am.Config{ProcessorMaxDelay: 50 * time.Millisecond})
+	if err := db.Use(p); err != nil {
+		panic(err)
+	}
+	if err := p.Migrate(context.Background(), db); err != nil {
+		panic(err)
+	}
+	if err := db.AutoMigrate(&Payment{}); err != nil {
+		panic(err)
+	}
+	return db, p, func() {
+		if s, err := db.DB(); err == nil {
+			s.Close()
+		}
+		os.RemoveAll(dir)
+	}
+}
+
+func pendingCount(db *gorm.DB) int64 {
+	var n int64
+	db.Model(&am.ConsumerMessage{}).Count(&n)
+	return n
+}
+
+// Register binds a typed consumer to a payload type, with per-consumer limits.
+func ExampleRegister() {
+	p := am.New(am.Config{})
+	err := am.Register[PaymentFailed](p, NotifyCustomer{}, am.WithAttempts(3), am.WithTimeout(5*time.Second))
+	fmt.Println(err)
+	// A second consumer under the same name is refused.
+	err = am.Register[PaymentFailed](p, NotifyCustomer{})
+	fmt.Println(err)
+	// Output:
+	// <nil>
+	// asyncmonolith: consumer type already registered: "NotifyCustomer"
+}
+
+// Produce inside a transaction: the message commits or rolls back with the domain change.
+func ExampleProduce_transaction() {
+	db, p, done := exampleDB()
+	defer done()
+	_ = am.Register[PaymentFailed](p, NotifyCustomer{})
+
+	err := db.Transaction(func(tx *gorm.DB) error {
+		if err := tx.Create(&Payment{ID: "p1", Status: "failed"}).Error; err != nil {
+			return err
+		}
+		return am.Produce(tx, PaymentFailed{PaymentID: "p1"}).Error
+	})
+	fmt.Println(err, pendingCount(db))
+	// Output: <nil> 1
+}
+
+// Produce on a session: the message is buffered and written by the next write on the
+// returned session, in that write's transaction.
+func ExampleProduce_session() {
+	db, p, done := exampleDB()
+	defer done()
+	_ = am.Register[PaymentFailed](p, NotifyCustomer{})
+
+	s := am.Produce(db, PaymentFailed{PaymentID: "p2"})
+	fmt.Println("buffered:", am.Pending(s), "written:", pendingCount(db))
+	err := s.Create(&Payment{ID: "p2", Status: "failed"}).Error
+	fmt.Println(err, "buffered:", am.Pending(s), "written:", pendingCount(db))
+	// Output:
+	// buffered: 1 written: 0
+	// <nil> buffered: 0 written: 1
+}
+
+// Delay and At make a message due later.
+func ExampleDelay() {
+	db, p, done := exampleDB()
+	defer done()
+	_ = am.Register[PaymentFailed](p, NotifyCustomer{})
+
+	ctx := context.Background()
+	_ = am.ProduceNow(ctx, db, PaymentFailed{PaymentID: "p3"}, am.Delay(90*time.Second))
+	_ = am.ProduceNow(ctx, db, PaymentFailed{PaymentID: "p4"}, am.At(time.Now().Add(time.Hour)))
+	n, _ := p.ProcessBatch(ctx) // nothing is due yet
+	fmt.Println("processed:", n, "pending:", pendingCount(db))
+	// Output: processed: 0 pending: 2
+}
+
+// InsertID deduplicates: one pending message per insert id and consumer.
+func ExampleInsertID() {
+	db, p, done := exampleDB()
+	defer done()
+	_ = am.Register[PaymentFailed](p, NotifyCustomer{})
+
+	ctx := context.Background()
+	for range 3 {
+		_ = am.ProduceNow(ctx, db, PaymentFailed{PaymentID: "p5"}, am.InsertID("payment:p5"))
+	}
+	fmt.Println("pending:", pendingCount(db))
+	_, _ = p.ProcessBatch(ctx)
+	// Consumed: the same insert id can be produced again.
+	_ = am.ProduceNow(ctx, db, PaymentFailed{PaymentID: "p5"}, am.InsertID("payment:p5"))
+	fmt.Println("pending:", pendingCount(db))
+	// Output:
+	// pending: 1
+	// notify customer: payment p5 failed (attempt 1)
+	// pending: 1
+}
+
+// ProduceBatch writes many payloads in one multi-row insert.
+func ExampleProduceBatch() {
+	db, p, done := exampleDB()
+	defer done()
+	_ = am.Register[PaymentFailed](p, NotifyCustomer{})
+
+	batch := []PaymentFailed{{PaymentID: "a"}, {PaymentID: "b"}, {PaymentID: "c"}}
+	err := db.Transaction(func(tx *gorm.DB) error { return am.ProduceBatch(tx, batch).Error })
+	fmt.Println(err, pendingCount(db))
+	// Output: <nil> 3
+}
+
+// Start runs the processors in the background; Stop waits for running consumers.
+func ExamplePlugin_Start() {
+	db, p, done := exampleDB()
+	defer done()
+	consumed := make(chan string, 1)
+	_ = am.Register[PaymentFailed](p, am.ConsumerFunc[PaymentFailed](func(ctx context.Context, m *am.Message[PaymentFailed]) error {
+		consumed <- m.Payload.PaymentID
+		return nil
+	}), am.WithName("Notifier"))
+
+	if err := p.Start(context.Background()); err != nil {
+		panic(err)
+	}
+	_ = am.Produce(db, PaymentFailed{PaymentID: "p6"}).Create(&Payment{ID: "p6"}).Error
+	fmt.Println("consumed", <-consumed)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	fmt.Println("stop:", p.Stop(ctx))
+	// Output:
+	// consumed p6
+	// stop: <nil>
+}
+
+// Schedule produces a payload on a cron expression, in a time zone.
+func ExampleSchedule() {
+	db, p, done := exampleDB()
+	defer done()
+	_ = am.Register[PaymentFailed](p, NotifyCustomer{})
+
+	id, err := am.Schedule(db, PaymentFailed{PaymentID: "weekly-check"}, "0 0 12 * * MON",
+		am.InZone("Europe/London"), am.Tag("checks"))
+	fmt.Println(err, len(id))
+	list, _ := am.SchedulesByTag(db, "checks")
+	fmt.Println(len(list), list[0].ChronExpression, list[0].ChronTimezone)
+	n, _ := am.DeleteSchedulesByTag(db, "checks")
+	fmt.Println("deleted", n)
+	// Output:
+	// <nil> 26
+	// 1 0 0 12 * * MON Europe/London
+	// deleted 1
+}
+
+// ParseCron checks an expression and shows its next occurrence.
+func ExampleParseCron() {
+	from := time.Date(2026, 3, 28, 12, 0, 0, 0, time.UTC)
+	next, err := am.ParseCron("30 1 * * *", "Europe/London", from)
+	fmt.Println(next, err)
+	_, err = am.ParseCron("every day", "UTC", from)
+	fmt.Println(err)
+	// Output:
+	// 2026-03-30 01:30:00 +0100 BST <nil>
+	// asyncmonolith: invalid schedule: "every day" has 2 fields, want 5 (minute hour day month weekday), 6 (with seconds first) or a descriptor such as @daily
+}
+
+// Reschedule changes a schedule's expression, zone, tag or payload.
+func ExampleReschedule() {
+	db, p, done := exampleDB()
+	defer done()
+	_ = am.Register[PaymentFailed](p, NotifyCustomer{})
+
+	id, _ := am.Schedule(db, PaymentFailed{PaymentID: "x"}, "@daily")
+	err := am.Reschedule(db, id, "0 9 * * MON-FRI", am.InZone("America/New_York"), am.Tag("weekdays"))
+	s, _ := am.GetSchedule(db, id)
+	fmt.Println(err, s.ChronExpression, s.ChronTimezone, *s.Tag)
+	// Output: <nil> 0 9 * * MON-FRI America/New_York weekdays
+}
+
+// DeleteSchedule removes one schedule by id.
+func ExampleDeleteSchedule() {
+	db, p, done := exampleDB()
+	defer done()
+	_ = am.Register[PaymentFailed](p, NotifyCustomer{})
+
+	id, _ := am.Schedule(db, PaymentFailed{PaymentID: "x"}, "@hourly")
+	fmt.Println(am.DeleteSchedule(db, id))
+	err := am.DeleteSchedule(db, id)
+	fmt.Println(errors.Is(err, am.ErrScheduleNotFound))
+	// Output:
+	// <nil>
+	// true
+}
+
+// Flush writes buffered messages without a domain write.
+func ExampleFlush() {
+	db, p, done := exampleDB()
+	defer done()
+	_ = am.Register[PaymentFailed](p, NotifyCustomer{})
+
+	s := am.Produce(db, PaymentFailed{PaymentID: "p7"})
+	fmt.Println(am.Flush(context.Background(), s), am.Pending(s), pendingCount(db))
+	// Output: <nil> 0 1
+}
