@@ -30,6 +30,7 @@ type Plugin struct {
 	now     func() time.Time
 	run     *running // non-nil between Start and Stop
 	hooks   Hooks
+	stmts   *statements
 
 	wake *waker
 }
@@ -72,6 +73,9 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	p.now = cfg.Now
 	p.dialect = d
 	p.db = db.Session(&gorm.Session{NewDB: true})
+	if err := p.buildStatements(db); err != nil {
+		return fmt.Errorf("asyncmonolith: build statements: %w", err)
+	}
 	return registerCallbacks(db)
 }
 

@@ -98,12 +98,12 @@ type outcome struct {
 	took     time.Duration
 	poisoned bool
 	retryAt  time.Time
+	locator  string // finds the row again for the delete (dialect.Locator)
 }
 
 // batch processes one batch and returns how many messages it fetched.
 func (pr *processor) batch(workCtx context.Context) (int, error) {
 	p := pr.p
-	cfg := p.cfg
 	tx := p.db.WithContext(workCtx).Begin(p.dialect.ProcessorTxOptions())
 	if tx.Error != nil {
 		return 0, p.wrapDBError("begin batch", tx.Error)
@@ -114,11 +114,7 @@ func (pr *processor) batch(workCtx context.Context) (int, error) {
 			tx.Rollback()
 		}
 	}()
-	var rows []ConsumerMessage
-	err := tx.Clauses(skipLocked).
-		Where("available_after <= ?", p.now().UnixMilli()).
-		Order(fetchOrder).Limit(cfg.ProcessorBatchSize).
-		Find(&rows).Error
+	rows, locators, err := p.fetch(workCtx, tx.Statement.ConnPool, p.now().UnixMilli())
 	if err != nil {
 		return 0, p.wrapDBError("fetch batch", err)
 	}
@@ -136,6 +132,7 @@ func (pr *processor) batch(workCtx context.Context) (int, error) {
 		if !usable {
 			return len(rows), fmt.Errorf("asyncmonolith: consumer %s left the batch transaction unusable: %w", rows[i].ConsumerType, o.err)
 		}
+		o.locator = locators[i]
 		outcomes[i] = o
 	}
 	if err := pr.complete(tx, outcomes); err != nil {
@@ -243,7 +240,7 @@ func (pr *processor) complete(tx *gorm.DB, outcomes []outcome) error {
 	for i := range outcomes {
 		o := &outcomes[i]
 		if o.err == nil {
-			deleted = append(deleted, o.row.ID)
+			deleted = append(deleted, o.locator)
 			continue
 		}
 		msg := o.err.Error()
@@ -254,7 +251,7 @@ func (pr *processor) complete(tx *gorm.DB, outcomes []outcome) error {
 			"max_attempts", o.info.MaxAttempts, "error", o.err)
 		if o.info.Attempt >= o.info.MaxAttempts {
 			o.poisoned = true
-			deleted = append(deleted, o.row.ID)
+			deleted = append(deleted, o.locator)
 			r := o.row
 			poisoned = append(poisoned, PoisonedMessage{
 				ID: r.ID, CreatedAt: r.CreatedAt, AvailableAfter: r.AvailableAfter, Attempts: o.info.Attempt,
@@ -279,11 +276,7 @@ func (pr *processor) complete(tx *gorm.DB, outcomes []outcome) error {
 		}
 	}
 	if len(deleted) > 0 {
-		args := make([]any, len(deleted))
-		for i, id := range deleted {
-			args[i] = id
-		}
-		if err := tx.Exec(p.dialect.DeleteByIDs("consumer_messages", len(deleted)), args...).Error; err != nil {
+		if err := p.deleteMessages(tx.Statement.Context, tx.Statement.ConnPool, deleted); err != nil {
 			return p.wrapDBError("delete completed messages", err)
 		}
 	}

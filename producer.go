@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 )
 
 // ProduceOption configures one Produce call.
@@ -218,15 +217,9 @@ func (p *Plugin) buildRows(ctx context.Context, payloads []any, opts []ProduceOp
 // parameters per statement; a row has 11).
 const insertBatchRows = 1000
 
-// dedup skips a row whose (insert_id, consumer_type) is pending already. On MySQL GORM
-// renders it as ON DUPLICATE KEY UPDATE id=id.
-var dedup = clause.OnConflict{Columns: []clause.Column{{Name: "insert_id"}, {Name: "consumer_type"}}, DoNothing: true}
-
 // insertRows writes rows on db's connection (a transaction), skipping duplicates.
 func (p *Plugin) insertRows(db *gorm.DB, rows []ConsumerMessage) error {
-	err := db.Session(&gorm.Session{NewDB: true, SkipHooks: true}).
-		Clauses(dedup).CreateInBatches(&rows, insertBatchRows).Error
-	if err != nil {
+	if err := p.execInsert(db.Statement.Context, db.Statement.ConnPool, rows); err != nil {
 		return p.wrapDBError("produce", err)
 	}
 	if p.hooks.Produced != nil {

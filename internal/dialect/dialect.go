@@ -7,6 +7,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/go-sql-driver/mysql"
@@ -29,12 +30,23 @@ type Dialect interface {
 	// DeleteByIDs returns a statement deleting the rows of table whose id is one of n
 	// bound parameters.
 	DeleteByIDs(table string, n int) string
+	// Locator is the SQL expression a fetch selects (as text) to find each locked row
+	// again cheaply in the same transaction.
+	Locator() string
+	// DeleteLocated returns the statement and arguments that delete rows of table by the
+	// locators a fetch returned.
+	DeleteLocated(table string, locators []string) (string, []any)
+	// Placeholder is the i-th (1-based) bind parameter in the driver's native syntax.
+	Placeholder(i int) string
+	// DedupSuffix ends an INSERT into consumer_messages so that a row whose
+	// (insert_id, consumer_type) is pending already is skipped without an error.
+	DedupSuffix() string
 }
 
-// deleteIn is DELETE … WHERE id IN (?, …).
-func deleteIn(table string, n int) string {
+// deleteIn is DELETE … WHERE id IN (…).
+func deleteIn(d Dialect, table string, n int) string {
 	var b strings.Builder
-	b.Grow(len(table) + 40 + 2*n)
+	b.Grow(len(table) + 40 + 4*n)
 	b.WriteString("DELETE FROM ")
 	b.WriteString(table)
 	b.WriteString(" WHERE id IN (")
@@ -42,11 +54,21 @@ func deleteIn(table string, n int) string {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteByte('?')
+		b.WriteString(d.Placeholder(i + 1))
 	}
 	b.WriteByte(')')
 	return b.String()
 }
+
+func stringArgs(ss []string) []any {
+	args := make([]any, len(ss))
+	for i, s := range ss {
+		args[i] = s
+	}
+	return args
+}
+
+const onConflictSkip = " ON CONFLICT (insert_id, consumer_type) DO NOTHING"
 
 // For returns the Dialect of db's dialector.
 func For(db *gorm.DB) (Dialect, error) {
@@ -64,10 +86,34 @@ func For(db *gorm.DB) (Dialect, error) {
 
 type postgres struct{}
 
-func (postgres) Name() string                           { return "postgres" }
-func (postgres) RowLocks() bool                         { return true }
-func (postgres) ProcessorTxOptions() *sql.TxOptions     { return nil }
-func (postgres) DeleteByIDs(table string, n int) string { return deleteIn(table, n) }
+func (postgres) Name() string                             { return "postgres" }
+func (postgres) RowLocks() bool                           { return true }
+func (postgres) ProcessorTxOptions() *sql.TxOptions       { return nil }
+func (d postgres) DeleteByIDs(table string, n int) string { return deleteIn(d, table, n) }
+func (postgres) Placeholder(i int) string                 { return "$" + strconv.Itoa(i) }
+func (postgres) DedupSuffix() string                      { return onConflictSkip }
+
+// Locator is the row's physical address. The fetch holds the rows' locks, so no other
+// transaction can move them before the delete; deleting by ctid is a TID scan, whatever
+// the planner's statistics (on a freshly filled, not yet analyzed table, `id IN (…)` was
+// planned as a sequential scan: 4.1 ms per 100-row delete against 0.23 ms by ctid).
+func (postgres) Locator() string { return "ctid::text" }
+
+func (postgres) DeleteLocated(table string, locators []string) (string, []any) {
+	var b strings.Builder
+	b.Grow(len(locators) * 12)
+	b.WriteByte('{')
+	for i, l := range locators {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('"')
+		b.WriteString(l)
+		b.WriteByte('"')
+	}
+	b.WriteByte('}')
+	return "DELETE FROM " + table + " WHERE ctid = ANY($1::tid[])", []any{b.String()}
+}
 
 func (postgres) Retryable(err error) bool {
 	// pgconn.PgError exposes SQLState(); matching on the method keeps pgx out of this package.
@@ -113,6 +159,18 @@ func (mysqlDialect) DeleteByIDs(table string, n int) string {
 	return b.String()
 }
 
+func (mysqlDialect) Placeholder(int) string { return "?" }
+
+func (mysqlDialect) Locator() string { return "id" }
+
+func (d mysqlDialect) DeleteLocated(table string, locators []string) (string, []any) {
+	return d.DeleteByIDs(table, len(locators)), stringArgs(locators)
+}
+
+// DedupSuffix is a no-op update: MySQL has no ON CONFLICT DO NOTHING, and INSERT IGNORE
+// would also swallow errors that are not duplicates.
+func (mysqlDialect) DedupSuffix() string { return " ON DUPLICATE KEY UPDATE id = id" }
+
 func (mysqlDialect) Retryable(err error) bool {
 	var me *mysql.MySQLError
 	if errors.As(err, &me) {
@@ -132,7 +190,14 @@ func (sqlite) ProcessorTxOptions() *sql.TxOptions { return nil }
 
 // Retryable matches SQLITE_BUSY and SQLITE_LOCKED by text, which keeps the cgo driver out
 // of builds that do not use SQLite.
-func (sqlite) DeleteByIDs(table string, n int) string { return deleteIn(table, n) }
+func (d sqlite) DeleteByIDs(table string, n int) string { return deleteIn(d, table, n) }
+func (sqlite) Placeholder(int) string                   { return "?" }
+func (sqlite) DedupSuffix() string                      { return onConflictSkip }
+func (sqlite) Locator() string                          { return "id" }
+
+func (d sqlite) DeleteLocated(table string, locators []string) (string, []any) {
+	return d.DeleteByIDs(table, len(locators)), stringArgs(locators)
+}
 
 func (sqlite) Retryable(err error) bool {
 	if err == nil {

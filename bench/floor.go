@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// floor does the same work as the library with plain database/sql and the least overhead:
+// the baseline our figures are compared with.
+type floor struct {
+	db      *sql.DB
+	dialect string
+	seq     atomic.Int64
+}
+
+func (f *floor) ph(i int) string {
+	if f.dialect == "postgres" {
+		return fmt.Sprintf("$%d", i)
+	}
+	return "?"
+}
+
+// produce inserts total rows, perTx per transaction, as one multi-VALUES INSERT.
+func (f *floor) produce(total, perTx int) (float64, error) {
+	clear := "TRUNCATE TABLE consumer_messages"
+	if f.dialect == "sqlite" {
+		clear = "DELETE FROM consumer_messages"
+	}
+	if _, err := f.db.Exec(clear); err != nil {
+		return 0, err
+	}
+	var b strings.Builder
+	b.WriteString("INSERT INTO consumer_messages (id, created_at, available_after, attempts, consumer_type, payload_type, payload, insert_id) VALUES ")
+	for i := range perTx {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		k := i*5 + 1
+		fmt.Fprintf(&b, "(%s,%s,%s,0,'Noop','Tick',%s,%s)", f.ph(k), f.ph(k+1), f.ph(k+2), f.ph(k+3), f.ph(k+4))
+	}
+	stmt := b.String()
+	args := make([]any, 0, perTx*5)
+	start := time.Now()
+	for done := 0; done < total; done += perTx {
+		args = args[:0]
+		now := time.Now().UnixMilli()
+		for range perTx {
+			id := fmt.Sprintf("f%025d", f.seq.Add(1))
+			args = append(args, id, now, now, `{"n":0,"sent":0}`, id)
+		}
+		tx, err := f.db.Begin()
+		if err != nil {
+			return 0, err
+		}
+		if _, err := tx.Exec(stmt, args...); err != nil {
+			tx.Rollback()
+			return 0, err
+		}
+		if err := tx.Commit(); err != nil {
+			return 0, err
+		}
+	}
+	return float64(total) / time.Since(start).Seconds(), nil
+}
+
+// consume burns down everything due with `workers` goroutines, each running
+// BEGIN; SELECT … LIMIT batch FOR UPDATE SKIP LOCKED; DELETE … IN (…); COMMIT.
+func (f *floor) consume(workers, batch int) (float64, error) {
+	var total int64
+	if err := f.db.QueryRow("SELECT COUNT(*) FROM consumer_messages").Scan(&total); err != nil {
+		return 0, err
+	}
+	lock := " FOR UPDATE SKIP LOCKED"
+	var opts *sql.TxOptions
+	switch f.dialect {
+	case "sqlite":
+		lock = ""
+	case "mysql":
+		opts = &sql.TxOptions{Isolation: sql.LevelReadCommitted}
+	}
+	sel := fmt.Sprintf("SELECT id, created_at, available_after, attempts, consumer_type, payload_type, payload, insert_id FROM consumer_messages WHERE available_after <= %s ORDER BY available_after, created_at, id LIMIT %d%s", f.ph(1), batch, lock)
+	var done atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	start := time.Now()
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for done.Load() < total {
+				n, err := f.consumeBatch(context.Background(), opts, sel)
+				if err != nil {
+					if strings.Contains(err.Error(), "1213") || strings.Contains(err.Error(), "1205") {
+						continue // deadlock: retry at once
+					}
+					errs <- err
+					return
+				}
+				done.Add(int64(n))
+				if n == 0 && done.Load() < total {
+					time.Sleep(time.Millisecond)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return 0, err
+	}
+	return float64(total) / time.Since(start).Seconds(), nil
+}
+
+func (f *floor) consumeBatch(ctx context.Context, opts *sql.TxOptions, sel string) (int, error) {
+	tx, err := f.db.BeginTx(ctx, opts)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	rows, err := tx.Query(sel, time.Now().UnixMilli())
+	if err != nil {
+		return 0, err
+	}
+	var ids []any
+	for rows.Next() {
+		var id, ct, pt, payload, ins string
+		var created, due int64
+		var attempts int
+		if err := rows.Scan(&id, &created, &due, &attempts, &ct, &pt, &payload, &ins); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	var b strings.Builder
+	b.WriteString("DELETE FROM consumer_messages WHERE id IN (")
+	for i := range ids {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(f.ph(i + 1))
+	}
+	b.WriteByte(')')
+	if _, err := tx.Exec(b.String(), ids...); err != nil {
+		return 0, err
+	}
+	return len(ids), tx.Commit()
+}

@@ -1,0 +1,124 @@
+// Command bench measures asyncmonolith on one database, in one process, and prints one
+// table: produce throughput, burn-down consume throughput for several processor counts and
+// batch sizes, commit→consume latency (producer in this process and in another), backlog
+// behaviour, and — on PostgreSQL — River and a raw-SQL floor burning down the same work, with
+// our figures as ratios of theirs. Every figure is the median of -runs runs, with min and max.
+//
+//	cd bench && go run . -db postgres [-dsn …] [-n 100000] [-runs 3]
+//	cd bench && go run . -db mysql
+//	cd bench && go run . -db sqlite
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+)
+
+type config struct {
+	dialect    string
+	dsn        string
+	n          int
+	runs       int
+	quick      bool
+	backlog    int
+	rate       int
+	latencyDur time.Duration
+	// child producer mode
+	childProducer bool
+	schema        string
+}
+
+func main() {
+	var c config
+	flag.StringVar(&c.dialect, "db", "postgres", "postgres, mysql or sqlite")
+	flag.StringVar(&c.dsn, "dsn", "", "server DSN without a database (default: the local server)")
+	flag.IntVar(&c.n, "n", 100_000, "messages per burn-down run")
+	flag.IntVar(&c.runs, "runs", 3, "runs per figure (median, min, max)")
+	flag.BoolVar(&c.quick, "quick", false, "one configuration of each kind (for CI)")
+	flag.IntVar(&c.backlog, "backlog", 1_000_000, "large backlog size")
+	flag.IntVar(&c.rate, "rate", 500, "latency: messages per second from the producer")
+	flag.DurationVar(&c.latencyDur, "latency-duration", 4*time.Second, "latency: how long the producer runs")
+	flag.BoolVar(&c.childProducer, "child-producer", false, "internal: run as the other-process producer")
+	flag.StringVar(&c.schema, "schema", "", "internal: the database/schema to use")
+	flag.Parse()
+	if err := run(context.Background(), c); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// stat is min / median / max of a figure.
+type stat struct{ min, med, max float64 }
+
+func measure(runs int, f func() (float64, error)) (stat, error) {
+	var xs []float64
+	for range runs {
+		x, err := f()
+		if err != nil {
+			return stat{}, err
+		}
+		xs = append(xs, x)
+	}
+	sort.Float64s(xs)
+	return stat{xs[0], xs[len(xs)/2], xs[len(xs)-1]}, nil
+}
+
+func (s stat) String() string {
+	if s.med >= 100 {
+		return fmt.Sprintf("%8.0f  (%.0f–%.0f)", s.med, s.min, s.max)
+	}
+	return fmt.Sprintf("%8.2f  (%.2f–%.2f)", s.med, s.min, s.max)
+}
+
+// report collects rows of the table.
+type report struct{ rows [][3]string }
+
+func (r *report) add(what string, s stat, note string) {
+	r.rows = append(r.rows, [3]string{what, s.String(), note})
+	fmt.Fprintf(os.Stderr, "  %-58s %s %s\n", what, s, note)
+}
+
+func (r *report) section(name string) { r.rows = append(r.rows, [3]string{"", "", name}) }
+
+func (r *report) print(c config) {
+	fmt.Printf("\n## asyncmonolith bench: %s\n\n", c.dialect)
+	fmt.Printf("machine: %d CPUs (GOMAXPROCS %d), %s/%s, %s; database on this machine\n", runtime.NumCPU(),
+		runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH, runtime.Version())
+	fmt.Printf("settings: n=%d per burn-down, %d runs per figure (median (min–max)), no-op consumer, latency producer %d msg/s for %s\n\n",
+		c.n, c.runs, c.rate, c.latencyDur)
+	fmt.Printf("| %-58s | %-26s | %s |\n|---|---|---|\n", "figure", "median (min–max)", "note")
+	for _, row := range r.rows {
+		if row[0] == "" {
+			fmt.Printf("| **%s** | | |\n", row[2])
+			continue
+		}
+		fmt.Printf("| %-58s | %-26s | %s |\n", row[0], row[1], row[2])
+	}
+	fmt.Printf("\npeak RSS of this process: %s\n", peakRSS())
+}
+
+func peakRSS() string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return "unknown"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			return strings.TrimSpace(strings.TrimPrefix(line, "VmHWM:"))
+		}
+	}
+	return "unknown"
+}
+
+func ratio(a, b stat) string {
+	if b.med == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%.2f×", a.med/b.med)
+}

@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	am "github.com/asyncmonolith/asyncmonolith"
+	"gorm.io/gorm"
+)
+
+// Tick is the benchmark's payload; Sent is the producer's clock just before commit.
+type Tick struct {
+	N    int   `json:"n"`
+	Sent int64 `json:"sent"`
+}
+
+// ours is the library under test on one schema.
+type ours struct {
+	db        *gorm.DB
+	p         *am.Plugin
+	completed atomic.Int64
+	onConsume func(m *am.Message[Tick])
+}
+
+func newOurs(c config, schema string, cfg am.Config) (*ours, error) {
+	db, err := openGorm(c, schema)
+	if err != nil {
+		return nil, err
+	}
+	o := &ours{db: db}
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.Hooks.AfterConsume = func(ctx context.Context, m am.MessageInfo, r am.Result) {
+		if r.Err == nil {
+			o.completed.Add(1)
+		}
+	}
+	o.p = am.New(cfg)
+	if err := db.Use(o.p); err != nil {
+		return nil, err
+	}
+	if err := o.p.Migrate(context.Background(), db); err != nil {
+		return nil, err
+	}
+	err = am.Register[Tick](o.p, am.ConsumerFunc[Tick](func(ctx context.Context, m *am.Message[Tick]) error {
+		if o.onConsume != nil {
+			o.onConsume(m)
+		}
+		return nil
+	}), am.WithName("Noop"))
+	return o, err
+}
+
+func (o *ours) close() {
+	if s, err := o.db.DB(); err == nil {
+		s.Close()
+	}
+}
+
+// truncate empties the queue; TRUNCATE (not DELETE) so that no run scans the dead rows of
+// the previous one.
+func (o *ours) truncate() error {
+	if o.db.Dialector.Name() == "sqlite" {
+		return o.db.Exec("DELETE FROM consumer_messages").Error
+	}
+	return o.db.Exec("TRUNCATE TABLE consumer_messages").Error
+}
+
+// fill inserts n pending messages with ProduceBatch, 1,000 per transaction.
+func (o *ours) fill(n int) error {
+	batch := make([]Tick, 1000)
+	for left := n; left > 0; left -= len(batch) {
+		b := batch[:min(left, len(batch))]
+		if err := o.db.Transaction(func(tx *gorm.DB) error { return am.ProduceBatch(tx, b).Error }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// produce returns messages/s for `total` messages, perTx per transaction, with Produce calls
+// (batch=false) or one ProduceBatch (batch=true).
+func (o *ours) produce(total, perTx int, batch bool) (float64, error) {
+	if err := o.truncate(); err != nil {
+		return 0, err
+	}
+	ticks := make([]Tick, perTx)
+	start := time.Now()
+	for i := 0; i < total; i += perTx {
+		err := o.db.Transaction(func(tx *gorm.DB) error {
+			if batch {
+				return am.ProduceBatch(tx, ticks).Error
+			}
+			for j := range ticks {
+				if err := am.Produce(tx, ticks[j]).Error; err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, err
+		}
+	}
+	return float64(total) / time.Since(start).Seconds(), nil
+}
+
+// burnDown fills n messages, starts the processors and returns messages/s until the last
+// completion (counted by the AfterConsume hook, i.e. after each batch commits).
+func (o *ours) burnDown(n int) (float64, error) {
+	if err := o.truncate(); err != nil {
+		return 0, err
+	}
+	if err := o.fill(n); err != nil {
+		return 0, err
+	}
+	o.completed.Store(0)
+	start := time.Now()
+	if err := o.p.Start(context.Background()); err != nil {
+		return 0, err
+	}
+	deadline := start.Add(5 * time.Minute)
+	for o.completed.Load() < int64(n) {
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("burn-down: %d of %d after 5 minutes", o.completed.Load(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := o.p.Stop(ctx); err != nil {
+		return 0, err
+	}
+	return float64(n) / elapsed.Seconds(), nil
+}
+
+// batchTimes fetches and processes `batches` batches synchronously and returns the mean
+// milliseconds per batch and messages/s.
+func (o *ours) batchTimes(batches int) (msPerBatch, perSec float64, err error) {
+	start := time.Now()
+	done := 0
+	for range batches {
+		n, err := o.p.ProcessBatch(context.Background())
+		if err != nil {
+			return 0, 0, err
+		}
+		if n == 0 {
+			return 0, 0, errors.New("backlog ran out")
+		}
+		done += n
+	}
+	el := time.Since(start)
+	return float64(el.Milliseconds()) / float64(batches), float64(done) / el.Seconds(), nil
+}

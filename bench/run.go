@@ -1,0 +1,295 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	am "github.com/asyncmonolith/asyncmonolith"
+	"gorm.io/gorm"
+)
+
+func run(ctx context.Context, c config) error {
+	if c.childProducer {
+		return childProducer(c)
+	}
+	var r report
+	schema, drop, err := newSchema(c, "bench_")
+	if err != nil {
+		return err
+	}
+	defer drop()
+	fmt.Fprintf(os.Stderr, "bench on %s (schema %s)\n", c.dialect, schema)
+	produceN := min(c.n, 20_000)
+	single := min(c.n, 2_000)
+
+	// Produce.
+	r.section("produce (messages/s)")
+	o, err := newOurs(c, schema, am.Config{})
+	if err != nil {
+		return err
+	}
+	raw, err := openRaw(c, schema)
+	if err != nil {
+		return err
+	}
+	fl := &floor{db: raw, dialect: c.dialect}
+	one, err := measure(c.runs, func() (float64, error) { return o.produce(single, 1, false) })
+	if err != nil {
+		return err
+	}
+	r.add("Produce, 1 per transaction", one, "")
+	hundred, err := measure(c.runs, func() (float64, error) { return o.produce(produceN, 100, false) })
+	if err != nil {
+		return err
+	}
+	batch, err := measure(c.runs, func() (float64, error) { return o.produce(produceN, 100, true) })
+	if err != nil {
+		return err
+	}
+	rawIns, err := measure(c.runs, func() (float64, error) { return fl.produce(produceN, 100) })
+	if err != nil {
+		return err
+	}
+	r.add("Produce ×100 in db.Transaction", hundred, ratio(hundred, rawIns)+" of raw floor")
+	r.add("ProduceBatch of 100 in db.Transaction", batch, ratio(batch, rawIns)+" of raw floor")
+	r.add("raw floor: one 100-row multi-VALUES INSERT per tx", rawIns, "")
+	o.close()
+
+	// Burn-down.
+	r.section(fmt.Sprintf("burn-down consume of %d no-op messages (messages/s)", c.n))
+	type cfg struct{ procs, batch int }
+	cfgs := []cfg{{1, 100}, {2, 100}, {4, 100}, {1, 20}, {1, 500}}
+	if c.dialect == "sqlite" {
+		cfgs = []cfg{{1, 100}, {1, 20}, {1, 500}}
+	}
+	if c.quick {
+		cfgs = cfgs[:1]
+	}
+	ourBest := map[int]stat{}
+	for _, k := range cfgs {
+		o, err := newOurs(c, schema, am.Config{ConsumerProcessors: k.procs, ProcessorBatchSize: k.batch,
+			ProcessorMinDelay: time.Microsecond, ScheduleProcessors: 1})
+		if err != nil {
+			return err
+		}
+		s, err := measure(c.runs, func() (float64, error) { return o.burnDown(c.n) })
+		o.close()
+		if err != nil {
+			return err
+		}
+		note := ""
+		if k.batch == 100 {
+			ourBest[k.procs] = s
+			f, err := measure(c.runs, func() (float64, error) {
+				if err := fillRaw(c, schema, c.n); err != nil {
+					return 0, err
+				}
+				return fl.consume(k.procs, k.batch)
+			})
+			if err != nil {
+				return err
+			}
+			r.add(fmt.Sprintf("raw floor: %d worker(s), batch %d", k.procs, k.batch), f, "")
+			note = ratio(s, f) + " of raw floor"
+		}
+		r.add(fmt.Sprintf("asyncmonolith: %d processor(s), batch %d", k.procs, k.batch), s, note)
+	}
+	if c.dialect == "postgres" {
+		rs, dropRiver, err := newSchema(c, "river_")
+		if err != nil {
+			return err
+		}
+		defer dropRiver()
+		workers := 100
+		s, err := measure(c.runs, func() (float64, error) { return riverBurnDown(c, rs, c.n, workers) })
+		if err != nil {
+			return err
+		}
+		r.add(fmt.Sprintf("River %d workers (river bench settings)", workers), s, "")
+		for procs, ours := range ourBest {
+			r.add(fmt.Sprintf("asyncmonolith %d processor(s) ÷ River", procs), stat{ours.min / s.max, ours.med / s.med, ours.max / s.min}, "ratio")
+		}
+	}
+
+	// Latency.
+	r.section("commit→consume latency (ms)")
+	for _, other := range []bool{false, true} {
+		if c.quick && other {
+			break
+		}
+		lat, err := latency(c, schema, other)
+		if err != nil {
+			return err
+		}
+		where := "same process"
+		if other {
+			where = "another process"
+		}
+		for i, q := range []string{"p50", "p95", "p99"} {
+			r.add(fmt.Sprintf("%s, %s, 2 processors", q, where), lat[i], "")
+		}
+	}
+
+	// Backlog.
+	r.section("backlog: mean ms per batch of 100 / messages/s, 1 processor")
+	sizes := []int{1_000, c.backlog}
+	if c.quick {
+		sizes = []int{1_000}
+	}
+	for _, size := range sizes {
+		o, err := newOurs(c, schema, am.Config{})
+		if err != nil {
+			return err
+		}
+		if err := o.truncate(); err != nil {
+			return err
+		}
+		if err := o.fill(size); err != nil {
+			return err
+		}
+		var ms, rate []float64
+		for range c.runs {
+			m, rt, err := o.batchTimes(3)
+			if err != nil {
+				return err
+			}
+			ms, rate = append(ms, m), append(rate, rt)
+		}
+		o.close()
+		r.add(fmt.Sprintf("%d pending: ms per batch", size), statOf(ms), "")
+		r.add(fmt.Sprintf("%d pending: messages/s", size), statOf(rate), "")
+	}
+	r.print(c)
+	return nil
+}
+
+func statOf(xs []float64) stat {
+	sort.Float64s(xs)
+	return stat{xs[0], xs[len(xs)/2], xs[len(xs)-1]}
+}
+
+func fillRaw(c config, schema string, n int) error {
+	o, err := newOurs(c, schema, am.Config{})
+	if err != nil {
+		return err
+	}
+	defer o.close()
+	if err := o.truncate(); err != nil {
+		return err
+	}
+	return o.fill(n)
+}
+
+// latency runs a producer at c.rate messages/s for c.latencyDur (in this process, or in a
+// child process) while 2 processors consume, and returns p50/p95/p99 of commit→consume.
+func latency(c config, schema string, otherProcess bool) ([3]stat, error) {
+	var out [3]stat
+	var runs [3][]float64
+	for range c.runs {
+		procs := 2
+		if c.dialect == "sqlite" {
+			procs = 1
+		}
+		o, err := newOurs(c, schema, am.Config{ConsumerProcessors: procs, ProcessorMinDelay: time.Millisecond,
+			ProcessorMaxDelay: 100 * time.Millisecond})
+		if err != nil {
+			return out, err
+		}
+		if err := o.truncate(); err != nil {
+			return out, err
+		}
+		var mu sync.Mutex
+		var lats []float64
+		o.onConsume = func(m *am.Message[Tick]) {
+			if m.Payload.Sent == 0 {
+				return
+			}
+			d := float64(time.Now().UnixNano()-m.Payload.Sent) / 1e6
+			mu.Lock()
+			lats = append(lats, d)
+			mu.Unlock()
+		}
+		if err := o.p.Start(context.Background()); err != nil {
+			return out, err
+		}
+		if otherProcess {
+			err = runChild(c, schema)
+		} else {
+			err = produceAtRate(o, c.rate, c.latencyDur)
+		}
+		time.Sleep(300 * time.Millisecond)
+		stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_ = o.p.Stop(stopCtx)
+		cancel()
+		o.close()
+		if err != nil {
+			return out, err
+		}
+		sort.Float64s(lats)
+		if len(lats) == 0 {
+			return out, fmt.Errorf("latency: nothing consumed")
+		}
+		for i, q := range []float64{0.50, 0.95, 0.99} {
+			runs[i] = append(runs[i], lats[int(q*float64(len(lats)-1))])
+		}
+	}
+	for i := range runs {
+		out[i] = statOf(runs[i])
+	}
+	return out, nil
+}
+
+// produceAtRate commits one message per transaction at a steady rate.
+func produceAtRate(o *ours, rate int, d time.Duration) error {
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	defer tick.Stop()
+	end := time.Now().Add(d)
+	for i := 0; time.Now().Before(end); i++ {
+		<-tick.C
+		err := o.db.Transaction(func(tx *gorm.DB) error {
+			return am.Produce(tx, Tick{N: i, Sent: time.Now().UnixNano()}).Error
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// runChild re-executes this binary as the producer in another process.
+func runChild(c config, schema string) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(exe, "-child-producer", "-db", c.dialect, "-dsn", serverDSN(c), "-schema", schema,
+		"-rate", strconv.Itoa(c.rate), "-latency-duration", c.latencyDur.String())
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+	}
+	return cmd.Wait()
+}
+
+func childProducer(c config) error {
+	o, err := newOurs(c, c.schema, am.Config{})
+	if err != nil {
+		return err
+	}
+	defer o.close()
+	return produceAtRate(o, c.rate, c.latencyDur)
+}

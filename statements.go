@@ -1,0 +1,126 @@
+package asyncmonolith
+
+import (
+	"context"
+	"database/sql"
+	"strings"
+	"sync"
+
+	"gorm.io/gorm"
+)
+
+// The hot paths — fetching a batch, inserting messages, deleting completed ones — run
+// prepared-once SQL straight on the connection (the caller's transaction or the batch's),
+// bypassing GORM's per-call reflection; everything else goes through GORM. The fetch
+// statement itself is built by GORM, with clause.Locking, once at Initialize.
+
+// messageColumns is the column order of fetched and inserted rows.
+const messageColumns = "id, created_at, available_after, attempts, consumer_type, payload_type, payload, insert_id, trace_id, span_id"
+
+// statements are the plugin's hot-path SQL, in the dialect's syntax.
+type statements struct {
+	fetch     string
+	fetchVars []any // fetchVars[0] is the due time; the rest (the limit, where bound) are fixed
+	inserts   sync.Map
+}
+
+// buildStatements renders the fetch with GORM's statement builder in dry-run mode.
+func (p *Plugin) buildStatements(db *gorm.DB) error {
+	var rows []ConsumerMessage
+	stmt := db.Session(&gorm.Session{DryRun: true, NewDB: true}).
+		Select(messageColumns+", "+p.dialect.Locator()).Clauses(skipLocked).
+		Where("available_after <= ?", int64(0)).Order(fetchOrder).Limit(p.cfg.ProcessorBatchSize).
+		Find(&rows).Statement
+	if stmt.Error != nil {
+		return stmt.Error
+	}
+	p.stmts = &statements{fetch: stmt.SQL.String(), fetchVars: append([]any(nil), stmt.Vars...)}
+	return nil
+}
+
+// insertSQL is the multi-row INSERT of n messages that skips pending duplicates.
+func (p *Plugin) insertSQL(n int) string {
+	if s, ok := p.stmts.inserts.Load(n); ok {
+		return s.(string)
+	}
+	var b strings.Builder
+	b.WriteString("INSERT INTO consumer_messages (")
+	b.WriteString(messageColumns)
+	b.WriteString(") VALUES ")
+	k := 1
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('(')
+		for j := range 10 {
+			if j > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(p.dialect.Placeholder(k))
+			k++
+		}
+		b.WriteByte(')')
+	}
+	b.WriteString(p.dialect.DedupSuffix())
+	s := b.String()
+	p.stmts.inserts.Store(n, s)
+	return s
+}
+
+// execInsert writes rows on conn, insertBatchRows per statement.
+func (p *Plugin) execInsert(ctx context.Context, conn gorm.ConnPool, rows []ConsumerMessage) error {
+	args := make([]any, 0, 10*min(len(rows), insertBatchRows))
+	for start := 0; start < len(rows); start += insertBatchRows {
+		chunk := rows[start:min(start+insertBatchRows, len(rows))]
+		args = args[:0]
+		for i := range chunk {
+			r := &chunk[i]
+			args = append(args, r.ID, r.CreatedAt, r.AvailableAfter, r.Attempts, r.ConsumerType, r.PayloadType,
+				r.Payload, r.InsertID, r.TraceID, r.SpanID)
+		}
+		if _, err := conn.ExecContext(ctx, p.insertSQL(len(chunk)), args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fetch locks and reads one batch of due messages on the batch transaction's connection,
+// with each row's locator (see dialect.Locator).
+func (p *Plugin) fetch(ctx context.Context, conn gorm.ConnPool, now int64) ([]ConsumerMessage, []string, error) {
+	vars := append([]any(nil), p.stmts.fetchVars...)
+	vars[0] = now
+	rs, err := conn.QueryContext(ctx, p.stmts.fetch, vars...)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rs.Close()
+	out := make([]ConsumerMessage, 0, p.cfg.ProcessorBatchSize)
+	locators := make([]string, 0, p.cfg.ProcessorBatchSize)
+	for rs.Next() {
+		var m ConsumerMessage
+		var trace, span sql.NullString
+		var loc string
+		if err := rs.Scan(&m.ID, &m.CreatedAt, &m.AvailableAfter, &m.Attempts, &m.ConsumerType, &m.PayloadType,
+			&m.Payload, &m.InsertID, &trace, &span, &loc); err != nil {
+			return nil, nil, err
+		}
+		if trace.Valid {
+			m.TraceID = &trace.String
+		}
+		if span.Valid {
+			m.SpanID = &span.String
+		}
+		out = append(out, m)
+		locators = append(locators, loc)
+	}
+	return out, locators, rs.Err()
+}
+
+// deleteMessages deletes fetched messages by their locators on conn.
+func (p *Plugin) deleteMessages(ctx context.Context, conn gorm.ConnPool, locators []string) error {
+	q, args := p.dialect.DeleteLocated("consumer_messages", locators)
+	_, err := conn.ExecContext(ctx, q, args...)
+	return err
+}
