@@ -331,3 +331,40 @@ func TestProcessorHoldingLocksDoesNotBlockProducers(t *testing.T) {
 		})
 	}
 }
+
+func TestOtherInstanceCommitWakesProcessorsOnPostgres(t *testing.T) {
+	t.Parallel()
+	e := setup(t, "postgres", am.Config{ProcessorMaxDelay: time.Hour, ProcessorMinDelay: time.Millisecond})
+	a, _ := registerBoth(t, e)
+	// The producer is another app instance: its own pool, its own plugin, no processors.
+	producer := instance(t, e.db, "postgres", am.Config{Now: e.clock.Now})
+	registerBoth(t, &env{db: e.db, p: producer})
+	// A first message makes the processor's first poll observable: once it is consumed,
+	// the processor sleeps for an hour unless something wakes it.
+	if err := am.ProduceNow(context.Background(), e.db, OrderCancelled{OrderID: "warm-up"}); err != nil {
+		t.Fatal(err)
+	}
+	e.start(t)
+	eventually(t, func() bool { return a.count() == 1 }, "the first poll consumed the warm-up message")
+	var schema string
+	e.db.Raw("SELECT current_schema()").Scan(&schema)
+	eventually(t, func() bool {
+		var n int64
+		e.db.Raw(`SELECT COUNT(*) FROM pg_stat_activity WHERE query = ?`, `LISTEN "asyncmonolith:`+schema+`"`).Scan(&n)
+		return n == 1
+	}, "the listener subscribed")
+	if err := am.ProduceNow(context.Background(), producerDB(t, producer), OrderCancelled{OrderID: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, func() bool { return a.count() == 2 }, "a commit in another instance woke the processors (they poll hourly)")
+}
+
+// producerDB returns the *gorm.DB a plugin was registered on.
+func producerDB(t *testing.T, p *am.Plugin) *gorm.DB {
+	t.Helper()
+	db, err := p.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
+}

@@ -2,6 +2,7 @@ package asyncmonolith
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -81,9 +82,19 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 
 // Migrate creates or updates the three tables and their indexes with GORM's AutoMigrate.
 // The same schema, as SQL for each database, is in the migrations package.
+//
+// On PostgreSQL it also installs the trigger that notifies processors in other processes
+// of new messages (migrations/postgres/0002_notify.up.sql).
 func (p *Plugin) Migrate(ctx context.Context, db *gorm.DB) error {
 	if err := db.WithContext(ctx).AutoMigrate(models()...); err != nil {
 		return fmt.Errorf("asyncmonolith: migrate: %w", err)
+	}
+	d, err := dialect.For(db)
+	if err != nil {
+		return fmt.Errorf("asyncmonolith: migrate: %w", err)
+	}
+	if err := d.EnsureNotify(ctx, db); err != nil {
+		return fmt.Errorf("asyncmonolith: migrate: notify trigger: %w", err)
 	}
 	return nil
 }
@@ -99,6 +110,16 @@ func pluginOf(db *gorm.DB) (*Plugin, error) {
 		}
 	}
 	return nil, ErrNotRegistered
+}
+
+// DB returns the *gorm.DB the plugin was registered on (a new session), or ErrNotRegistered.
+func (p *Plugin) DB() (*gorm.DB, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.db == nil {
+		return nil, ErrNotRegistered
+	}
+	return p.db.Session(&gorm.Session{NewDB: true}), nil
 }
 
 // Of returns the plugin registered on db, or ErrNotRegistered.
@@ -143,6 +164,11 @@ func (p *Plugin) Start(ctx context.Context) error {
 		}()
 	}
 	p.startSchedulers(fetchCtx, workCtx, &r.wg)
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		p.listen(fetchCtx)
+	}()
 	p.run = r
 	return nil
 }
@@ -197,6 +223,33 @@ func (p *Plugin) ProcessBatch(ctx context.Context) (int, error) {
 	}
 	pr := &processor{p: p, index: -1}
 	return pr.batch(ctx)
+}
+
+// listen wakes the processors when another process commits messages, where the database
+// reports commits (PostgreSQL LISTEN/NOTIFY, on one pooled connection). It reconnects with
+// backoff; processors keep polling meanwhile.
+func (p *Plugin) listen(ctx context.Context) {
+	sqlDB, err := p.db.DB()
+	if err != nil {
+		return
+	}
+	for failures := 0; ; failures++ {
+		err := p.dialect.Listen(ctx, sqlDB, p.wake.notify)
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, dialect.ErrNoListen) {
+			p.log.DebugContext(ctx, "asyncmonolith: no commit notifications; processors poll", "reason", err)
+			return
+		}
+		wait := backoff(failures+1, 100*time.Millisecond, 30*time.Second)
+		p.log.WarnContext(ctx, "asyncmonolith: notification listener failed; processors poll meanwhile", "error", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
 }
 
 // jitter returns d ± 20 %, so processors of many instances do not poll in lockstep.

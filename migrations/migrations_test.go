@@ -160,9 +160,11 @@ func TestUpIsIdempotentAndDownRemovesEverything(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			all, _ := migrations.List(dialect)
+			last := all[len(all)-1].Version
 			v, dirty, err := migrations.Version(ctx, db)
-			if err != nil || v != 1 || dirty {
-				t.Fatalf("version = %d dirty=%v err=%v, want 1", v, dirty, err)
+			if err != nil || v != last || dirty {
+				t.Fatalf("version = %d dirty=%v err=%v, want %d", v, dirty, err, last)
 			}
 			// The dedup index works on the SQL-created schema.
 			row := am.ConsumerMessage{ID: "a", CreatedAt: 1, AvailableAfter: 1, ConsumerType: "C", PayloadType: "P", Payload: "{}", InsertID: "i"}
@@ -222,4 +224,7 @@ func ExampleSQL() {
 	// CREATE TABLE "scheduled_messages"
 	// CREATE INDEX "idx_scheduled_messages_available_after" ON "scheduled_messages"
 	// CREATE INDEX "idx_scheduled_messages_tag" ON "scheduled_messages"
+	// CREATE OR REPLACE FUNCTION asyncmonolith_notify() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_notify('asyncmonolith:' || TG_TABLE_SCHEMA, ''); RETURN NULL; END $$
+	// DROP TRIGGER IF EXISTS asyncmonolith_notify ON consumer_messages
+	// CREATE TRIGGER asyncmonolith_notify AFTER INSERT ON consumer_messages FOR EACH STATEMENT EXECUTE FUNCTION asyncmonolith_notify()
 }

@@ -4,6 +4,7 @@
 package dialect
 
 import (
+	"context"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -41,7 +42,17 @@ type Dialect interface {
 	// DedupSuffix ends an INSERT into consumer_messages so that a row whose
 	// (insert_id, consumer_type) is pending already is skipped without an error.
 	DedupSuffix() string
+	// EnsureNotify installs what makes a commit of new messages wake processors in other
+	// processes (PostgreSQL: a statement trigger calling pg_notify), without DDL when it
+	// is there already. A no-op elsewhere.
+	EnsureNotify(ctx context.Context, db *gorm.DB) error
+	// Listen blocks until ctx is done, calling wake for every commit of new messages that
+	// the database reports. It returns ErrNoListen where the database cannot report them.
+	Listen(ctx context.Context, db *sql.DB, wake func()) error
 }
+
+// ErrNoListen reports a database without commit notifications: processors poll.
+var ErrNoListen = errors.New("dialect: no commit notifications on this database")
 
 // deleteIn is DELETE … WHERE id IN (…).
 func deleteIn(d Dialect, table string, n int) string {
@@ -129,6 +140,9 @@ func (postgres) Retryable(err error) bool {
 
 type mysqlDialect struct{}
 
+func (mysqlDialect) EnsureNotify(context.Context, *gorm.DB) error  { return nil }
+func (mysqlDialect) Listen(context.Context, *sql.DB, func()) error { return ErrNoListen }
+
 func (mysqlDialect) Name() string   { return "mysql" }
 func (mysqlDialect) RowLocks() bool { return true }
 
@@ -183,6 +197,9 @@ func (mysqlDialect) Retryable(err error) bool {
 }
 
 type sqlite struct{}
+
+func (sqlite) EnsureNotify(context.Context, *gorm.DB) error  { return nil }
+func (sqlite) Listen(context.Context, *sql.DB, func()) error { return ErrNoListen }
 
 func (sqlite) Name() string                       { return "sqlite" }
 func (sqlite) RowLocks() bool                     { return false }

@@ -1,0 +1,71 @@
+package dialect
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+	"gorm.io/gorm"
+)
+
+// NotifySQL is the PostgreSQL trigger that announces committed messages: once per INSERT
+// statement into consumer_messages, on the channel "asyncmonolith:<schema>". PostgreSQL
+// delivers notifications at commit, and drops them on rollback.
+var NotifySQL = []string{
+	`CREATE OR REPLACE FUNCTION asyncmonolith_notify() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_notify('asyncmonolith:' || TG_TABLE_SCHEMA, ''); RETURN NULL; END $$`,
+	`DROP TRIGGER IF EXISTS asyncmonolith_notify ON consumer_messages`,
+	`CREATE TRIGGER asyncmonolith_notify AFTER INSERT ON consumer_messages FOR EACH STATEMENT EXECUTE FUNCTION asyncmonolith_notify()`,
+}
+
+func (postgres) EnsureNotify(ctx context.Context, db *gorm.DB) error {
+	var n int64
+	err := db.WithContext(ctx).Raw(`SELECT COUNT(*) FROM pg_trigger WHERE tgname = 'asyncmonolith_notify' AND tgrelid = 'consumer_messages'::regclass`).Scan(&n).Error
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		return nil
+	}
+	return db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		for _, stmt := range NotifySQL {
+			if err := tx.Exec(stmt).Error; err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Listen holds one connection of the pool for LISTEN. It needs the pgx driver (GORM's
+// PostgreSQL driver uses it by default).
+func (postgres) Listen(ctx context.Context, db *sql.DB, wake func()) error {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Raw(func(dc any) error {
+		sc, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("%w: driver connection is %T, not pgx", ErrNoListen, dc)
+		}
+		pc := sc.Conn()
+		var schema string
+		if err := pc.QueryRow(ctx, "SELECT current_schema()").Scan(&schema); err != nil {
+			return err
+		}
+		if _, err := pc.Exec(ctx, "LISTEN "+pgx.Identifier{"asyncmonolith:" + schema}.Sanitize()); err != nil {
+			return err
+		}
+		for {
+			if _, err := pc.WaitForNotification(ctx); err != nil {
+				// The connection is in LISTEN state or broken: never hand it back to the pool.
+				return fmt.Errorf("%w (%w)", driver.ErrBadConn, err)
+			}
+			wake()
+		}
+	})
+}
