@@ -151,6 +151,10 @@ func Register[T any](p *Plugin, c Consumer[T], opts ...ConsumerOption) error {
 	return p.registry.add(r)
 }
 
+// PayloadTypeOf returns the stored payload type name of payloads like v: its
+// PayloadType() method, or its Go type name.
+func PayloadTypeOf(v any) (string, error) { return payloadTypeName(reflect.TypeOf(v)) }
+
 // payloadTypeName is the stored name of payloads of Go type t.
 func payloadTypeName(t reflect.Type) (string, error) {
 	if t == nil {

@@ -49,6 +49,11 @@ var (
 	ErrInvalidSchedule = errors.New("asyncmonolith: invalid schedule")
 	// ErrScheduleNotFound reports a schedule id that does not exist.
 	ErrScheduleNotFound = errors.New("asyncmonolith: schedule not found")
+	// ErrMessageNotFound reports a message id that does not exist.
+	ErrMessageNotFound = errors.New("asyncmonolith: message not found")
+	// ErrRequeueConflict reports poisoned messages left poisoned because their insert id is
+	// pending again for their consumer.
+	ErrRequeueConflict = errors.New("asyncmonolith: insert id is pending again; message left poisoned")
 )
 
 // ConfigError names the Config field that failed validation. It matches ErrInvalidConfig.

@@ -17,8 +17,9 @@ type Hooks struct {
 	// BeforeConsume is called before a consumer runs; the context it returns is the
 	// consumer's (for example carrying a span).
 	BeforeConsume func(ctx context.Context, m MessageInfo) context.Context
-	// AfterConsume is called once the outcome of a run is committed, with the context
-	// BeforeConsume returned.
+	// AfterConsume is called once for every run, with the context BeforeConsume returned:
+	// after the batch committed its outcome, or, when the batch rolled back (the message
+	// will run again), with an error saying so.
 	AfterConsume func(ctx context.Context, m MessageInfo, r Result)
 	// ScheduleFired is called after a schedule's firing committed.
 	ScheduleFired func(ctx context.Context, scheduleID, payloadType string)

@@ -121,32 +121,47 @@ func (pr *processor) batch(workCtx context.Context) (int, error) {
 	if len(rows) == 0 {
 		return 0, nil
 	}
-	outcomes := make([]outcome, len(rows))
+	outcomes := make([]outcome, 0, len(rows))
+	committed, batchErr := false, error(nil)
+	if p.hooks.AfterConsume != nil {
+		// Every run that started is reported once: with its outcome once the batch
+		// committed, or with the batch's error when the batch rolled back (the message
+		// then runs again later).
+		defer func() {
+			for _, o := range outcomes {
+				r := Result{Err: o.err, Duration: o.took, Poisoned: o.poisoned, RetryAt: o.retryAt}
+				if !committed {
+					r = Result{Err: fmt.Errorf("batch rolled back: %w", batchErr), Duration: o.took}
+				}
+				p.hooks.AfterConsume(o.ctx, o.info, r)
+			}
+		}()
+	}
 	for i := range rows {
 		o, usable := pr.run(workCtx, tx, &rows[i])
+		o.locator = locators[i]
+		outcomes = append(outcomes, o)
 		if workCtx.Err() != nil {
 			// Hard stop: the batch rolls back and its messages run again later, without
 			// counting an attempt.
-			return len(rows), fmt.Errorf("asyncmonolith: batch abandoned: %w", workCtx.Err())
+			batchErr = fmt.Errorf("asyncmonolith: batch abandoned: %w", workCtx.Err())
+			return len(rows), batchErr
 		}
 		if !usable {
-			return len(rows), fmt.Errorf("asyncmonolith: consumer %s left the batch transaction unusable: %w", rows[i].ConsumerType, o.err)
+			batchErr = fmt.Errorf("asyncmonolith: consumer %s left the batch transaction unusable: %w", rows[i].ConsumerType, o.err)
+			return len(rows), batchErr
 		}
-		o.locator = locators[i]
-		outcomes[i] = o
 	}
 	if err := pr.complete(tx, outcomes); err != nil {
+		batchErr = err
 		return len(rows), err
 	}
 	done = true
 	if err := tx.Commit().Error; err != nil {
-		return len(rows), p.wrapDBError("commit batch", err)
+		batchErr = p.wrapDBError("commit batch", err)
+		return len(rows), batchErr
 	}
-	if p.hooks.AfterConsume != nil {
-		for _, o := range outcomes {
-			p.hooks.AfterConsume(o.ctx, o.info, Result{Err: o.err, Duration: o.took, Poisoned: o.poisoned, RetryAt: o.retryAt})
-		}
-	}
+	committed = true
 	return len(rows), nil
 }
 

@@ -1,0 +1,342 @@
+package asyncmonolith
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// Operating the queue: inspect, requeue and remove messages, and read statistics. These
+// methods work on a registered plugin without Start (the CLI uses them that way) and use
+// the plugin's clock for ages.
+
+// MessageFilter selects messages for the listing and purge operations. Zero fields match
+// everything.
+type MessageFilter struct {
+	ConsumerType string        // only this consumer
+	PayloadType  string        // only this payload type
+	OlderThan    time.Duration // poisoned: poisoned at least this long ago; queue: created at least this long ago
+	Due          *bool         // queue only: true for due messages, false for delayed ones
+	Limit        int           // at most this many rows (default 100, at most 10,000)
+	Offset       int           // skip this many rows (paging)
+}
+
+// QueueStats describes one consumer type.
+type QueueStats struct {
+	ConsumerType string        `json:"consumer_type"`
+	Pending      int64         `json:"pending"`        // rows in consumer_messages
+	Due          int64         `json:"due"`            // of which due now
+	OldestDueAge time.Duration `json:"oldest_due_age"` // how long the oldest due message has waited
+	Poisoned     int64         `json:"poisoned"`
+}
+
+// ScheduleInfo is a schedule with its next run.
+type ScheduleInfo struct {
+	ScheduledMessage
+	NextRun time.Time `json:"next_run"`
+}
+
+// RequeueOption configures RequeuePoisoned.
+type RequeueOption func(*requeueOptions)
+
+type requeueOptions struct{ delay time.Duration }
+
+// RequeueDelay makes requeued messages due d from now instead of at once.
+func RequeueDelay(d time.Duration) RequeueOption { return func(o *requeueOptions) { o.delay = d } }
+
+func (p *Plugin) adminDB(ctx context.Context) (*gorm.DB, error) {
+	db, err := p.DB()
+	if err != nil {
+		return nil, err
+	}
+	return db.WithContext(ctx), nil
+}
+
+func (f MessageFilter) limit() int {
+	switch {
+	case f.Limit <= 0:
+		return 100
+	case f.Limit > 10_000:
+		return 10_000
+	}
+	return f.Limit
+}
+
+// ListPoisoned lists poisoned messages, most recently poisoned first.
+func (p *Plugin) ListPoisoned(ctx context.Context, f MessageFilter) ([]PoisonedMessage, error) {
+	db, err := p.adminDB(ctx)
+	if err != nil {
+		return nil, err
+	}
+	q := p.filterPoisoned(db.Model(&PoisonedMessage{}), f)
+	var rows []PoisonedMessage
+	err = q.Order("poisoned_at DESC, id").Limit(f.limit()).Offset(f.Offset).Find(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("asyncmonolith: list poisoned: %w", err)
+	}
+	return rows, nil
+}
+
+func (p *Plugin) filterPoisoned(q *gorm.DB, f MessageFilter) *gorm.DB {
+	if f.ConsumerType != "" {
+		q = q.Where("consumer_type = ?", f.ConsumerType)
+	}
+	if f.PayloadType != "" {
+		q = q.Where("payload_type = ?", f.PayloadType)
+	}
+	if f.OlderThan > 0 {
+		q = q.Where("poisoned_at <= ?", p.now().Add(-f.OlderThan).UnixMilli())
+	}
+	return q
+}
+
+// GetPoisoned returns one poisoned message, or ErrMessageNotFound.
+func (p *Plugin) GetPoisoned(ctx context.Context, id string) (PoisonedMessage, error) {
+	var row PoisonedMessage
+	db, err := p.adminDB(ctx)
+	if err != nil {
+		return row, err
+	}
+	err = db.Where("id = ?", id).Take(&row).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return row, fmt.Errorf("%w: poisoned message %q", ErrMessageNotFound, id)
+	}
+	if err != nil {
+		return row, fmt.Errorf("asyncmonolith: get poisoned: %w", err)
+	}
+	return row, nil
+}
+
+// RequeuePoisoned moves poisoned messages back to consumer_messages, in one transaction,
+// with attempts reset to 0 and due now (or after RequeueDelay). A message whose insert id
+// is pending again for its consumer is not requeued (it would break deduplication): it stays
+// poisoned and is reported in the error, which matches ErrRequeueConflict. It returns how
+// many moved. An id that is not poisoned fails with ErrMessageNotFound and moves nothing.
+func (p *Plugin) RequeuePoisoned(ctx context.Context, ids []string, opts ...RequeueOption) (int, error) {
+	var o requeueOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	db, err := p.adminDB(ctx)
+	if err != nil {
+		return 0, err
+	}
+	moved := 0
+	var conflicts []string
+	err = db.Transaction(func(tx *gorm.DB) error {
+		var rows []PoisonedMessage
+		if err := tx.Where("id IN ?", ids).Find(&rows).Error; err != nil {
+			return err
+		}
+		if len(rows) != len(uniq(ids)) {
+			return fmt.Errorf("%w: %d of %d ids are not poisoned messages", ErrMessageNotFound, len(uniq(ids))-len(rows), len(uniq(ids)))
+		}
+		now := p.now()
+		due := now.Add(o.delay).UnixMilli()
+		for _, r := range rows {
+			msg := ConsumerMessage{
+				ID: r.ID, CreatedAt: r.CreatedAt, AvailableAfter: due, Attempts: 0, ConsumerType: r.ConsumerType,
+				PayloadType: r.PayloadType, Payload: r.Payload, InsertID: r.InsertID, TraceID: r.TraceID, SpanID: r.SpanID,
+			}
+			res := tx.Exec(p.insertSQL(1), msg.ID, msg.CreatedAt, msg.AvailableAfter, 0, msg.ConsumerType,
+				msg.PayloadType, msg.Payload, msg.InsertID, msg.TraceID, msg.SpanID)
+			if res.Error != nil {
+				return res.Error
+			}
+			if res.RowsAffected == 0 {
+				conflicts = append(conflicts, r.ID)
+				continue
+			}
+			if err := tx.Where("id = ?", r.ID).Delete(&PoisonedMessage{}).Error; err != nil {
+				return err
+			}
+			moved++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, p.wrapDBError("requeue poisoned", err)
+	}
+	if moved > 0 {
+		p.wake.notify()
+	}
+	if len(conflicts) > 0 {
+		return moved, fmt.Errorf("%w: %v", ErrRequeueConflict, conflicts)
+	}
+	return moved, nil
+}
+
+// DeletePoisoned deletes poisoned messages by id and returns how many.
+func (p *Plugin) DeletePoisoned(ctx context.Context, ids []string) (int64, error) {
+	db, err := p.adminDB(ctx)
+	if err != nil {
+		return 0, err
+	}
+	res := db.Where("id IN ?", ids).Delete(&PoisonedMessage{})
+	if res.Error != nil {
+		return 0, fmt.Errorf("asyncmonolith: delete poisoned: %w", res.Error)
+	}
+	return res.RowsAffected, nil
+}
+
+// PurgePoisoned deletes the poisoned messages that match f (f.OlderThan is required, so
+// that a purge never empties the table by accident) and returns how many.
+func (p *Plugin) PurgePoisoned(ctx context.Context, f MessageFilter) (int64, error) {
+	if f.OlderThan <= 0 {
+		return 0, fmt.Errorf("%w: PurgePoisoned needs MessageFilter.OlderThan", ErrInvalidOption)
+	}
+	db, err := p.adminDB(ctx)
+	if err != nil {
+		return 0, err
+	}
+	res := p.filterPoisoned(db, f).Delete(&PoisonedMessage{})
+	if res.Error != nil {
+		return 0, fmt.Errorf("asyncmonolith: purge poisoned: %w", res.Error)
+	}
+	return res.RowsAffected, nil
+}
+
+// ListMessages lists pending messages (due ones and delayed ones), in fetch order.
+func (p *Plugin) ListMessages(ctx context.Context, f MessageFilter) ([]ConsumerMessage, error) {
+	db, err := p.adminDB(ctx)
+	if err != nil {
+		return nil, err
+	}
+	q := db.Model(&ConsumerMessage{})
+	now := p.now()
+	if f.ConsumerType != "" {
+		q = q.Where("consumer_type = ?", f.ConsumerType)
+	}
+	if f.PayloadType != "" {
+		q = q.Where("payload_type = ?", f.PayloadType)
+	}
+	if f.OlderThan > 0 {
+		q = q.Where("created_at <= ?", now.Add(-f.OlderThan).UnixMilli())
+	}
+	if f.Due != nil {
+		if *f.Due {
+			q = q.Where("available_after <= ?", now.UnixMilli())
+		} else {
+			q = q.Where("available_after > ?", now.UnixMilli())
+		}
+	}
+	var rows []ConsumerMessage
+	if err := q.Order(fetchOrder).Limit(f.limit()).Offset(f.Offset).Find(&rows).Error; err != nil {
+		return nil, fmt.Errorf("asyncmonolith: list messages: %w", err)
+	}
+	return rows, nil
+}
+
+// DeleteMessages deletes pending messages by id and returns how many. A message that a
+// processor is running is deleted when that batch ends (the delete waits for its lock).
+func (p *Plugin) DeleteMessages(ctx context.Context, ids []string) (int64, error) {
+	db, err := p.adminDB(ctx)
+	if err != nil {
+		return 0, err
+	}
+	res := db.Where("id IN ?", ids).Delete(&ConsumerMessage{})
+	if res.Error != nil {
+		return 0, fmt.Errorf("asyncmonolith: delete messages: %w", res.Error)
+	}
+	return res.RowsAffected, nil
+}
+
+// Stats returns, per consumer type, the pending, due and poisoned counts and the age of
+// the oldest due message, ordered by consumer type.
+func (p *Plugin) Stats(ctx context.Context) ([]QueueStats, error) {
+	db, err := p.adminDB(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := p.now()
+	var pending []struct {
+		ConsumerType string
+		Pending      int64
+		Due          int64
+		OldestDue    *int64
+	}
+	err = db.Model(&ConsumerMessage{}).
+		Select("consumer_type, COUNT(*) AS pending, "+
+			"SUM(CASE WHEN available_after <= ? THEN 1 ELSE 0 END) AS due, "+
+			"MIN(CASE WHEN available_after <= ? THEN available_after END) AS oldest_due", now.UnixMilli(), now.UnixMilli()).
+		Group("consumer_type").Scan(&pending).Error
+	if err != nil {
+		return nil, fmt.Errorf("asyncmonolith: stats: %w", err)
+	}
+	var poisoned []struct {
+		ConsumerType string
+		N            int64
+	}
+	if err := db.Model(&PoisonedMessage{}).Select("consumer_type, COUNT(*) AS n").Group("consumer_type").Scan(&poisoned).Error; err != nil {
+		return nil, fmt.Errorf("asyncmonolith: stats: %w", err)
+	}
+	by := map[string]*QueueStats{}
+	get := func(ct string) *QueueStats {
+		if s, ok := by[ct]; ok {
+			return s
+		}
+		s := &QueueStats{ConsumerType: ct}
+		by[ct] = s
+		return s
+	}
+	for _, r := range pending {
+		s := get(r.ConsumerType)
+		s.Pending, s.Due = r.Pending, r.Due
+		if r.OldestDue != nil {
+			s.OldestDueAge = now.Sub(time.UnixMilli(*r.OldestDue))
+		}
+	}
+	for _, r := range poisoned {
+		get(r.ConsumerType).Poisoned = r.N
+	}
+	out := make([]QueueStats, 0, len(by))
+	for _, s := range by {
+		out = append(out, *s)
+	}
+	sortStats(out)
+	return out, nil
+}
+
+// ListSchedules lists schedules (all, or those with tag) with their next run, soonest first.
+func (p *Plugin) ListSchedules(ctx context.Context, tag string) ([]ScheduleInfo, error) {
+	db, err := p.adminDB(ctx)
+	if err != nil {
+		return nil, err
+	}
+	q := db.Model(&ScheduledMessage{})
+	if tag != "" {
+		q = q.Where("tag = ?", tag)
+	}
+	var rows []ScheduledMessage
+	if err := q.Order("available_after, id").Find(&rows).Error; err != nil {
+		return nil, fmt.Errorf("asyncmonolith: list schedules: %w", err)
+	}
+	out := make([]ScheduleInfo, len(rows))
+	for i, r := range rows {
+		out[i] = ScheduleInfo{ScheduledMessage: r, NextRun: time.UnixMilli(r.AvailableAfter).UTC()}
+	}
+	return out, nil
+}
+
+func uniq(ss []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range ss {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func sortStats(s []QueueStats) {
+	for i := 1; i < len(s); i++ {
+		for j := i; j > 0 && s[j].ConsumerType < s[j-1].ConsumerType; j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+}

@@ -1,0 +1,191 @@
+// Package amotel connects asyncmonolith to OpenTelemetry: the producer records the caller's
+// trace context on every message, each consumer run is a span that continues that trace
+// (across processes and retries), and counters, a duration histogram and queue gauges
+// follow the OpenTelemetry messaging conventions.
+//
+//	inst, err := amotel.New() // global providers; or WithTracerProvider, WithMeterProvider
+//	p := asyncmonolith.New(asyncmonolith.Config{Hooks: inst.Hooks()})
+//	reg, err := inst.ObserveQueue(p) // queue depth and oldest due age, per consumer
+//
+// It lives in its own module so that the core does not depend on OpenTelemetry.
+package amotel
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	am "github.com/asyncmonolith/asyncmonolith"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// ScopeName is the instrumentation scope of the tracer and the meter.
+const ScopeName = "github.com/asyncmonolith/asyncmonolith/otel"
+
+// System is the messaging.system attribute value.
+const System = "asyncmonolith"
+
+// Option configures New.
+type Option func(*options)
+
+type options struct {
+	tp trace.TracerProvider
+	mp metric.MeterProvider
+}
+
+// WithTracerProvider sets the tracer provider (default: otel.GetTracerProvider()).
+func WithTracerProvider(tp trace.TracerProvider) Option { return func(o *options) { o.tp = tp } }
+
+// WithMeterProvider sets the meter provider (default: otel.GetMeterProvider()).
+func WithMeterProvider(mp metric.MeterProvider) Option { return func(o *options) { o.mp = mp } }
+
+// Instrumentation holds the tracer and the instruments.
+type Instrumentation struct {
+	tracer   trace.Tracer
+	meter    metric.Meter
+	produced metric.Int64Counter
+	consumed metric.Int64Counter
+	failed   metric.Int64Counter
+	poisoned metric.Int64Counter
+	fired    metric.Int64Counter
+	duration metric.Float64Histogram
+}
+
+// New creates the tracer and instruments.
+func New(opts ...Option) (*Instrumentation, error) {
+	o := options{tp: otel.GetTracerProvider(), mp: otel.GetMeterProvider()}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	i := &Instrumentation{tracer: o.tp.Tracer(ScopeName), meter: o.mp.Meter(ScopeName)}
+	var errs [6]error
+	i.produced, errs[0] = i.meter.Int64Counter("asyncmonolith.messages.produced", metric.WithDescription("Messages written, by payload type."), metric.WithUnit("{message}"))
+	i.consumed, errs[1] = i.meter.Int64Counter("asyncmonolith.messages.consumed", metric.WithDescription("Consumer runs that succeeded, by consumer."), metric.WithUnit("{message}"))
+	i.failed, errs[2] = i.meter.Int64Counter("asyncmonolith.messages.failed", metric.WithDescription("Consumer runs that failed (retried or poisoned), by consumer."), metric.WithUnit("{message}"))
+	i.poisoned, errs[3] = i.meter.Int64Counter("asyncmonolith.messages.poisoned", metric.WithDescription("Messages moved to poisoned_messages, by consumer."), metric.WithUnit("{message}"))
+	i.fired, errs[4] = i.meter.Int64Counter("asyncmonolith.schedules.fired", metric.WithDescription("Schedule firings, by payload type."), metric.WithUnit("{firing}"))
+	i.duration, errs[5] = i.meter.Float64Histogram("asyncmonolith.consume.duration", metric.WithDescription("Duration of consumer runs."), metric.WithUnit("s"))
+	if err := errors.Join(errs[:]...); err != nil {
+		return nil, err
+	}
+	return i, nil
+}
+
+// Hooks returns the hooks to set as asyncmonolith.Config.Hooks.
+func (i *Instrumentation) Hooks() am.Hooks {
+	return am.Hooks{
+		TraceContext:  i.traceContext,
+		Produced:      i.onProduced,
+		BeforeConsume: i.beforeConsume,
+		AfterConsume:  i.afterConsume,
+		ScheduleFired: i.onFired,
+	}
+}
+
+func (i *Instrumentation) traceContext(ctx context.Context) (string, string) {
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.IsValid() {
+		return "", ""
+	}
+	return sc.TraceID().String(), sc.SpanID().String()
+}
+
+func (i *Instrumentation) onProduced(ctx context.Context, rows []am.ConsumerMessage) {
+	counts := map[string]int64{}
+	for _, r := range rows {
+		counts[r.PayloadType]++
+	}
+	for pt, n := range counts {
+		i.produced.Add(ctx, n, metric.WithAttributes(attribute.String("messaging.system", System), attribute.String("asyncmonolith.payload_type", pt)))
+	}
+}
+
+func (i *Instrumentation) beforeConsume(ctx context.Context, m am.MessageInfo) context.Context {
+	if tid, err := trace.TraceIDFromHex(m.TraceID); err == nil {
+		if sid, err := trace.SpanIDFromHex(m.SpanID); err == nil {
+			parent := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled, Remote: true})
+			ctx = trace.ContextWithRemoteSpanContext(ctx, parent)
+		}
+	}
+	ctx, _ = i.tracer.Start(ctx, "process "+m.ConsumerType,
+		trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(
+			attribute.String("messaging.system", System),
+			attribute.String("messaging.operation.type", "process"),
+			attribute.String("messaging.operation.name", "process"),
+			attribute.String("messaging.destination.name", m.ConsumerType),
+			attribute.String("messaging.message.id", m.ID),
+			attribute.String("messaging.message.conversation_id", m.InsertID),
+			attribute.String("asyncmonolith.payload_type", m.PayloadType),
+			attribute.Int("asyncmonolith.attempt", m.Attempt),
+			attribute.Int("asyncmonolith.max_attempts", m.MaxAttempts),
+		))
+	return ctx
+}
+
+func (i *Instrumentation) afterConsume(ctx context.Context, m am.MessageInfo, r am.Result) {
+	span := trace.SpanFromContext(ctx)
+	attrs := metric.WithAttributes(attribute.String("messaging.system", System), attribute.String("messaging.destination.name", m.ConsumerType))
+	i.duration.Record(ctx, r.Duration.Seconds(), attrs)
+	if r.Err == nil {
+		i.consumed.Add(ctx, 1, attrs)
+		span.SetStatus(codes.Ok, "")
+	} else {
+		i.failed.Add(ctx, 1, attrs)
+		span.RecordError(r.Err)
+		span.SetStatus(codes.Error, r.Err.Error())
+		if r.Poisoned {
+			i.poisoned.Add(ctx, 1, attrs)
+			span.SetAttributes(attribute.Bool("asyncmonolith.poisoned", true))
+		} else if !r.RetryAt.IsZero() {
+			span.SetAttributes(attribute.String("asyncmonolith.retry_at", r.RetryAt.UTC().Format(time.RFC3339Nano)))
+		}
+	}
+	span.End()
+}
+
+func (i *Instrumentation) onFired(ctx context.Context, scheduleID, payloadType string) {
+	i.fired.Add(ctx, 1, metric.WithAttributes(attribute.String("messaging.system", System), attribute.String("asyncmonolith.payload_type", payloadType)))
+}
+
+// ObserveQueue registers gauges of the queue depth and of the age of the oldest due
+// message, per consumer type, read with p.Stats at each collection (bounded by a 5 s
+// timeout). Unregister the returned registration when done.
+func (i *Instrumentation) ObserveQueue(p *am.Plugin) (metric.Registration, error) {
+	depth, err := i.meter.Int64ObservableGauge("asyncmonolith.queue.depth", metric.WithDescription("Pending messages, by consumer."), metric.WithUnit("{message}"))
+	if err != nil {
+		return nil, err
+	}
+	due, err := i.meter.Int64ObservableGauge("asyncmonolith.queue.due", metric.WithDescription("Pending messages that are due, by consumer."), metric.WithUnit("{message}"))
+	if err != nil {
+		return nil, err
+	}
+	age, err := i.meter.Float64ObservableGauge("asyncmonolith.queue.oldest_due_age", metric.WithDescription("Age of the oldest due message, by consumer."), metric.WithUnit("s"))
+	if err != nil {
+		return nil, err
+	}
+	poisoned, err := i.meter.Int64ObservableGauge("asyncmonolith.poisoned.depth", metric.WithDescription("Poisoned messages, by consumer."), metric.WithUnit("{message}"))
+	if err != nil {
+		return nil, err
+	}
+	return i.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		stats, err := p.Stats(ctx)
+		if err != nil {
+			return err
+		}
+		for _, s := range stats {
+			attrs := metric.WithAttributes(attribute.String("messaging.system", System), attribute.String("messaging.destination.name", s.ConsumerType))
+			o.ObserveInt64(depth, s.Pending, attrs)
+			o.ObserveInt64(due, s.Due, attrs)
+			o.ObserveFloat64(age, s.OldestDueAge.Seconds(), attrs)
+			o.ObserveInt64(poisoned, s.Poisoned, attrs)
+		}
+		return nil
+	}, depth, due, age, poisoned)
+}

@@ -1,0 +1,141 @@
+package amotel_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	am "github.com/asyncmonolith/asyncmonolith"
+	"github.com/asyncmonolith/asyncmonolith/internal/testdb"
+	amotel "github.com/asyncmonolith/asyncmonolith/otel"
+	"go.opentelemetry.io/otel/codes"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+)
+
+type Shipped struct {
+	OrderID string `json:"order_id"`
+}
+
+func TestTracesAndMetrics(t *testing.T) {
+	t.Parallel()
+	for _, dialect := range []string{"sqlite", "postgres"} {
+		t.Run(dialect, func(t *testing.T) {
+			t.Parallel()
+			spans := tracetest.NewInMemoryExporter()
+			tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
+			reader := sdkmetric.NewManualReader()
+			mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+			inst, err := amotel.New(amotel.WithTracerProvider(tp), amotel.WithMeterProvider(mp))
+			if err != nil {
+				t.Fatal(err)
+			}
+			now := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+			clock := func() time.Time { return now }
+			db := testdb.Open(t, dialect)
+			p := am.New(am.Config{Hooks: inst.Hooks(), Now: clock, AttemptDelay: time.Second, MaxAttempts: 2})
+			if err := db.Use(p); err != nil {
+				t.Fatal(err)
+			}
+			if err := p.Migrate(context.Background(), db); err != nil {
+				t.Fatal(err)
+			}
+			if err := am.Register[Shipped](p, am.ConsumerFunc[Shipped](func(ctx context.Context, m *am.Message[Shipped]) error {
+				return errors.New("carrier down")
+			}), am.WithName("Notify")); err != nil {
+				t.Fatal(err)
+			}
+			reg, err := inst.ObserveQueue(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer reg.Unregister()
+
+			// Produce inside a request span.
+			ctx, request := tp.Tracer("test").Start(context.Background(), "POST /ship")
+			if err := am.ProduceNow(ctx, db, Shipped{OrderID: "1"}); err != nil {
+				t.Fatal(err)
+			}
+			request.End()
+
+			var rm metricdata.ResourceMetrics
+			if err := reader.Collect(context.Background(), &rm); err != nil {
+				t.Fatal(err)
+			}
+			if got := sum(rm, "asyncmonolith.messages.produced"); got != 1 {
+				t.Fatalf("produced = %v", got)
+			}
+			if got := gauge(rm, "asyncmonolith.queue.depth"); got != 1 {
+				t.Fatalf("queue depth = %v", got)
+			}
+
+			for range 2 { // attempt 1 fails and retries, attempt 2 fails and poisons
+				if _, err := p.ProcessBatch(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				now = now.Add(time.Second)
+			}
+			var consumeSpans []sdktrace.ReadOnlySpan
+			for _, s := range spans.GetSpans().Snapshots() {
+				if s.Name() == "process Notify" {
+					consumeSpans = append(consumeSpans, s)
+				}
+			}
+			if len(consumeSpans) != 2 {
+				t.Fatalf("%d consumer spans, want 2 (one per attempt)", len(consumeSpans))
+			}
+			for _, s := range consumeSpans {
+				if s.SpanContext().TraceID() != request.SpanContext().TraceID() || s.Parent().SpanID() != request.SpanContext().SpanID() {
+					t.Fatalf("consumer span is not a child of the producing request: parent %v", s.Parent())
+				}
+				if s.Status().Code != codes.Error || s.Status().Description != "carrier down" {
+					t.Fatalf("status = %+v", s.Status())
+				}
+			}
+			rm = metricdata.ResourceMetrics{}
+			if err := reader.Collect(context.Background(), &rm); err != nil {
+				t.Fatal(err)
+			}
+			if got := sum(rm, "asyncmonolith.messages.failed"); got != 2 {
+				t.Fatalf("failed = %v", got)
+			}
+			if got := sum(rm, "asyncmonolith.messages.poisoned"); got != 1 {
+				t.Fatalf("poisoned = %v", got)
+			}
+			if got := gauge(rm, "asyncmonolith.poisoned.depth"); got != 1 {
+				t.Fatalf("poisoned depth = %v", got)
+			}
+		})
+	}
+}
+
+func sum(rm metricdata.ResourceMetrics, name string) int64 {
+	var total int64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if s, ok := m.Data.(metricdata.Sum[int64]); ok && m.Name == name {
+				for _, dp := range s.DataPoints {
+					total += dp.Value
+				}
+			}
+		}
+	}
+	return total
+}
+
+func gauge(rm metricdata.ResourceMetrics, name string) int64 {
+	var total int64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if g, ok := m.Data.(metricdata.Gauge[int64]); ok && m.Name == name {
+				for _, dp := range g.DataPoints {
+					total += dp.Value
+				}
+			}
+		}
+	}
+	return total
+}
