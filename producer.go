@@ -180,7 +180,7 @@ func (p *Plugin) buildRows(ctx context.Context, payloads []any, opts []ProduceOp
 	}
 	rows := make([]ConsumerMessage, 0, len(payloads))
 	for _, payload := range payloads {
-		name, err := payloadTypeName(reflect.TypeOf(payload))
+		name, err := p.registry.payloadName(reflect.TypeOf(payload))
 		if err != nil {
 			return nil, err
 		}

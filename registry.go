@@ -14,6 +14,20 @@ type registry struct {
 	byConsumer  map[string]*registration
 	byPayload   map[string][]*registration // sorted by consumerType, so fan-out order is stable
 	payloadGoOf map[string]reflect.Type
+	names       sync.Map // reflect.Type → stored payload type name, for Produce
+}
+
+// payloadName is payloadTypeName, cached per Go type (Produce calls it per payload).
+func (r *registry) payloadName(t reflect.Type) (string, error) {
+	if v, ok := r.names.Load(t); ok {
+		return v.(string), nil
+	}
+	name, err := payloadTypeName(t)
+	if err != nil {
+		return "", err
+	}
+	r.names.Store(t, name)
+	return name, nil
 }
 
 func newRegistry() *registry {

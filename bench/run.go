@@ -139,9 +139,9 @@ func run(ctx context.Context, c config) error {
 
 	// Backlog.
 	r.section("backlog: mean ms per batch of 100 / messages/s, 1 processor")
-	sizes := []int{1_000, c.backlog}
+	sizes := []int{2_000, c.backlog}
 	if c.quick {
-		sizes = []int{1_000}
+		sizes = []int{2_000}
 	}
 	for _, size := range sizes {
 		o, err := newOurs(c, schema, am.Config{})
@@ -156,7 +156,7 @@ func run(ctx context.Context, c config) error {
 		}
 		var ms, rate []float64
 		for range c.runs {
-			m, rt, err := o.batchTimes(3)
+			m, rt, err := o.batchTimes(5)
 			if err != nil {
 				return err
 			}
