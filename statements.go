@@ -38,14 +38,29 @@ func (p *Plugin) buildStatements(db *gorm.DB) error {
 	return nil
 }
 
-// insertSQL is the multi-row INSERT of n messages that skips pending duplicates.
-func (p *Plugin) insertSQL(n int) string {
-	if s, ok := p.stmts.inserts.Load(n); ok {
+// insertColumnsNoTrace is messageColumns without the trace columns, for the common case
+// of messages produced outside a trace (fewer parameters to encode).
+const insertColumnsNoTrace = "id, created_at, available_after, attempts, consumer_type, payload_type, payload, insert_id"
+
+type insertKey struct {
+	rows  int
+	trace bool
+}
+
+// insertSQL is the multi-row INSERT of n messages that skips pending duplicates; with
+// trace, it includes the trace columns.
+func (p *Plugin) insertSQL(n int, trace bool) string {
+	key := insertKey{n, trace}
+	if s, ok := p.stmts.inserts.Load(key); ok {
 		return s.(string)
+	}
+	cols, per := insertColumnsNoTrace, 8
+	if trace {
+		cols, per = messageColumns, 10
 	}
 	var b strings.Builder
 	b.WriteString("INSERT INTO consumer_messages (")
-	b.WriteString(messageColumns)
+	b.WriteString(cols)
 	b.WriteString(") VALUES ")
 	k := 1
 	for i := range n {
@@ -53,7 +68,7 @@ func (p *Plugin) insertSQL(n int) string {
 			b.WriteByte(',')
 		}
 		b.WriteByte('(')
-		for j := range 10 {
+		for j := range per {
 			if j > 0 {
 				b.WriteByte(',')
 			}
@@ -64,7 +79,7 @@ func (p *Plugin) insertSQL(n int) string {
 	}
 	b.WriteString(p.dialect.DedupSuffix())
 	s := b.String()
-	p.stmts.inserts.Store(n, s)
+	p.stmts.inserts.Store(key, s)
 	return s
 }
 
@@ -73,13 +88,23 @@ func (p *Plugin) execInsert(ctx context.Context, conn gorm.ConnPool, rows []Cons
 	args := make([]any, 0, 10*min(len(rows), insertBatchRows))
 	for start := 0; start < len(rows); start += insertBatchRows {
 		chunk := rows[start:min(start+insertBatchRows, len(rows))]
+		trace := false
+		for i := range chunk {
+			if chunk[i].TraceID != nil || chunk[i].SpanID != nil {
+				trace = true
+				break
+			}
+		}
 		args = args[:0]
 		for i := range chunk {
 			r := &chunk[i]
 			args = append(args, r.ID, r.CreatedAt, r.AvailableAfter, r.Attempts, r.ConsumerType, r.PayloadType,
-				r.Payload, r.InsertID, r.TraceID, r.SpanID)
+				r.Payload, r.InsertID)
+			if trace {
+				args = append(args, r.TraceID, r.SpanID)
+			}
 		}
-		if _, err := conn.ExecContext(ctx, p.insertSQL(len(chunk)), args...); err != nil {
+		if _, err := conn.ExecContext(ctx, p.insertSQL(len(chunk), trace), args...); err != nil {
 			return err
 		}
 	}
