@@ -368,3 +368,21 @@ func producerDB(t *testing.T, p *am.Plugin) *gorm.DB {
 	}
 	return db
 }
+
+func TestOtherInstanceCommitWakesProcessorsOnSQLite(t *testing.T) {
+	t.Parallel()
+	e := setup(t, "sqlite", am.Config{ProcessorMaxDelay: time.Hour, ProcessorMinDelay: time.Millisecond})
+	a, _ := registerBoth(t, e)
+	producer := instance(t, e.db, "sqlite", am.Config{Now: e.clock.Now})
+	registerBoth(t, &env{db: e.db, p: producer})
+	if err := am.ProduceNow(context.Background(), e.db, OrderCancelled{OrderID: "warm-up"}); err != nil {
+		t.Fatal(err)
+	}
+	e.start(t)
+	eventually(t, func() bool { return a.count() == 1 }, "the first poll consumed the warm-up message")
+	// The watcher reads data_version every few milliseconds; the processors poll hourly.
+	if err := am.ProduceNow(context.Background(), producerDB(t, producer), OrderCancelled{OrderID: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, func() bool { return a.count() == 2 }, "a commit through another connection pool woke the processors")
+}

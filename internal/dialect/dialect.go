@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-sql-driver/mysql"
 	"gorm.io/gorm"
@@ -198,8 +199,46 @@ func (mysqlDialect) Retryable(err error) bool {
 
 type sqlite struct{}
 
-func (sqlite) EnsureNotify(context.Context, *gorm.DB) error  { return nil }
-func (sqlite) Listen(context.Context, *sql.DB, func()) error { return ErrNoListen }
+func (sqlite) EnsureNotify(context.Context, *gorm.DB) error { return nil }
+
+// sqliteWatchInterval is how often the SQLite watcher reads PRAGMA data_version: a read of
+// an in-memory counter, with no I/O and no lock.
+const sqliteWatchInterval = 5 * time.Millisecond
+
+// Listen watches PRAGMA data_version, which changes whenever another connection (another
+// process, or this one's pool) commits, on one connection of the pool. With a pool of one
+// connection it does not listen: it would starve the processors.
+func (sqlite) Listen(ctx context.Context, db *sql.DB, wake func()) error {
+	if db.Stats().MaxOpenConnections == 1 {
+		return fmt.Errorf("%w: the pool has one connection", ErrNoListen)
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	var last int64
+	if err := conn.QueryRowContext(ctx, "PRAGMA data_version").Scan(&last); err != nil {
+		return err
+	}
+	tick := time.NewTicker(sqliteWatchInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+		var v int64
+		if err := conn.QueryRowContext(ctx, "PRAGMA data_version").Scan(&v); err != nil {
+			return err
+		}
+		if v != last {
+			last = v
+			wake()
+		}
+	}
+}
 
 func (sqlite) Name() string                       { return "sqlite" }
 func (sqlite) RowLocks() bool                     { return false }
