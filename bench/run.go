@@ -147,7 +147,7 @@ func run(ctx context.Context, c config) error {
 			where = "another process"
 		}
 		for i, q := range []string{"p50", "p95", "p99"} {
-			r.add(fmt.Sprintf("%s, %s, 2 processors", q, where), lat[i], "")
+			r.add(fmt.Sprintf("%s, %s, 2 processors (SQLite: 1)", q, where), lat[i], "")
 		}
 	}
 
