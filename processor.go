@@ -263,7 +263,7 @@ func (pr *processor) complete(tx *gorm.DB, outcomes []outcome) error {
 			msg = msg[:maxErrorLen]
 		}
 		log := p.log.With("message_id", o.row.ID, "consumer", o.row.ConsumerType, "attempt", o.info.Attempt,
-			"max_attempts", o.info.MaxAttempts, "error", o.err)
+			"max_attempts", o.info.MaxAttempts, "duration", o.took, "error", o.err)
 		if o.info.Attempt >= o.info.MaxAttempts {
 			o.poisoned = true
 			deleted = append(deleted, o.locator)

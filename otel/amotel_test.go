@@ -22,7 +22,7 @@ type Shipped struct {
 
 func TestTracesAndMetrics(t *testing.T) {
 	t.Parallel()
-	for _, dialect := range []string{"sqlite", "postgres"} {
+	for _, dialect := range []string{"sqlite", "postgres", "mysql"} {
 		t.Run(dialect, func(t *testing.T) {
 			t.Parallel()
 			spans := tracetest.NewInMemoryExporter()
