@@ -132,6 +132,17 @@ func run(ctx context.Context, c config) error {
 		}
 	}
 
+	// Poison storm.
+	if !c.quick {
+		r.section("poison storm: healthy messages/s, 2 processors (SQLite: 1)")
+		base, storm, err := poisonStorm(c, schema)
+		if err != nil {
+			return err
+		}
+		r.add("healthy only", base, "")
+		r.add("healthy + 10,000 always-failing messages ahead of them", storm, ratio(storm, base)+" of healthy only")
+	}
+
 	// Latency.
 	r.section("commit→consume latency (ms)")
 	for _, other := range []bool{false, true} {
