@@ -252,6 +252,12 @@ func (pr *processor) complete(tx *gorm.DB, outcomes []outcome) error {
 	now := p.now()
 	var deleted []string
 	var poisoned []PoisonedMessage
+	type retryKey struct {
+		attempt int
+		msg     string
+	}
+	retries := map[retryKey][]string{}
+	var order []retryKey
 	for i := range outcomes {
 		o := &outcomes[i]
 		if o.err == nil {
@@ -277,13 +283,21 @@ func (pr *processor) complete(tx *gorm.DB, outcomes []outcome) error {
 			continue
 		}
 		o.retryAt = now.Add(cfg.AttemptDelay)
-		err := tx.Model(&ConsumerMessage{}).Where("id = ?", o.row.ID).Updates(map[string]any{
-			"attempts": o.info.Attempt, "available_after": o.retryAt.UnixMilli(), "last_error": msg,
-		}).Error
-		if err != nil {
-			return p.wrapDBError("reschedule failed message", err)
+		k := retryKey{o.info.Attempt, msg}
+		if _, ok := retries[k]; !ok {
+			order = append(order, k)
 		}
+		retries[k] = append(retries[k], o.locator)
 		log.InfoContext(o.ctx, "asyncmonolith: consumer failed; will retry", slog.Time("retry_at", o.retryAt))
+	}
+	// One statement per distinct (attempt, error) in the batch: a storm of identical
+	// failures costs one round trip per batch, not one per message.
+	for _, k := range order {
+		q, args := p.dialect.UpdateLocated("consumer_messages", []string{"attempts", "available_after", "last_error"},
+			[]any{k.attempt, now.Add(cfg.AttemptDelay).UnixMilli(), k.msg}, retries[k])
+		if _, err := tx.Statement.ConnPool.ExecContext(tx.Statement.Context, q, args...); err != nil {
+			return p.wrapDBError("reschedule failed messages", err)
+		}
 	}
 	if len(poisoned) > 0 {
 		if err := tx.Session(&gorm.Session{SkipHooks: true}).CreateInBatches(&poisoned, insertBatchRows).Error; err != nil {

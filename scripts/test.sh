@@ -71,7 +71,7 @@ done
 # 3. Tests, with the race detector, on every module.
 for m in $modules; do
   say "go test -race ($m)"
-  (cd "$m" && go test -race -count=1 -timeout 15m ./... 2>&1) || fail "go test in $m"
+  (cd "$m" && go test -race -count=1 -p 1 -timeout 15m ./... 2>&1) || fail "go test in $m"
 done
 
 if [ -n "$missing" ]; then

@@ -38,6 +38,9 @@ type Dialect interface {
 	// DeleteLocated returns the statement and arguments that delete rows of table by the
 	// locators a fetch returned.
 	DeleteLocated(table string, locators []string) (string, []any)
+	// UpdateLocated returns the statement and arguments that set columns to values on the
+	// rows of table found by locators.
+	UpdateLocated(table string, columns []string, values []any, locators []string) (string, []any)
 	// Placeholder is the i-th (1-based) bind parameter in the driver's native syntax.
 	Placeholder(i int) string
 	// DedupSuffix ends an INSERT into consumer_messages so that a row whose
@@ -127,6 +130,21 @@ func (postgres) DeleteLocated(table string, locators []string) (string, []any) {
 	return "DELETE FROM " + table + " WHERE ctid = ANY($1::tid[])", []any{b.String()}
 }
 
+func (d postgres) UpdateLocated(table string, columns []string, values []any, locators []string) (string, []any) {
+	q, del := d.DeleteLocated(table, locators)
+	var b strings.Builder
+	b.WriteString("UPDATE " + table + " SET ")
+	for i, c := range columns {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(c + " = $" + strconv.Itoa(i+1))
+	}
+	b.WriteString(" WHERE ctid = ANY($" + strconv.Itoa(len(columns)+1) + "::tid[])")
+	_ = q
+	return b.String(), append(append([]any(nil), values...), del...)
+}
+
 func (postgres) Retryable(err error) bool {
 	// pgconn.PgError exposes SQLState(); matching on the method keeps pgx out of this package.
 	var st interface{ SQLState() string }
@@ -177,6 +195,26 @@ func (mysqlDialect) DeleteByIDs(table string, n int) string {
 func (mysqlDialect) Placeholder(int) string { return "?" }
 
 func (mysqlDialect) Locator() string { return "id" }
+
+// UpdateLocated joins a derived table of the ids, for the reason DeleteByIDs does.
+func (mysqlDialect) UpdateLocated(table string, columns []string, values []any, locators []string) (string, []any) {
+	var b strings.Builder
+	b.WriteString("UPDATE " + table + " t JOIN (")
+	for i := range locators {
+		if i > 0 {
+			b.WriteString(" UNION ALL ")
+		}
+		b.WriteString("SELECT ? AS id")
+	}
+	b.WriteString(") d ON t.id = d.id SET ")
+	for i, c := range columns {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("t." + c + " = ?")
+	}
+	return b.String(), append(stringArgs(locators), values...)
+}
 
 func (d mysqlDialect) DeleteLocated(table string, locators []string) (string, []any) {
 	return d.DeleteByIDs(table, len(locators)), stringArgs(locators)
@@ -250,6 +288,26 @@ func (d sqlite) DeleteByIDs(table string, n int) string { return deleteIn(d, tab
 func (sqlite) Placeholder(int) string                   { return "?" }
 func (sqlite) DedupSuffix() string                      { return onConflictSkip }
 func (sqlite) Locator() string                          { return "id" }
+
+func (sqlite) UpdateLocated(table string, columns []string, values []any, locators []string) (string, []any) {
+	var b strings.Builder
+	b.WriteString("UPDATE " + table + " SET ")
+	for i, c := range columns {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(c + " = ?")
+	}
+	b.WriteString(" WHERE id IN (")
+	for i := range locators {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('?')
+	}
+	b.WriteByte(')')
+	return b.String(), append(append([]any(nil), values...), stringArgs(locators)...)
+}
 
 func (d sqlite) DeleteLocated(table string, locators []string) (string, []any) {
 	return d.DeleteByIDs(table, len(locators)), stringArgs(locators)
