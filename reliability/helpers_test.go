@@ -36,26 +36,10 @@ func scale(n int) int {
 	return n
 }
 
-// dsn returns a fresh database's DSN and a handle.
+// fresh opens a fresh database and returns its DSN and a handle.
 func fresh(t *testing.T, dialect string) (string, *gorm.DB) {
 	t.Helper()
-	db := testdb.Open(t, dialect)
-	var dsn string
-	switch dialect {
-	case "postgres":
-		var schema string
-		db.Raw("SELECT current_schema()").Scan(&schema)
-		dsn = testdb.PostgresDSN(schema)
-	case "mysql":
-		var name string
-		db.Raw("SELECT DATABASE()").Scan(&name)
-		dsn = testdb.MySQLDSN(name)
-	case "sqlite":
-		var file string
-		db.Raw("SELECT file FROM pragma_database_list WHERE name = 'main'").Scan(&file)
-		dsn = testdb.SQLiteDSN(file)
-	}
-	return dsn, db
+	return testdb.OpenDSN(t, dialect)
 }
 
 func open(dialect, dsn string) (*gorm.DB, error) {

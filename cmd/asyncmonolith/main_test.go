@@ -13,7 +13,6 @@ import (
 
 	am "github.com/asyncmonolith/asyncmonolith"
 	"github.com/asyncmonolith/asyncmonolith/internal/testdb"
-	"gorm.io/gorm"
 )
 
 var binary string
@@ -53,34 +52,12 @@ type Job struct {
 	N int `json:"n"`
 }
 
-// dsnOf opens a fresh database and returns its DSN for the CLI and a handle for checks.
-func dsnOf(t *testing.T, dialect string) (string, *gorm.DB) {
-	t.Helper()
-	db := testdb.Open(t, dialect)
-	var dsn string
-	switch dialect {
-	case "postgres":
-		var schema string
-		db.Raw("SELECT current_schema()").Scan(&schema)
-		dsn = testdb.PostgresDSN(schema)
-	case "mysql":
-		var name string
-		db.Raw("SELECT DATABASE()").Scan(&name)
-		dsn = testdb.MySQLDSN(name)
-	case "sqlite":
-		var file string
-		db.Raw("SELECT file FROM pragma_database_list WHERE name = 'main'").Scan(&file)
-		dsn = testdb.SQLiteDSN(file)
-	}
-	return dsn, db
-}
-
 func TestCLI(t *testing.T) {
 	t.Parallel()
 	for _, dialect := range testdb.Dialects {
 		t.Run(dialect, func(t *testing.T) {
 			t.Parallel()
-			dsn, db := dsnOf(t, dialect)
+			dsn, db := testdb.OpenDSN(t, dialect)
 			base := []string{"--db", dialect, "--dsn", dsn}
 			run := func(args ...string) (string, string, int) {
 				return cli(t, append(append([]string{}, base...), args...)...)

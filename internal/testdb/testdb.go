@@ -218,3 +218,22 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() bool, format st
 }
 
 var _ = sql.ErrNoRows
+
+// OpenDSN is Open, also returning a DSN that reaches the same fresh database, for code
+// under test that opens its own connections (a CLI, a child process).
+func OpenDSN(t testing.TB, dialect string, opts ...Options) (string, *gorm.DB) {
+	t.Helper()
+	db := Open(t, dialect, opts...)
+	var name string
+	switch dialect {
+	case "postgres":
+		db.Raw("SELECT current_schema()").Scan(&name)
+		return PostgresDSN(name), db
+	case "mysql":
+		db.Raw("SELECT DATABASE()").Scan(&name)
+		return MySQLDSN(name), db
+	default:
+		db.Raw("SELECT file FROM pragma_database_list WHERE name = 'main'").Scan(&name)
+		return SQLiteDSN(name), db
+	}
+}
