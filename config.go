@@ -28,6 +28,12 @@ const (
 	ScheduleBatchSizeDefault = 100
 	// SchedulePollIntervalDefault is the pause between polls for due schedules.
 	SchedulePollIntervalDefault = time.Second
+	// BreakerFailuresDefault is how many failed runs in a row pause a consumer.
+	BreakerFailuresDefault = 20
+	// BreakerCooldownDefault is how long a consumer's first pause lasts.
+	BreakerCooldownDefault = 10 * time.Second
+	// BreakerMaxCooldownDefault caps a consumer's pause as failed probes double it.
+	BreakerMaxCooldownDefault = 5 * time.Minute
 	// AbandonGraceDefault is how long a consumer that ignores its cancelled context is awaited before it is abandoned.
 	AbandonGraceDefault = time.Second
 )
@@ -77,6 +83,20 @@ type Config struct {
 	// SchedulePollInterval is the pause between polls for due schedules (±20 % jitter); a
 	// processor also wakes for the next due time of the schedules it fired.
 	SchedulePollInterval time.Duration
+	// BreakerFailures is how many failed runs in a row (timeouts and panics included;
+	// undecodable payloads excluded) pause a consumer: its due messages are set aside,
+	// without counting an attempt, for BreakerCooldown; then one run probes it. A success
+	// resumes it; a failure pauses it again for twice as long, up to BreakerMaxCooldown.
+	// This keeps a consumer whose dependency is down from poisoning its whole backlog and
+	// from taking the processors' time from healthy consumers.
+	BreakerFailures int
+	// BreakerCooldown is how long a consumer's first pause lasts.
+	BreakerCooldown time.Duration
+	// BreakerMaxCooldown caps the pause of a consumer whose probes keep failing.
+	BreakerMaxCooldown time.Duration
+	// DisableBreaker turns pausing off: a failing consumer's messages use up their attempts
+	// and are poisoned at full speed.
+	DisableBreaker bool
 	// Hooks observe production and consumption (tracing, metrics).
 	Hooks Hooks
 	// Now is the clock. Nil means time.Now. Tests inject a fake clock here.
@@ -118,6 +138,15 @@ func (c Config) withDefaults() Config {
 	if c.AbandonGrace == 0 {
 		c.AbandonGrace = AbandonGraceDefault
 	}
+	if c.BreakerFailures == 0 {
+		c.BreakerFailures = BreakerFailuresDefault
+	}
+	if c.BreakerCooldown == 0 {
+		c.BreakerCooldown = BreakerCooldownDefault
+	}
+	if c.BreakerMaxCooldown == 0 {
+		c.BreakerMaxCooldown = max(BreakerMaxCooldownDefault, c.BreakerCooldown)
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -154,6 +183,12 @@ func (c Config) validate() error {
 		return &ConfigError{"SchedulePollInterval", c.SchedulePollInterval, "must not be negative"}
 	case c.AbandonGrace < 0:
 		return &ConfigError{"AbandonGrace", c.AbandonGrace, "must not be negative"}
+	case c.BreakerFailures < 1:
+		return &ConfigError{"BreakerFailures", c.BreakerFailures, "must be at least 1 (0 means 20; DisableBreaker turns pausing off)"}
+	case c.BreakerCooldown < 0:
+		return &ConfigError{"BreakerCooldown", c.BreakerCooldown, "must not be negative"}
+	case c.BreakerMaxCooldown < c.BreakerCooldown:
+		return &ConfigError{"BreakerMaxCooldown", c.BreakerMaxCooldown, "must not be shorter than BreakerCooldown (" + c.BreakerCooldown.String() + ")"}
 	}
 	return nil
 }

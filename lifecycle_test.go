@@ -32,6 +32,9 @@ func TestConfigValidationNamesTheField(t *testing.T) {
 		{"ConsumerProcessors", am.Config{ConsumerProcessors: -2}},
 		{"DefaultConsumerTimeout", am.Config{DefaultConsumerTimeout: 2 * time.Hour}},
 		{"AbandonGrace", am.Config{AbandonGrace: -1}},
+		{"BreakerFailures", am.Config{BreakerFailures: -1}},
+		{"BreakerCooldown", am.Config{BreakerCooldown: -time.Second}},
+		{"BreakerMaxCooldown", am.Config{BreakerCooldown: time.Hour, BreakerMaxCooldown: time.Minute}},
 	}
 	for _, c := range cases {
 		db := testdb.Open(t, "sqlite")

@@ -32,6 +32,9 @@ type Plugin struct {
 	run     *running // non-nil between Start and Stop
 	hooks   Hooks
 	stmts   *statements
+	breaker *breakers
+
+	counters counters
 
 	wake *waker
 }
@@ -73,6 +76,7 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	p.log = cfg.Logger
 	p.now = cfg.Now
 	p.dialect = d
+	p.breaker = newBreakers(cfg)
 	p.db = db.Session(&gorm.Session{NewDB: true})
 	if err := p.buildStatements(db); err != nil {
 		return fmt.Errorf("asyncmonolith: build statements: %w", err)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"runtime/debug"
 	"time"
 
 	"gorm.io/gorm"
@@ -99,11 +98,16 @@ type outcome struct {
 	poisoned bool
 	retryAt  time.Time
 	locator  string // finds the row again for the delete (dialect.Locator)
+	// setAside is set (and nothing ran) when the consumer's breaker is open: the message
+	// is moved to this time without counting an attempt.
+	setAside time.Time
+	tripped  time.Time // this run tripped the consumer's breaker until then
 }
 
 // batch processes one batch and returns how many messages it fetched.
-func (pr *processor) batch(workCtx context.Context) (int, error) {
+func (pr *processor) batch(workCtx context.Context) (n int, err error) {
 	p := pr.p
+	defer func() { p.counters.batch(n, err) }()
 	tx := p.db.WithContext(workCtx).Begin(p.dialect.ProcessorTxOptions())
 	if tx.Error != nil {
 		return 0, p.wrapDBError("begin batch", tx.Error)
@@ -121,14 +125,20 @@ func (pr *processor) batch(workCtx context.Context) (int, error) {
 	if len(rows) == 0 {
 		return 0, nil
 	}
-	outcomes := make([]outcome, 0, len(rows))
 	committed, batchErr := false, error(nil)
+	br := newBatchRun(pr, workCtx, tx, rows, locators)
 	if p.hooks.AfterConsume != nil {
 		// Every run that started is reported once: with its outcome once the batch
 		// committed, or with the batch's error when the batch rolled back (the message
 		// then runs again later).
 		defer func() {
+			br.mu.Lock()
+			outcomes := br.outcomes
+			br.mu.Unlock()
 			for _, o := range outcomes {
+				if !o.setAside.IsZero() || o.info.Attempt == 0 {
+					continue // did not run
+				}
 				r := Result{Err: o.err, Duration: o.took, Poisoned: o.poisoned, RetryAt: o.retryAt}
 				if !committed {
 					r = Result{Err: fmt.Errorf("batch rolled back: %w", batchErr), Duration: o.took}
@@ -137,20 +147,10 @@ func (pr *processor) batch(workCtx context.Context) (int, error) {
 			}
 		}()
 	}
-	for i := range rows {
-		o, usable := pr.run(workCtx, tx, &rows[i])
-		o.locator = locators[i]
-		outcomes = append(outcomes, o)
-		if workCtx.Err() != nil {
-			// Hard stop: the batch rolls back and its messages run again later, without
-			// counting an attempt.
-			batchErr = fmt.Errorf("asyncmonolith: batch abandoned: %w", workCtx.Err())
-			return len(rows), batchErr
-		}
-		if !usable {
-			batchErr = fmt.Errorf("asyncmonolith: consumer %s left the batch transaction unusable: %w", rows[i].ConsumerType, o.err)
-			return len(rows), batchErr
-		}
+	outcomes, stop := br.runAll()
+	if stop != nil {
+		batchErr = stop
+		return len(rows), batchErr
 	}
 	if err := pr.complete(tx, outcomes); err != nil {
 		batchErr = err
@@ -162,86 +162,26 @@ func (pr *processor) batch(workCtx context.Context) (int, error) {
 		return len(rows), batchErr
 	}
 	committed = true
+	p.counters.completed(outcomes)
+	for consumerType, until := range br.paused {
+		n, err := p.setAside(workCtx, consumerType, until)
+		if err != nil {
+			p.log.WarnContext(workCtx, "asyncmonolith: could not set aside a paused consumer's messages; batches will as they meet them",
+				"consumer", consumerType, "error", err)
+			continue
+		}
+		p.log.DebugContext(workCtx, "asyncmonolith: set aside a paused consumer's messages", "consumer", consumerType, "messages", n, "until", until)
+		p.counters.setAside.Add(uint64(n))
+	}
 	return len(rows), nil
 }
 
-// run runs one message's consumer inside tx, isolated by a lazy savepoint. The second
-// result is false when the transaction can no longer be used.
-func (pr *processor) run(workCtx context.Context, tx *gorm.DB, row *ConsumerMessage) (outcome, bool) {
-	p := pr.p
-	cfg := p.cfg
-	attempt := max(row.Attempts, 0) + 1
-	reg, known := p.registry.consumer(row.ConsumerType)
-	maxAttempts, timeout := cfg.MaxAttempts, cfg.DefaultConsumerTimeout
-	if known && reg.attempts > 0 {
-		maxAttempts = reg.attempts
+func withPaused(m map[string]time.Time, consumerType string, until time.Time) map[string]time.Time {
+	if m == nil {
+		m = map[string]time.Time{}
 	}
-	if known && reg.timeout > 0 {
-		timeout = reg.timeout
-	}
-	o := outcome{row: row, ctx: workCtx, info: MessageInfo{
-		ID: row.ID, InsertID: row.InsertID, ConsumerType: row.ConsumerType, PayloadType: row.PayloadType,
-		Attempt: attempt, MaxAttempts: maxAttempts,
-		CreatedAt: time.UnixMilli(row.CreatedAt), Due: time.UnixMilli(row.AvailableAfter),
-	}}
-	if row.TraceID != nil {
-		o.info.TraceID = *row.TraceID
-	}
-	if row.SpanID != nil {
-		o.info.SpanID = *row.SpanID
-	}
-	if !known {
-		o.err = fmt.Errorf("%w: %q (register it with asyncmonolith.Register)", ErrUnknownConsumer, row.ConsumerType)
-		return o, true
-	}
-	ctx := workCtx
-	if p.hooks.BeforeConsume != nil {
-		ctx = p.hooks.BeforeConsume(ctx, o.info)
-		o.ctx = ctx
-	}
-	msgCtx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	conn := &lazyTx{conn: tx.Statement.ConnPool}
-	msgTx := tx.Session(&gorm.Session{NewDB: true, Context: msgCtx})
-	msgTx.Statement.ConnPool = conn
-
-	start := time.Now()
-	result := make(chan error, 1)
-	go func() {
-		defer func() {
-			if v := recover(); v != nil {
-				result <- &PanicError{Value: v, Stack: debug.Stack()}
-			}
-		}()
-		result <- reg.run(msgCtx, envelope{row: row, attempt: attempt, maxAttempts: maxAttempts, tx: msgTx})
-	}()
-	var err error
-	select {
-	case err = <-result:
-	case <-msgCtx.Done():
-		grace := time.NewTimer(cfg.AbandonGrace)
-		select {
-		case err = <-result:
-		case <-grace.C:
-			conn.abandon()
-			err = fmt.Errorf("%w after %s; it ignored its context and was abandoned (still running)", ErrConsumerTimeout, timeout)
-			p.log.ErrorContext(ctx, "asyncmonolith: consumer ignored its cancelled context and was abandoned",
-				"message_id", row.ID, "consumer", row.ConsumerType, "timeout", timeout)
-		}
-		grace.Stop()
-	}
-	o.took = time.Since(start)
-	if err != nil && !errors.Is(err, ErrConsumerTimeout) && errors.Is(msgCtx.Err(), context.DeadlineExceeded) && workCtx.Err() == nil {
-		err = fmt.Errorf("%w after %s: %w", ErrConsumerTimeout, timeout, err)
-	}
-	var pe *PanicError
-	if errors.As(err, &pe) {
-		p.log.ErrorContext(ctx, "asyncmonolith: consumer panicked", "message_id", row.ID, "consumer", row.ConsumerType,
-			"panic", fmt.Sprint(pe.Value), "stack", string(pe.Stack))
-	}
-	err, usable := conn.settle(tx.Statement.Context, err)
-	o.err = err
-	return o, usable
+	m[consumerType] = until
+	return m
 }
 
 // complete records each outcome in tx: successes and poisoned messages are deleted,
@@ -258,8 +198,13 @@ func (pr *processor) complete(tx *gorm.DB, outcomes []outcome) error {
 	}
 	retries := map[retryKey][]string{}
 	var order []retryKey
+	asides := map[int64][]string{}
 	for i := range outcomes {
 		o := &outcomes[i]
+		if !o.setAside.IsZero() {
+			asides[o.setAside.UnixMilli()] = append(asides[o.setAside.UnixMilli()], o.locator)
+			continue
+		}
 		if o.err == nil {
 			deleted = append(deleted, o.locator)
 			continue
@@ -297,6 +242,12 @@ func (pr *processor) complete(tx *gorm.DB, outcomes []outcome) error {
 			[]any{k.attempt, now.Add(cfg.AttemptDelay).UnixMilli(), k.msg}, retries[k])
 		if _, err := tx.Statement.ConnPool.ExecContext(tx.Statement.Context, q, args...); err != nil {
 			return p.wrapDBError("reschedule failed messages", err)
+		}
+	}
+	for until, locs := range asides {
+		q, args := p.dialect.UpdateLocated("consumer_messages", []string{"available_after"}, []any{until}, locs)
+		if _, err := tx.Statement.ConnPool.ExecContext(tx.Statement.Context, q, args...); err != nil {
+			return p.wrapDBError("set aside a paused consumer's messages", err)
 		}
 	}
 	if len(poisoned) > 0 {

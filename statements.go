@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"strings"
 	"sync"
+	"time"
 
 	"gorm.io/gorm"
 )
@@ -21,7 +22,11 @@ const messageColumns = "id, created_at, available_after, attempts, consumer_type
 type statements struct {
 	fetch     string
 	fetchVars []any // fetchVars[0] is the due time; the rest (the limit, where bound) are fixed
-	inserts   sync.Map
+	// setAside locks the locators of one consumer's messages due before a time (a paused
+	// consumer's backlog); setAsideVars[0] is the consumer type, [1] the time.
+	setAside     string
+	setAsideVars []any
+	inserts      sync.Map
 }
 
 // buildStatements renders the fetch with GORM's statement builder in dry-run mode.
@@ -35,7 +40,59 @@ func (p *Plugin) buildStatements(db *gorm.DB) error {
 		return stmt.Error
 	}
 	p.stmts = &statements{fetch: stmt.SQL.String(), fetchVars: append([]any(nil), stmt.Vars...)}
+	var locs []string
+	stmt = db.Session(&gorm.Session{DryRun: true, NewDB: true}).Model(&ConsumerMessage{}).
+		Select(p.dialect.Locator()).Clauses(skipLocked).
+		Where("consumer_type = ? AND available_after < ?", "", int64(0)).Limit(setAsideLimit).
+		Find(&locs).Statement
+	if stmt.Error != nil {
+		return stmt.Error
+	}
+	p.stmts.setAside, p.stmts.setAsideVars = stmt.SQL.String(), append([]any(nil), stmt.Vars...)
 	return nil
+}
+
+// setAsideLimit bounds how many messages one trip of a breaker sets aside at once; later
+// batches set aside the rest as they meet them.
+const setAsideLimit = 10_000
+
+// setAside moves the messages of consumerType due before until to until, without counting
+// an attempt, in a transaction of its own. Rows other processors hold are skipped: they
+// are set aside by the batch that holds them.
+func (p *Plugin) setAside(ctx context.Context, consumerType string, until time.Time) (int, error) {
+	tx := p.db.WithContext(ctx).Begin(p.dialect.ProcessorTxOptions())
+	if tx.Error != nil {
+		return 0, tx.Error
+	}
+	defer tx.Rollback()
+	conn := tx.Statement.ConnPool
+	vars := append([]any(nil), p.stmts.setAsideVars...)
+	vars[0], vars[1] = consumerType, until.UnixMilli()
+	rs, err := conn.QueryContext(ctx, p.stmts.setAside, vars...)
+	if err != nil {
+		return 0, err
+	}
+	var locs []string
+	for rs.Next() {
+		var l string
+		if err := rs.Scan(&l); err != nil {
+			rs.Close()
+			return 0, err
+		}
+		locs = append(locs, l)
+	}
+	rs.Close()
+	if err := rs.Err(); err != nil {
+		return 0, err
+	}
+	for start := 0; start < len(locs); start += insertBatchRows {
+		chunk := locs[start:min(start+insertBatchRows, len(locs))]
+		q, args := p.dialect.UpdateLocated("consumer_messages", []string{"available_after"}, []any{until.UnixMilli()}, chunk)
+		if _, err := conn.ExecContext(ctx, q, args...); err != nil {
+			return 0, err
+		}
+	}
+	return len(locs), tx.Commit().Error
 }
 
 // insertColumnsNoTrace is messageColumns without the trace columns, for the common case
