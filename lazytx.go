@@ -20,6 +20,7 @@ type lazyTx struct {
 	mu        sync.Mutex
 	conn      gorm.ConnPool
 	taken     bool
+	broken    bool        // the savepoint could not be taken: the transaction is unusable
 	abandoned atomic.Bool // set without the lock, so a hung statement cannot delay it
 }
 
@@ -35,6 +36,9 @@ func (l *lazyTx) enter(ctx context.Context) error {
 	}
 	if !l.taken {
 		if _, err := l.conn.ExecContext(ctx, "SAVEPOINT "+savepointName); err != nil {
+			// A lost connection (or an aborted transaction) fails here first: the batch
+			// cannot go on, and the rest of its consumers must not run on it.
+			l.broken = true
 			return err
 		}
 		l.taken = true
@@ -98,6 +102,9 @@ func (l *lazyTx) settle(ctx context.Context, runErr error) (error, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.abandoned.Store(true) // no statement from this consumer after this point
+	if l.broken {
+		return runErr, false
+	}
 	if !l.taken {
 		return runErr, true
 	}

@@ -238,9 +238,13 @@ func (p *Plugin) listen(ctx context.Context) {
 		return
 	}
 	for failures := 0; ; failures++ {
+		started := time.Now()
 		err := p.dialect.Listen(ctx, sqlDB, p.wake.notify)
 		if ctx.Err() != nil {
 			return
+		}
+		if time.Since(started) > listenHealthy {
+			failures = 0 // it was listening: this is a new outage, not the same one
 		}
 		if errors.Is(err, dialect.ErrNoListen) {
 			p.log.DebugContext(ctx, "asyncmonolith: no commit notifications; processors poll", "reason", err)
@@ -255,6 +259,10 @@ func (p *Plugin) listen(ctx context.Context) {
 		}
 	}
 }
+
+// listenHealthy is how long a listener must have run for its next failure to count as a
+// new outage (restarting the backoff) rather than one more failed reconnect.
+const listenHealthy = time.Second
 
 // jitter returns d ± 20 %, so processors of many instances do not poll in lockstep.
 func jitter(d time.Duration) time.Duration {

@@ -299,6 +299,11 @@ func (pr *processor) conclude(in *inflight, err error) (outcome, bool) {
 	}
 	err, usable := in.conn.settle(in.txCtx, err)
 	o.err = err
+	if !usable {
+		// The batch transaction failed under the consumer (a lost connection, a database
+		// restart): that says nothing about the consumer, and the batch will run again.
+		return o, false
+	}
 	until, recovered := p.breaker.record(row.ConsumerType, err, p.now())
 	switch {
 	case !until.IsZero():

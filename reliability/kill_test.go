@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -42,7 +43,8 @@ func child() int {
 	if dialect == "sqlite" {
 		procs = 1
 	}
-	p, err := worker(db, am.Config{ConsumerProcessors: procs, ProcessorMinDelay: time.Millisecond, ProcessorMaxDelay: 50 * time.Millisecond},
+	p, err := worker(db, am.Config{ConsumerProcessors: procs, ProcessorMinDelay: time.Millisecond, ProcessorMaxDelay: 50 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))},
 		func(n int) { fmt.Fprintf(f, "%d\n", n) }) // a side effect outside the database, before the write
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
