@@ -66,17 +66,20 @@ func FuzzParseCron(f *testing.F) {
 // FuzzConfig validates arbitrary configurations: valid ones keep their fields in range,
 // invalid ones fail with a ConfigError naming a field.
 func FuzzConfig(f *testing.F) {
-	f.Add(0, int64(0), int64(0), int64(0), 0, 0, int64(0), 0)
-	f.Add(-1, int64(-1), int64(5), int64(1), 10_001, -3, int64(2*time.Hour), 101)
-	f.Add(3, int64(time.Second), int64(time.Millisecond), int64(time.Minute), 50, 4, int64(time.Minute), 2)
-	f.Fuzz(func(t *testing.T, attempts int, delay, minDelay, maxDelay int64, batch, procs int, timeout int64, sched int) {
+	f.Add(0, int64(0), int64(0), int64(0), 0, 0, int64(0), 0, 0, int64(0), int64(0))
+	f.Add(-1, int64(-1), int64(5), int64(1), 10_001, -3, int64(2*time.Hour), 101, -1, int64(-1), int64(1))
+	f.Add(3, int64(time.Second), int64(time.Millisecond), int64(time.Minute), 50, 4, int64(time.Minute), 2, 5, int64(time.Hour), int64(time.Minute))
+	f.Fuzz(func(t *testing.T, attempts int, delay, minDelay, maxDelay int64, batch, procs int, timeout int64, sched int,
+		breakerFailures int, cooldown, maxCooldown int64) {
 		c := Config{MaxAttempts: attempts, AttemptDelay: time.Duration(delay), ProcessorMinDelay: time.Duration(minDelay),
 			ProcessorMaxDelay: time.Duration(maxDelay), ProcessorBatchSize: batch, ConsumerProcessors: procs,
-			DefaultConsumerTimeout: time.Duration(timeout), ScheduleProcessors: sched}.withDefaults()
+			DefaultConsumerTimeout: time.Duration(timeout), ScheduleProcessors: sched, BreakerFailures: breakerFailures,
+			BreakerCooldown: time.Duration(cooldown), BreakerMaxCooldown: time.Duration(maxCooldown)}.withDefaults()
 		err := c.validate()
 		if err == nil {
 			if c.MaxAttempts < 1 || c.ProcessorBatchSize < 1 || c.ProcessorBatchSize > ProcessorBatchSizeMax || c.ProcessorMinDelay > c.ProcessorMaxDelay ||
-				c.ConsumerProcessors < 1 || c.DefaultConsumerTimeout <= 0 || c.DefaultConsumerTimeout > ConsumerTimeoutMax || c.AttemptDelay < 0 {
+				c.ConsumerProcessors < 1 || c.DefaultConsumerTimeout <= 0 || c.DefaultConsumerTimeout > ConsumerTimeoutMax || c.AttemptDelay < 0 ||
+				c.BreakerFailures < 1 || c.BreakerCooldown < 0 || c.BreakerMaxCooldown < c.BreakerCooldown {
 				t.Fatalf("accepted an invalid config: %+v", c)
 			}
 			return

@@ -20,6 +20,10 @@ type ConsumerMessage struct {
 	TraceID        *string `gorm:"size:32"`
 	SpanID         *string `gorm:"size:16"`
 	LastError      *string
+
+	// freshID marks a row whose insert id this process generated: it cannot collide with
+	// a pending row, so its INSERT needs no duplicate handling (cheaper on PostgreSQL).
+	freshID bool
 }
 
 // TableName is consumer_messages.

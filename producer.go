@@ -192,8 +192,8 @@ func (p *Plugin) buildRows(ctx context.Context, payloads []any, opts []ProduceOp
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: %w", ErrInvalidPayload, name, err)
 		}
-		insertID := o.insertID
-		if insertID == "" {
+		insertID, fresh := o.insertID, o.insertID == ""
+		if fresh {
 			insertID = p.ids.New(now)
 		}
 		for _, c := range consumers {
@@ -207,6 +207,7 @@ func (p *Plugin) buildRows(ctx context.Context, payloads []any, opts []ProduceOp
 				InsertID:       insertID,
 				TraceID:        traceID,
 				SpanID:         spanID,
+				freshID:        fresh,
 			})
 		}
 	}

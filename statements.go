@@ -102,12 +102,13 @@ const insertColumnsNoTrace = "id, created_at, available_after, attempts, consume
 type insertKey struct {
 	rows  int
 	trace bool
+	dedup bool
 }
 
-// insertSQL is the multi-row INSERT of n messages that skips pending duplicates; with
-// trace, it includes the trace columns.
-func (p *Plugin) insertSQL(n int, trace bool) string {
-	key := insertKey{n, trace}
+// insertSQL is the multi-row INSERT of n messages; with dedup it skips pending
+// duplicates, with trace it includes the trace columns.
+func (p *Plugin) insertSQL(n int, trace, dedup bool) string {
+	key := insertKey{n, trace, dedup}
 	if s, ok := p.stmts.inserts.Load(key); ok {
 		return s.(string)
 	}
@@ -134,7 +135,9 @@ func (p *Plugin) insertSQL(n int, trace bool) string {
 		}
 		b.WriteByte(')')
 	}
-	b.WriteString(p.dialect.DedupSuffix())
+	if dedup {
+		b.WriteString(p.dialect.DedupSuffix())
+	}
 	s := b.String()
 	p.stmts.inserts.Store(key, s)
 	return s
@@ -145,12 +148,10 @@ func (p *Plugin) execInsert(ctx context.Context, conn gorm.ConnPool, rows []Cons
 	args := make([]any, 0, 10*min(len(rows), insertBatchRows))
 	for start := 0; start < len(rows); start += insertBatchRows {
 		chunk := rows[start:min(start+insertBatchRows, len(rows))]
-		trace := false
+		trace, dedup := false, false
 		for i := range chunk {
-			if chunk[i].TraceID != nil || chunk[i].SpanID != nil {
-				trace = true
-				break
-			}
+			trace = trace || chunk[i].TraceID != nil || chunk[i].SpanID != nil
+			dedup = dedup || !chunk[i].freshID
 		}
 		args = args[:0]
 		for i := range chunk {
@@ -161,7 +162,7 @@ func (p *Plugin) execInsert(ctx context.Context, conn gorm.ConnPool, rows []Cons
 				args = append(args, r.TraceID, r.SpanID)
 			}
 		}
-		if _, err := conn.ExecContext(ctx, p.insertSQL(len(chunk), trace), args...); err != nil {
+		if _, err := conn.ExecContext(ctx, p.insertSQL(len(chunk), trace, dedup), args...); err != nil {
 			return err
 		}
 	}
