@@ -49,16 +49,18 @@ func run(ctx context.Context, c config) error {
 	if err != nil {
 		return err
 	}
+	hundredAllocs := o.allocsPerMsg
 	batch, err := measure(c.runs, func() (float64, error) { return o.produce(produceN, 100, true) })
 	if err != nil {
 		return err
 	}
+	batchAllocs := o.allocsPerMsg
 	rawIns, err := measure(c.runs, func() (float64, error) { return fl.produce(produceN, 100) })
 	if err != nil {
 		return err
 	}
-	r.add("Produce ×100 in db.Transaction", hundred, ratio(hundred, rawIns)+" of raw floor")
-	r.add("ProduceBatch of 100 in db.Transaction", batch, ratio(batch, rawIns)+" of raw floor")
+	r.add("Produce ×100 in db.Transaction", hundred, fmt.Sprintf("%s of raw floor; %.0f allocs/msg", ratio(hundred, rawIns), hundredAllocs))
+	r.add("ProduceBatch of 100 in db.Transaction", batch, fmt.Sprintf("%s of raw floor; %.0f allocs/msg", ratio(batch, rawIns), batchAllocs))
 	r.add("raw floor: one 100-row multi-VALUES INSERT per tx", rawIns, "")
 	o.close()
 
@@ -82,6 +84,8 @@ func run(ctx context.Context, c config) error {
 		// Ours and the floor alternate which goes first in each run, so that neither
 		// systematically meets the database in a better state (autovacuum, caches).
 		var oursRuns, floorRuns []float64
+		var conflicts uint64
+		var allocs float64
 		for run := range c.runs {
 			floorFirst := k.batch == 100 && run%2 == 1
 			if floorFirst {
@@ -96,6 +100,8 @@ func run(ctx context.Context, c config) error {
 				return err
 			}
 			oursRuns = append(oursRuns, x)
+			conflicts += o.conflicts
+			allocs += o.allocsPerMsg / float64(c.runs)
 			if k.batch == 100 && !floorFirst {
 				f, err := burnDownFloor(c, schema, fl, k.procs, k.batch)
 				if err != nil {
@@ -111,8 +117,9 @@ func run(ctx context.Context, c config) error {
 			ourBest[k.procs] = s
 			f := statOf(floorRuns)
 			r.add(fmt.Sprintf("raw floor: %d worker(s), batch %d", k.procs, k.batch), f, "")
-			note = ratio(s, f) + " of raw floor"
+			note = ratio(s, f) + " of raw floor; "
 		}
+		note += fmt.Sprintf("%.0f allocs/msg; %d conflicts retried", allocs, conflicts)
 		r.add(fmt.Sprintf("asyncmonolith: %d processor(s), batch %d", k.procs, k.batch), s, note)
 	}
 	if c.dialect == "postgres" {
@@ -135,12 +142,13 @@ func run(ctx context.Context, c config) error {
 	// Poison storm.
 	if !c.quick {
 		r.section("poison storm: healthy messages/s, 2 processors (SQLite: 1)")
-		base, storm, err := poisonStorm(c, schema)
+		base, storm, noBreaker, err := poisonStorm(c, schema)
 		if err != nil {
 			return err
 		}
 		r.add("healthy only", base, "")
-		r.add("healthy + 10,000 always-failing messages ahead of them", storm, ratio(storm, base)+" of healthy only")
+		r.add("healthy + 10,000 always-failing messages ahead of them", storm, ratio(storm, base)+" of healthy only (breaker on: the default)")
+		r.add("the same with DisableBreaker", noBreaker, ratio(noBreaker, base)+" of healthy only")
 	}
 
 	// Latency.
@@ -163,10 +171,11 @@ func run(ctx context.Context, c config) error {
 	}
 
 	// Backlog.
-	r.section("backlog: mean ms per batch of 100 / messages/s, 1 processor")
-	sizes := []int{2_000, c.backlog}
+	r.section("backlog, kept at its size (topped up after each batch, untimed): ms per batch of 100 / messages/s, 1 processor")
+	var rates []stat
+	sizes := []int{1_000, c.backlog}
 	if c.quick {
-		sizes = []int{2_000}
+		sizes = []int{1_000}
 	}
 	for _, size := range sizes {
 		o, err := newOurs(c, schema, am.Config{})
@@ -181,7 +190,7 @@ func run(ctx context.Context, c config) error {
 		}
 		var ms, rate []float64
 		for range c.runs {
-			m, rt, err := o.batchTimes(5)
+			m, rt, err := o.batchTimes(50)
 			if err != nil {
 				return err
 			}
@@ -190,6 +199,10 @@ func run(ctx context.Context, c config) error {
 		o.close()
 		r.add(fmt.Sprintf("%d pending: ms per batch", size), statOf(ms), "")
 		r.add(fmt.Sprintf("%d pending: messages/s", size), statOf(rate), "")
+		rates = append(rates, statOf(rate))
+	}
+	if len(rates) == 2 {
+		r.add(fmt.Sprintf("%d pending ÷ %d pending, messages/s", sizes[1], sizes[0]), stat{rates[1].min / rates[0].max, rates[1].med / rates[0].med, rates[1].max / rates[0].min}, "ratio")
 	}
 	r.print(c)
 	return nil

@@ -19,9 +19,11 @@ type Doomed struct {
 }
 
 // poisonStorm measures healthy burn-down throughput alone, then with 10,000 messages
-// whose consumer always fails queued ahead of them (each is retried once, then poisoned).
-func poisonStorm(c config, schema string) (stat, stat, error) {
-	measureOnce := func(doomed int) (float64, error) {
+// whose consumer always fails queued ahead of them (MaxAttempts 2), with the consumer
+// breaker on (the default: the failing consumer is paused and its backlog set aside) and
+// off (every failing message is run until poisoned).
+func poisonStorm(c config, schema string) (base, storm, stormNoBreaker stat, err error) {
+	measureOnce := func(doomed int, disableBreaker bool) (float64, error) {
 		db, err := openGorm(c, schema)
 		if err != nil {
 			return 0, err
@@ -37,7 +39,7 @@ func poisonStorm(c config, schema string) (stat, stat, error) {
 			procs = 1
 		}
 		p := am.New(am.Config{ConsumerProcessors: procs, ProcessorMinDelay: time.Microsecond, MaxAttempts: 2,
-			AttemptDelay: time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			AttemptDelay: time.Millisecond, DisableBreaker: disableBreaker, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 			Hooks: am.Hooks{AfterConsume: func(ctx context.Context, m am.MessageInfo, r am.Result) {
 				if r.Err == nil && m.ConsumerType == "Noop" {
 					healthy.Add(1)
@@ -109,10 +111,12 @@ func poisonStorm(c config, schema string) (stat, stat, error) {
 		_ = p.Stop(ctx)
 		return float64(n) / el.Seconds(), nil
 	}
-	base, err := measure(c.runs, func() (float64, error) { return measureOnce(0) })
-	if err != nil {
-		return stat{}, stat{}, err
+	if base, err = measure(c.runs, func() (float64, error) { return measureOnce(0, false) }); err != nil {
+		return
 	}
-	storm, err := measure(c.runs, func() (float64, error) { return measureOnce(10_000) })
-	return base, storm, err
+	if storm, err = measure(c.runs, func() (float64, error) { return measureOnce(10_000, false) }); err != nil {
+		return
+	}
+	stormNoBreaker, err = measure(c.runs, func() (float64, error) { return measureOnce(10_000, true) })
+	return
 }
