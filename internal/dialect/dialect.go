@@ -265,6 +265,7 @@ func (sqlite) Listen(ctx context.Context, db *sql.DB, wake func()) error {
 	if err := conn.QueryRowContext(ctx, "PRAGMA data_version").Scan(&last); err != nil {
 		return err
 	}
+	wake() // commits made before the first reading (at start, or during a restart) were not seen
 	tick := time.NewTicker(sqliteWatchInterval)
 	defer tick.Stop()
 	for {

@@ -60,6 +60,7 @@ func (postgres) Listen(ctx context.Context, db *sql.DB, wake func()) error {
 		if _, err := pc.Exec(ctx, "LISTEN "+pgx.Identifier{"asyncmonolith:" + schema}.Sanitize()); err != nil {
 			return err
 		}
+		wake() // commits made before the LISTEN (at start, or during a reconnect) were not heard
 		for {
 			if _, err := pc.WaitForNotification(ctx); err != nil {
 				// The connection is in LISTEN state or broken: never hand it back to the pool.
