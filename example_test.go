@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -36,13 +37,18 @@ func (NotifyCustomer) Consume(ctx context.Context, m *am.Message[PaymentFailed])
 
 // exampleDB opens a fresh SQLite database with the plugin registered and migrated.
 func exampleDB() (*gorm.DB, *am.Plugin, func()) {
+	return exampleDBWith(am.Config{ProcessorMaxDelay: 50 * time.Millisecond})
+}
+
+// exampleDBWith is exampleDB with the plugin's config.
+func exampleDBWith(cfg am.Config) (*gorm.DB, *am.Plugin, func()) {
 	dir, _ := os.MkdirTemp("", "am-example-")
 	dsn := "file:" + filepath.Join(dir, "app.db") + "?_journal_mode=WAL&_busy_timeout=5000&_txlock=immediate"
 	db, err := gorm.Open(sqlite.Open(dsn), &gorm.Config{Logger: logger.Discard})
 	if err != nil {
 		panic(err)
 	}
-	p := am.New(am.Config{ProcessorMaxDelay: 50 * time.Millisecond})
+	p := am.New(cfg)
 	if err := db.Use(p); err != nil {
 		panic(err)
 	}
@@ -250,4 +256,51 @@ func ExampleFlush() {
 	s := am.Produce(db, PaymentFailed{PaymentID: "p7"})
 	fmt.Println(am.Flush(context.Background(), s), am.Pending(s), pendingCount(db))
 	// Output: <nil> 0 1
+}
+
+// A consumer whose dependency is down is paused after BreakerFailures failed runs in a
+// row: its other messages are set aside, without using up their attempts, until a probe
+// run after the cooldown succeeds. Messages of other consumers are not held up.
+func ExampleConfig_breaker() {
+	db, p, cleanup := exampleDBWith(am.Config{BreakerFailures: 3, BreakerCooldown: time.Minute,
+		Logger: slog.New(slog.DiscardHandler)})
+	defer cleanup()
+	err := am.Register[PaymentFailed](p, am.ConsumerFunc[PaymentFailed](func(ctx context.Context, m *am.Message[PaymentFailed]) error {
+		return errors.New("mail server unreachable")
+	}))
+	if err != nil {
+		panic(err)
+	}
+	failed := make([]PaymentFailed, 10)
+	if err := db.Transaction(func(tx *gorm.DB) error { return am.ProduceBatch(tx, failed).Error }); err != nil {
+		panic(err)
+	}
+	if _, err := p.ProcessBatch(context.Background()); err != nil {
+		panic(err)
+	}
+	c := p.Counters()
+	fmt.Printf("runs failed: %d, set aside: %d, poisoned: %d\n", c.Failed, c.SetAside, c.Poisoned)
+	// The three failed messages keep their attempt and are set aside with the seven
+	// that never ran.
+	// Output: runs failed: 3, set aside: 10, poisoned: 0
+}
+
+// Counters tell contention (Conflicts) from failure, for monitoring.
+func ExamplePlugin_Counters() {
+	db, p, cleanup := exampleDB()
+	defer cleanup()
+	if err := am.Register[PaymentFailed](p, NotifyCustomer{}); err != nil {
+		panic(err)
+	}
+	if err := am.ProduceNow(context.Background(), db, PaymentFailed{PaymentID: "p-1"}); err != nil {
+		panic(err)
+	}
+	if _, err := p.ProcessBatch(context.Background()); err != nil {
+		panic(err)
+	}
+	c := p.Counters()
+	fmt.Printf("batches %d, succeeded %d, failed %d, conflicts %d\n", c.Batches, c.Succeeded, c.Failed, c.Conflicts)
+	// Output:
+	// notify customer: payment p-1 failed (attempt 1)
+	// batches 1, succeeded 1, failed 0, conflicts 0
 }
