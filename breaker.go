@@ -100,3 +100,28 @@ func (bs *breakers) record(consumerType string, err error, now time.Time) (until
 	b.openUntil = now.Add(min(wait, bs.maxCooldown))
 	return b.openUntil, false
 }
+
+// paused returns the consumers whose breaker is open at now, with the end of their pause.
+func (bs *breakers) paused(now time.Time) map[string]time.Time {
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	out := map[string]time.Time{}
+	for name, b := range bs.by {
+		if now.Before(b.openUntil) {
+			out[name] = b.openUntil
+		}
+	}
+	return out
+}
+
+// Paused returns the consumers this process has paused because they kept failing, with
+// the time each pause ends (see Config.BreakerFailures). It is empty when none is paused.
+func (p *Plugin) Paused() map[string]time.Time {
+	p.mu.Lock()
+	bs := p.breaker
+	p.mu.Unlock()
+	if bs == nil {
+		return map[string]time.Time{}
+	}
+	return bs.paused(p.now())
+}

@@ -64,6 +64,9 @@ func TestBreakerSetsAsideAFailingConsumer(t *testing.T) {
 		if n := e.count(t, &am.ConsumerMessage{}, "consumer_type = ? AND attempts = 0 AND available_after = ?", "Broken", at(10*time.Second)); n != 245 {
 			t.Fatalf("%d messages set aside for the cooldown without an attempt, want 245", n)
 		}
+		if got := e.p.Paused(); len(got) != 1 || !got["Broken"].Equal(t0.Add(10*time.Second)) {
+			t.Fatalf("Paused() = %v, want Broken until %v", got, t0.Add(10*time.Second))
+		}
 		mustBatch(t, e) // the healthy messages are next, not behind the failing backlog
 		if healthy.count() != 20 || e.count(t, &am.ConsumerMessage{}, "consumer_type = ?", "Healthy") != 0 {
 			t.Fatalf("healthy consumer ran %d of 20", healthy.count())
@@ -93,6 +96,9 @@ func TestBreakerSetsAsideAFailingConsumer(t *testing.T) {
 			if mustBatch(t, e) == 0 {
 				t.Fatalf("%d messages pending but none due", e.pending(t))
 			}
+		}
+		if got := e.p.Paused(); len(got) != 0 {
+			t.Fatalf("Paused() = %v after a successful probe, want none", got)
 		}
 		if broken.count() != 256 || e.count(t, &am.PoisonedMessage{}) != 0 {
 			t.Fatalf("broken consumer ran %d times (want 256), %d poisoned", broken.count(), e.count(t, &am.PoisonedMessage{}))
