@@ -280,3 +280,62 @@ func TestRegisterErrors(t *testing.T) {
 		t.Fatalf("anonymous payload type: %v", err)
 	}
 }
+
+// Message.Tx is a full session: chained queries, a nested transaction (a savepoint whose
+// rollback keeps the consumer's other writes), the consumer's deadline on its statements,
+// and no statement once the run is over.
+func TestMessageTxIsAFullSession(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		e := setup(t, dialect, am.Config{})
+		if err := e.db.AutoMigrate(&Audit{}); err != nil {
+			t.Fatal(err)
+		}
+		var kept *gorm.DB
+		var problems []string
+		err := am.Register[Job](e.p, am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {
+			if _, ok := m.Tx.Statement.Context.Deadline(); !ok {
+				problems = append(problems, "Message.Tx has no deadline")
+			}
+			if err := m.Tx.Create(&Audit{Msg: "outer"}).Error; err != nil {
+				return err
+			}
+			inner := m.Tx.Transaction(func(tx *gorm.DB) error {
+				if err := tx.Create(&Audit{Msg: "inner"}).Error; err != nil {
+					return err
+				}
+				return errors.New("undo the inner write")
+			})
+			if inner == nil {
+				problems = append(problems, "nested transaction did not report its error")
+			}
+			var seen []string
+			if err := m.Tx.Model(&Audit{}).Where("msg <> ?", "").Order("msg").Pluck("msg", &seen).Error; err != nil {
+				return err
+			}
+			if fmt.Sprint(seen) != "[outer]" {
+				problems = append(problems, fmt.Sprintf("inside the run Message.Tx sees %v, want [outer]", seen))
+			}
+			kept = m.Tx
+			return nil
+		}), am.WithName("Session"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := am.ProduceNow(context.Background(), e.db, Job{N: 1}); err != nil {
+			t.Fatal(err)
+		}
+		mustBatch(t, e)
+		if len(problems) > 0 {
+			t.Fatal(strings.Join(problems, "; "))
+		}
+		var audits []string
+		e.db.Model(&Audit{}).Order("msg").Pluck("msg", &audits)
+		if fmt.Sprint(audits) != "[outer]" {
+			t.Fatalf("committed audit rows = %v, want [outer]", audits)
+		}
+		if err := kept.Create(&Audit{Msg: "late"}).Error; !errors.Is(err, am.ErrConsumerAbandoned) {
+			t.Fatalf("a write through Message.Tx after the run: %v, want ErrConsumerAbandoned", err)
+		}
+	})
+}

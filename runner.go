@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 )
 
 // A batch's consumers run one after another on one goroutine of the batch's own (its
@@ -24,6 +25,7 @@ type batchRun struct {
 	pr       *processor
 	workCtx  context.Context
 	tx       *gorm.DB
+	msgBase  *gorm.DB // a new-statement session of tx: the template of each Message.Tx
 	rows     []ConsumerMessage
 	locators []string
 	now      time.Time // the batch's clock reading for breaker checks
@@ -56,8 +58,8 @@ type inflight struct {
 }
 
 func newBatchRun(pr *processor, workCtx context.Context, tx *gorm.DB, rows []ConsumerMessage, locators []string) *batchRun {
-	return &batchRun{pr: pr, workCtx: workCtx, tx: tx, rows: rows, locators: locators, now: pr.p.now(),
-		outcomes: make([]outcome, 0, len(rows)), done: make(chan struct{})}
+	return &batchRun{pr: pr, workCtx: workCtx, tx: tx, msgBase: tx.Session(&gorm.Session{NewDB: true}), rows: rows,
+		locators: locators, now: pr.p.now(), outcomes: make([]outcome, 0, len(rows)), done: make(chan struct{})}
 }
 
 // runAll runs every message of the batch (until one leaves the transaction unusable or a
@@ -93,7 +95,7 @@ func (br *batchRun) runFrom(g int) {
 			br.record(g, outcome{row: row, setAside: until}, true)
 			continue
 		}
-		in, runnable := br.pr.prepare(br.workCtx, br.tx, row)
+		in, runnable := br.pr.prepare(br.workCtx, br.tx, br.msgBase, row)
 		if !runnable {
 			br.record(g, in.o, true)
 			continue
@@ -227,7 +229,7 @@ func (br *batchRun) abandon(seq int) {
 // prepare sets up one message's run inside tx, isolated by a lazy savepoint. When the
 // message cannot run (its consumer is unknown here), the second result is false and
 // in.o is its outcome.
-func (pr *processor) prepare(workCtx context.Context, tx *gorm.DB, row *ConsumerMessage) (*inflight, bool) {
+func (pr *processor) prepare(workCtx context.Context, tx, msgBase *gorm.DB, row *ConsumerMessage) (*inflight, bool) {
 	p := pr.p
 	cfg := p.cfg
 	attempt := max(row.Attempts, 0) + 1
@@ -264,9 +266,7 @@ func (pr *processor) prepare(workCtx context.Context, tx *gorm.DB, row *Consumer
 	in.deadline = in.start.Add(timeout)
 	in.msgCtx, in.cancel = context.WithDeadline(ctx, in.deadline)
 	in.conn = &lazyTx{conn: tx.Statement.ConnPool}
-	msgTx := tx.Session(&gorm.Session{NewDB: true, Context: in.msgCtx})
-	msgTx.Statement.ConnPool = in.conn
-	in.env = envelope{row: row, attempt: attempt, maxAttempts: maxAttempts, tx: msgTx}
+	in.env = envelope{row: row, attempt: attempt, maxAttempts: maxAttempts, tx: messageTx(msgBase, in.conn, in.msgCtx)}
 	return in, true
 }
 
@@ -314,4 +314,18 @@ func (pr *processor) conclude(in *inflight, err error) (outcome, bool) {
 		p.log.InfoContext(o.ctx, "asyncmonolith: paused consumer succeeded again; resumed", "consumer", row.ConsumerType)
 	}
 	return o, usable
+}
+
+// messageTx returns a Message.Tx: a new-statement session (as Session(&gorm.Session{NewDB:
+// true}) makes) of base, on conn, with ctx. A *gorm.DB whose clone mode is "new statement"
+// gives every chained call a fresh Statement holding only its template's ConnPool,
+// Context, SkipHooks and Unscoped, so the template needs nothing else: building it
+// directly costs a third of what Session with a Context does (a copy of the Config and a
+// clone of the batch's Statement), for every message.
+func messageTx(base *gorm.DB, conn gorm.ConnPool, ctx context.Context) *gorm.DB {
+	db := new(gorm.DB)
+	*db = *base // shares base's Config, as every chained call does
+	db.Statement = &gorm.Statement{DB: db, ConnPool: conn, Context: ctx, Clauses: map[string]clause.Clause{},
+		SkipHooks: base.Statement.SkipHooks, Unscoped: base.Statement.Unscoped}
+	return db
 }
