@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -27,6 +28,9 @@ type breakers struct {
 
 	mu sync.Mutex
 	by map[string]*breaker
+	// tracked is len(by), read without the lock: while no consumer has failed, checking
+	// and recording a run costs an atomic load.
+	tracked atomic.Int32
 }
 
 // breaker is one consumer type's state.
@@ -44,7 +48,7 @@ func newBreakers(cfg Config) *breakers {
 // pausedUntil reports until when consumerType's messages are set aside, or the zero time
 // when they may run (closed, or half-open after the cooldown).
 func (bs *breakers) pausedUntil(consumerType string, now time.Time) time.Time {
-	if bs.disabled {
+	if bs.disabled || bs.tracked.Load() == 0 {
 		return time.Time{}
 	}
 	bs.mu.Lock()
@@ -66,7 +70,7 @@ func breakerCounts(err error) bool {
 // paused when this run tripped its breaker (the zero time otherwise), and whether this
 // run was a successful probe that closed a tripped breaker.
 func (bs *breakers) record(consumerType string, err error, now time.Time) (until time.Time, recovered bool) {
-	if bs.disabled || (err != nil && !breakerCounts(err)) {
+	if bs.disabled || (err != nil && !breakerCounts(err)) || (err == nil && bs.tracked.Load() == 0) {
 		return time.Time{}, false
 	}
 	bs.mu.Lock()
@@ -75,6 +79,7 @@ func (bs *breakers) record(consumerType string, err error, now time.Time) (until
 	if err == nil {
 		if b != nil {
 			delete(bs.by, consumerType) // closed: forget the past
+			bs.tracked.Store(int32(len(bs.by)))
 			return time.Time{}, b.trips > 0
 		}
 		return time.Time{}, false
@@ -82,6 +87,7 @@ func (bs *breakers) record(consumerType string, err error, now time.Time) (until
 	if b == nil {
 		b = &breaker{}
 		bs.by[consumerType] = b
+		bs.tracked.Store(int32(len(bs.by)))
 	}
 	b.failures++
 	// A failed probe (the first run after a cooldown) trips again at once.
