@@ -141,7 +141,7 @@ func (p *Plugin) RequeuePoisoned(ctx context.Context, ids []string, opts ...Requ
 				ID: r.ID, CreatedAt: r.CreatedAt, AvailableAfter: due, Attempts: 0, ConsumerType: r.ConsumerType,
 				PayloadType: r.PayloadType, Payload: r.Payload, InsertID: r.InsertID, TraceID: r.TraceID, SpanID: r.SpanID,
 			}
-			res := tx.Exec(p.insertSQL(1, true, true), msg.ID, msg.CreatedAt, msg.AvailableAfter, 0, msg.ConsumerType,
+			res := tx.Exec(p.insertSQL(1, true, true), msg.ID, msg.CreatedAt, msg.AvailableAfter, msg.ConsumerType,
 				msg.PayloadType, msg.Payload, msg.InsertID, msg.TraceID, msg.SpanID)
 			if res.Error != nil {
 				return res.Error

@@ -99,6 +99,9 @@ func (p *Plugin) setAside(ctx context.Context, consumerType string, until time.T
 // of messages produced outside a trace (fewer parameters to encode).
 const insertColumnsNoTrace = "id, created_at, available_after, attempts, consumer_type, payload_type, payload, insert_id"
 
+// attemptsColumn is the position of attempts in the insert columns.
+const attemptsColumn = 3
+
 type insertKey struct {
 	rows  int
 	trace bool
@@ -106,7 +109,9 @@ type insertKey struct {
 }
 
 // insertSQL is the multi-row INSERT of n messages; with dedup it skips pending
-// duplicates, with trace it includes the trace columns.
+// duplicates, with trace it includes the trace columns. Attempts are 0, written as a
+// literal: every inserted message starts afresh, and one parameter less per row is
+// measurably cheaper to encode and bind.
 func (p *Plugin) insertSQL(n int, trace, dedup bool) string {
 	key := insertKey{n, trace, dedup}
 	if s, ok := p.stmts.inserts.Load(key); ok {
@@ -130,6 +135,10 @@ func (p *Plugin) insertSQL(n int, trace, dedup bool) string {
 			if j > 0 {
 				b.WriteByte(',')
 			}
+			if j == attemptsColumn {
+				b.WriteByte('0')
+				continue
+			}
 			b.WriteString(p.dialect.Placeholder(k))
 			k++
 		}
@@ -145,7 +154,7 @@ func (p *Plugin) insertSQL(n int, trace, dedup bool) string {
 
 // execInsert writes rows on conn, insertBatchRows per statement.
 func (p *Plugin) execInsert(ctx context.Context, conn gorm.ConnPool, rows []ConsumerMessage) error {
-	args := make([]any, 0, 10*min(len(rows), insertBatchRows))
+	args := make([]any, 0, 9*min(len(rows), insertBatchRows))
 	for start := 0; start < len(rows); start += insertBatchRows {
 		chunk := rows[start:min(start+insertBatchRows, len(rows))]
 		trace, dedup := false, false
@@ -156,8 +165,7 @@ func (p *Plugin) execInsert(ctx context.Context, conn gorm.ConnPool, rows []Cons
 		args = args[:0]
 		for i := range chunk {
 			r := &chunk[i]
-			args = append(args, r.ID, r.CreatedAt, r.AvailableAfter, r.Attempts, r.ConsumerType, r.PayloadType,
-				r.Payload, r.InsertID)
+			args = append(args, r.ID, r.CreatedAt, r.AvailableAfter, r.ConsumerType, r.PayloadType, r.Payload, r.InsertID)
 			if trace {
 				args = append(args, r.TraceID, r.SpanID)
 			}
