@@ -172,7 +172,26 @@ func (i *Instrumentation) ObserveQueue(p *am.Plugin) (metric.Registration, error
 	if err != nil {
 		return nil, err
 	}
+	paused, err := i.meter.Int64ObservableGauge("asyncmonolith.consumer.paused", metric.WithDescription("1 for each consumer this process has paused because it kept failing (its breaker is open)."), metric.WithUnit("{consumer}"))
+	if err != nil {
+		return nil, err
+	}
+	conflicts, err := i.meter.Int64ObservableCounter("asyncmonolith.batches.conflicts", metric.WithDescription("Batches rolled back by a deadlock, lock wait timeout or serialization failure, and retried."), metric.WithUnit("{batch}"))
+	if err != nil {
+		return nil, err
+	}
+	setAside, err := i.meter.Int64ObservableCounter("asyncmonolith.messages.set_aside", metric.WithDescription("Messages set aside, without an attempt, because their consumer was paused."), metric.WithUnit("{message}"))
+	if err != nil {
+		return nil, err
+	}
 	return i.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		system := metric.WithAttributes(attribute.String("messaging.system", System))
+		c := p.Counters()
+		o.ObserveInt64(conflicts, int64(c.Conflicts), system)
+		o.ObserveInt64(setAside, int64(c.SetAside), system)
+		for name := range p.Paused() {
+			o.ObserveInt64(paused, 1, metric.WithAttributes(attribute.String("messaging.system", System), attribute.String("messaging.destination.name", name)))
+		}
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		stats, err := p.Stats(ctx)
@@ -187,5 +206,5 @@ func (i *Instrumentation) ObserveQueue(p *am.Plugin) (metric.Registration, error
 			o.ObserveInt64(poisoned, s.Poisoned, attrs)
 		}
 		return nil
-	}, depth, due, age, poisoned)
+	}, depth, due, age, poisoned, paused, conflicts, setAside)
 }

@@ -139,3 +139,53 @@ func gauge(rm metricdata.ResourceMetrics, name string) int64 {
 	}
 	return total
 }
+
+// A paused consumer shows in asyncmonolith.consumer.paused, and what its breaker set
+// aside in asyncmonolith.messages.set_aside.
+func TestBreakerMetrics(t *testing.T) {
+	t.Parallel()
+	reader := sdkmetric.NewManualReader()
+	inst, err := amotel.New(amotel.WithMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := testdb.Open(t, "sqlite")
+	p := am.New(am.Config{Hooks: inst.Hooks(), BreakerFailures: 1})
+	if err := db.Use(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Migrate(context.Background(), db); err != nil {
+		t.Fatal(err)
+	}
+	if err := am.Register[Shipped](p, am.ConsumerFunc[Shipped](func(ctx context.Context, m *am.Message[Shipped]) error {
+		return errors.New("carrier down")
+	}), am.WithName("Notify")); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := inst.ObserveQueue(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Unregister()
+	for _, id := range []string{"1", "2"} {
+		if err := am.ProduceNow(context.Background(), db, Shipped{OrderID: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := p.ProcessBatch(context.Background()); err != nil { // the first fails and pauses Notify
+		t.Fatal(err)
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	if got := gauge(rm, "asyncmonolith.consumer.paused"); got != 1 {
+		t.Fatalf("paused consumers = %v, want 1", got)
+	}
+	if got := sum(rm, "asyncmonolith.messages.set_aside"); got < 1 {
+		t.Fatalf("set aside = %v, want at least the second message", got)
+	}
+	if got := sum(rm, "asyncmonolith.batches.conflicts"); got != 0 {
+		t.Fatalf("conflicts = %v", got)
+	}
+}
