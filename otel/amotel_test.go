@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"gorm.io/gorm"
 )
 
 type Shipped struct {
@@ -35,24 +36,7 @@ func TestTracesAndMetrics(t *testing.T) {
 			}
 			now := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
 			clock := func() time.Time { return now }
-			db := testdb.Open(t, dialect)
-			p := am.New(am.Config{Hooks: inst.Hooks(), Now: clock, AttemptDelay: time.Second, MaxAttempts: 2})
-			if err := db.Use(p); err != nil {
-				t.Fatal(err)
-			}
-			if err := p.Migrate(context.Background(), db); err != nil {
-				t.Fatal(err)
-			}
-			if err := am.Register[Shipped](p, am.ConsumerFunc[Shipped](func(ctx context.Context, m *am.Message[Shipped]) error {
-				return errors.New("carrier down")
-			}), am.WithName("Notify")); err != nil {
-				t.Fatal(err)
-			}
-			reg, err := inst.ObserveQueue(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer reg.Unregister()
+			db, p := observedFailing(t, dialect, inst, am.Config{Hooks: inst.Hooks(), Now: clock, AttemptDelay: time.Second, MaxAttempts: 2})
 
 			// Produce inside a request span.
 			ctx, request := tp.Tracer("test").Start(context.Background(), "POST /ship")
@@ -149,24 +133,7 @@ func TestBreakerMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db := testdb.Open(t, "sqlite")
-	p := am.New(am.Config{Hooks: inst.Hooks(), BreakerFailures: 1})
-	if err := db.Use(p); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Migrate(context.Background(), db); err != nil {
-		t.Fatal(err)
-	}
-	if err := am.Register[Shipped](p, am.ConsumerFunc[Shipped](func(ctx context.Context, m *am.Message[Shipped]) error {
-		return errors.New("carrier down")
-	}), am.WithName("Notify")); err != nil {
-		t.Fatal(err)
-	}
-	reg, err := inst.ObserveQueue(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reg.Unregister()
+	db, p := observedFailing(t, "sqlite", inst, am.Config{Hooks: inst.Hooks(), BreakerFailures: 1})
 	for _, id := range []string{"1", "2"} {
 		if err := am.ProduceNow(context.Background(), db, Shipped{OrderID: id}); err != nil {
 			t.Fatal(err)
@@ -188,4 +155,29 @@ func TestBreakerMetrics(t *testing.T) {
 	if got := sum(rm, "asyncmonolith.batches.conflicts"); got != 0 {
 		t.Fatalf("conflicts = %v", got)
 	}
+}
+
+// observedFailing opens a fresh database with a plugin of cfg whose only consumer,
+// "Notify", always fails, and observes its queue with inst until the test ends.
+func observedFailing(t *testing.T, dialect string, inst *amotel.Instrumentation, cfg am.Config) (*gorm.DB, *am.Plugin) {
+	t.Helper()
+	db := testdb.Open(t, dialect)
+	p := am.New(cfg)
+	if err := db.Use(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Migrate(context.Background(), db); err != nil {
+		t.Fatal(err)
+	}
+	if err := am.Register[Shipped](p, am.ConsumerFunc[Shipped](func(ctx context.Context, m *am.Message[Shipped]) error {
+		return errors.New("carrier down")
+	}), am.WithName("Notify")); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := inst.ObserveQueue(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = reg.Unregister() })
+	return db, p
 }

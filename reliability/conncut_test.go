@@ -34,17 +34,8 @@ func TestConnectionsCut(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			p, err := worker(db, am.Config{ConsumerProcessors: 2, ProcessorMinDelay: time.Millisecond, ProcessorMaxDelay: 50 * time.Millisecond,
-				Logger: testLogger()}, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := p.Migrate(context.Background(), db); err != nil {
-				t.Fatal(err)
-			}
-			if err := db.AutoMigrate(&Consumption{}); err != nil {
-				t.Fatal(err)
-			}
+			p := migratedWorker(t, db, am.Config{ConsumerProcessors: 2, ProcessorMinDelay: time.Millisecond, ProcessorMaxDelay: 50 * time.Millisecond,
+				Logger: testLogger()})
 			n := scale(10_000)
 			produce(t, db, p, n)
 			if err := p.Start(context.Background()); err != nil {

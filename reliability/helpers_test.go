@@ -69,6 +69,23 @@ func worker(db *gorm.DB, cfg am.Config, side func(n int)) (*am.Plugin, error) {
 	return p, err
 }
 
+// migratedWorker is worker without side effects, with the plugin's tables and
+// Consumption migrated.
+func migratedWorker(t *testing.T, db *gorm.DB, cfg am.Config) *am.Plugin {
+	t.Helper()
+	p, err := worker(db, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Migrate(context.Background(), db); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.AutoMigrate(&Consumption{}); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // produce writes n Work messages numbered 0..n-1.
 func produce(t *testing.T, db *gorm.DB, p *am.Plugin, n int) {
 	t.Helper()

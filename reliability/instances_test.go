@@ -1,7 +1,6 @@
 package reliability_test
 
 import (
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,16 +21,7 @@ func TestManyInstances(t *testing.T) {
 		t.Run(dialect, func(t *testing.T) {
 			t.Parallel()
 			dsn, db := fresh(t, dialect)
-			p, err := worker(db, am.Config{}, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := p.Migrate(context.Background(), db); err != nil {
-				t.Fatal(err)
-			}
-			if err := db.AutoMigrate(&Consumption{}); err != nil {
-				t.Fatal(err)
-			}
+			migratedWorker(t, db, am.Config{}) // the producer side: plugin and tables
 			dir := t.TempDir()
 			var children []*exec.Cmd
 			for i := range 4 {

@@ -67,16 +67,7 @@ func TestProcessKilled(t *testing.T) {
 		t.Run(dialect, func(t *testing.T) {
 			t.Parallel()
 			dsn, db := fresh(t, dialect)
-			p, err := worker(db, am.Config{}, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := p.Migrate(context.Background(), db); err != nil {
-				t.Fatal(err)
-			}
-			if err := db.AutoMigrate(&Consumption{}); err != nil {
-				t.Fatal(err)
-			}
+			p := migratedWorker(t, db, am.Config{})
 			n := scale(20_000)
 			produce(t, db, p, n)
 			side := filepath.Join(t.TempDir(), "side-effects.log")

@@ -223,17 +223,8 @@ func testDatabaseRestart(t *testing.T, dialect string) {
 	srv := startPrivateServer(t, dialect)
 	db := srv.open("amrel")
 	logs := newLogCounter()
-	p, err := worker(db, am.Config{ConsumerProcessors: 2, ProcessorMinDelay: time.Millisecond,
-		ProcessorMaxDelay: 50 * time.Millisecond, Logger: slog.New(logs)}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Migrate(context.Background(), db); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.AutoMigrate(&Consumption{}); err != nil {
-		t.Fatal(err)
-	}
+	p := migratedWorker(t, db, am.Config{ConsumerProcessors: 2, ProcessorMinDelay: time.Millisecond,
+		ProcessorMaxDelay: 50 * time.Millisecond, Logger: slog.New(logs)})
 	if err := p.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
