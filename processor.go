@@ -37,6 +37,10 @@ type processor struct {
 const wakeFollowUps = 6
 
 func (pr *processor) loop(fetchCtx, workCtx context.Context) {
+	// Each processor's consumer contexts hang off a context of its own, so that processors
+	// do not contend for one parent's lock as they create and cancel them.
+	workCtx, cancel := context.WithCancel(workCtx)
+	defer cancel()
 	cfg := pr.p.cfg
 	log := pr.p.log.With("processor", pr.index)
 	// A staggered start keeps processors from polling in lockstep.
