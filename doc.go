@@ -30,6 +30,10 @@
 //	err := p.Start(ctx)
 //	defer p.Stop(shutdownCtx)
 //
+// A consumer that keeps failing (Config.BreakerFailures runs in a row) is paused instead of
+// drained into poison: its due messages are set aside, without counting an attempt, until a
+// probe run succeeds (see Plugin.Paused, Plugin.Counters, Config.DisableBreaker).
+//
 // Recurring messages: Schedule, Reschedule, DeleteSchedule, DeleteSchedulesByTag.
 //
 // Delivery is at least once; database writes made through Message.Tx happen exactly once.
