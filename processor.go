@@ -140,7 +140,7 @@ func (pr *processor) batch(workCtx context.Context) (n int, err error) {
 			outcomes := br.outcomes
 			br.mu.Unlock()
 			for _, o := range outcomes {
-				if !o.setAside.IsZero() || o.info.Attempt == 0 {
+				if !o.setAside.IsZero() {
 					continue // did not run
 				}
 				r := Result{Err: o.err, Duration: o.took, Poisoned: o.poisoned, RetryAt: o.retryAt}
@@ -202,10 +202,13 @@ func (pr *processor) complete(tx *gorm.DB, outcomes []outcome) error {
 	}
 	retries := map[retryKey][]string{}
 	var order []retryKey
-	asides := map[int64][]string{}
+	var asides map[int64][]string // by the time they are set aside until
 	for i := range outcomes {
 		o := &outcomes[i]
 		if !o.setAside.IsZero() {
+			if asides == nil {
+				asides = map[int64][]string{}
+			}
 			asides[o.setAside.UnixMilli()] = append(asides[o.setAside.UnixMilli()], o.locator)
 			continue
 		}
@@ -241,16 +244,16 @@ func (pr *processor) complete(tx *gorm.DB, outcomes []outcome) error {
 	}
 	// One statement per distinct (attempt, error) in the batch: a storm of identical
 	// failures costs one round trip per batch, not one per message.
+	ctx, conn := tx.Statement.Context, tx.Statement.ConnPool
 	for _, k := range order {
-		q, args := p.dialect.UpdateLocated("consumer_messages", []string{"attempts", "available_after", "last_error"},
+		err := p.updateLocated(ctx, conn, []string{"attempts", "available_after", "last_error"},
 			[]any{k.attempt, now.Add(cfg.AttemptDelay).UnixMilli(), k.msg}, retries[k])
-		if _, err := tx.Statement.ConnPool.ExecContext(tx.Statement.Context, q, args...); err != nil {
+		if err != nil {
 			return p.wrapDBError("reschedule failed messages", err)
 		}
 	}
 	for until, locs := range asides {
-		q, args := p.dialect.UpdateLocated("consumer_messages", []string{"available_after"}, []any{until}, locs)
-		if _, err := tx.Statement.ConnPool.ExecContext(tx.Statement.Context, q, args...); err != nil {
+		if err := p.updateLocated(ctx, conn, []string{"available_after"}, []any{until}, locs); err != nil {
 			return p.wrapDBError("set aside a paused consumer's messages", err)
 		}
 	}

@@ -85,12 +85,8 @@ func (p *Plugin) setAside(ctx context.Context, consumerType string, until time.T
 	if err := rs.Err(); err != nil {
 		return 0, err
 	}
-	for start := 0; start < len(locs); start += insertBatchRows {
-		chunk := locs[start:min(start+insertBatchRows, len(locs))]
-		q, args := p.dialect.UpdateLocated("consumer_messages", []string{"available_after"}, []any{until.UnixMilli()}, chunk)
-		if _, err := conn.ExecContext(ctx, q, args...); err != nil {
-			return 0, err
-		}
+	if err := p.updateLocated(ctx, conn, []string{"available_after"}, []any{until.UnixMilli()}, locs); err != nil {
+		return 0, err
 	}
 	return len(locs), tx.Commit().Error
 }
@@ -207,6 +203,18 @@ func (p *Plugin) fetch(ctx context.Context, conn gorm.ConnPool, now int64) ([]Co
 		locators = append(locators, loc)
 	}
 	return out, locators, rs.Err()
+}
+
+// updateLocated sets columns to values on the messages found by locators, on conn, at most
+// insertBatchRows per statement.
+func (p *Plugin) updateLocated(ctx context.Context, conn gorm.ConnPool, columns []string, values []any, locators []string) error {
+	for start := 0; start < len(locators); start += insertBatchRows {
+		q, args := p.dialect.UpdateLocated("consumer_messages", columns, values, locators[start:min(start+insertBatchRows, len(locators))])
+		if _, err := conn.ExecContext(ctx, q, args...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // deleteMessages deletes fetched messages by their locators on conn.

@@ -175,11 +175,10 @@ func (mysqlDialect) ProcessorTxOptions() *sql.TxOptions {
 // varchar key as a range scan that also locks the record after each id; when two
 // processors hold adjacent rows, their deletes deadlock (measured: 10,000 messages, two
 // instances, deadlocks in most runs). The join looks each id up as a unique key and
-// touches no other row — provided the ids are read first: with statistics that call the
-// table tiny (a queue that was empty when last sampled), the optimizer scanned the table
-// and joined the ids to it, locking every row it read, and two processors' deletes
-// deadlocked on each other's batches (seen in SHOW ENGINE INNODB STATUS). STRAIGHT_JOIN
-// and FORCE INDEX fix that order and access path.
+// touches no other row — provided the ids are read first. Two processors' deletes of this
+// form, with the queue's table first in the join, once deadlocked each waiting for a row of
+// the other's batch (SHOW ENGINE INNODB STATUS), although EXPLAIN showed a primary-key
+// lookup per id; STRAIGHT_JOIN and FORCE INDEX pin the join order and the access path.
 func (mysqlDialect) DeleteByIDs(table string, n int) string {
 	var b strings.Builder
 	b.Grow(len(table) + 90 + 24*n)
