@@ -127,8 +127,15 @@ func TestProcessorConsumes(t *testing.T) {
 		if m.Payload.OrderID != "7" || m.Attempt != 1 {
 			t.Fatalf("message = %+v", m)
 		}
-		if m.InsertID != b.messages()[0].InsertID {
-			t.Fatal("fan-out rows do not share an insert id")
+		if m.InsertID == "" || m.InsertID != b.messages()[0].InsertID {
+			t.Fatalf("fan-out rows' insert ids %q and %q: want one, not empty", m.InsertID, b.messages()[0].InsertID)
+		}
+		if err := am.ProduceNow(context.Background(), e.db, OrderCancelled{OrderID: "8"}, am.InsertID("order:8")); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, func() bool { return a.count() == 2 && b.count() == 2 }, "both consumers ran again")
+		if got := a.messages()[1].InsertID; got != "order:8" {
+			t.Fatalf("explicit insert id reached the consumer as %q", got)
 		}
 	})
 }

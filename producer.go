@@ -193,12 +193,15 @@ func (p *Plugin) buildRows(ctx context.Context, payloads []any, opts []ProduceOp
 			return nil, fmt.Errorf("%w: %s: %w", ErrInvalidPayload, name, err)
 		}
 		insertID, fresh := o.insertID, o.insertID == ""
-		if fresh {
-			insertID = p.ids.New(now)
-		}
-		for _, c := range consumers {
+		for i, c := range consumers {
+			id := p.ids.New(now)
+			if fresh && i == 0 {
+				// A generated insert id is the first row's id: unique, one id fewer to
+				// make, and read back by the fetch as NULL (see fetchColumns).
+				insertID = id
+			}
 			rows = append(rows, ConsumerMessage{
-				ID:             p.ids.New(now),
+				ID:             id,
 				CreatedAt:      now.UnixMilli(),
 				AvailableAfter: due.UnixMilli(),
 				ConsumerType:   c.consumerType,

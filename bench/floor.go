@@ -16,6 +16,8 @@ type floor struct {
 	db      *sql.DB
 	dialect string
 	seq     atomic.Int64
+	// set by consume: this process's CPU time per message
+	cpuPerMsg time.Duration
 }
 
 func (f *floor) ph(i int) string {
@@ -87,6 +89,7 @@ func (f *floor) consume(workers, batch int) (float64, error) {
 	var done atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
+	cpu0 := cpuTime()
 	start := time.Now()
 	for range workers {
 		wg.Add(1)
@@ -113,7 +116,11 @@ func (f *floor) consume(workers, batch int) (float64, error) {
 	if err := <-errs; err != nil {
 		return 0, err
 	}
-	return float64(total) / time.Since(start).Seconds(), nil
+	rate := float64(total) / time.Since(start).Seconds()
+	if total > 0 {
+		f.cpuPerMsg = (cpuTime() - cpu0) / time.Duration(total)
+	}
+	return rate, nil
 }
 
 func (f *floor) consumeBatch(ctx context.Context, opts *sql.TxOptions, sel string) (int, error) {

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"time"
@@ -29,12 +30,15 @@ type config struct {
 	backlog    int
 	rate       int
 	latencyDur time.Duration
+	only       map[string]bool // sections to run; empty: all
 	// child producer mode
 	childProducer bool
 	schema        string
 }
 
 func main() {
+	exit := 0
+	defer func() { os.Exit(exit) }()
 	var c config
 	flag.StringVar(&c.dialect, "db", "postgres", "postgres, mysql or sqlite")
 	flag.StringVar(&c.dsn, "dsn", "", "server DSN without a database (default: the local server)")
@@ -46,12 +50,55 @@ func main() {
 	flag.DurationVar(&c.latencyDur, "latency-duration", 4*time.Second, "latency: how long the producer runs")
 	flag.BoolVar(&c.childProducer, "child-producer", false, "internal: run as the other-process producer")
 	flag.StringVar(&c.schema, "schema", "", "internal: the database/schema to use")
+	only := flag.String("only", "", "comma-separated sections to run: produce, burndown, river, storm, latency, backlog (default: all)")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	memProfile := flag.String("memprofile", "", "write an allocation profile of the whole run to this file")
 	flag.Parse()
+	if *memProfile != "" {
+		defer func() {
+			f, err := os.Create(*memProfile)
+			if err == nil {
+				err = pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "bench:", err)
+				exit = 1
+			}
+		}()
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
+	if *only != "" {
+		c.only = map[string]bool{}
+		for _, s := range strings.Split(*only, ",") {
+			s = strings.TrimSpace(s)
+			if !knownSections[s] {
+				fmt.Fprintf(os.Stderr, "bench: unknown section %q\n", s)
+				os.Exit(2)
+			}
+			c.only[s] = true
+		}
+	}
 	if err := run(context.Background(), c); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
+		exit = 1
 	}
 }
+
+var knownSections = map[string]bool{"produce": true, "burndown": true, "river": true, "storm": true, "latency": true, "backlog": true}
+
+// wants reports whether a section is to run.
+func (c config) wants(section string) bool { return len(c.only) == 0 || c.only[section] }
 
 // stat is min / median / max of a figure.
 type stat struct{ min, med, max float64 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"runtime"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	am "github.com/asyncmonolith/asyncmonolith"
@@ -30,6 +31,17 @@ type ours struct {
 	// and (burnDown) batches rolled back by a conflict and retried
 	allocsPerMsg float64
 	conflicts    uint64
+	// set by burnDown: this process's CPU time (user + system) per message
+	cpuPerMsg time.Duration
+}
+
+// cpuTime is this process's CPU time so far, user and system.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // mallocs is the process's cumulative count of heap allocations.
@@ -141,6 +153,7 @@ func (o *ours) burnDown(n int) (float64, error) {
 	o.completed.Store(0)
 	conflicts0 := o.p.Counters().Conflicts
 	m0 := mallocs()
+	cpu0 := cpuTime()
 	start := time.Now()
 	if err := o.p.Start(context.Background()); err != nil {
 		return 0, err
@@ -153,6 +166,7 @@ func (o *ours) burnDown(n int) (float64, error) {
 		time.Sleep(time.Millisecond)
 	}
 	elapsed := time.Since(start)
+	o.cpuPerMsg = (cpuTime() - cpu0) / time.Duration(n)
 	o.allocsPerMsg = float64(mallocs()-m0) / float64(n)
 	o.conflicts = o.p.Counters().Conflicts - conflicts0
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -26,20 +26,54 @@ func run(ctx context.Context, c config) error {
 	}
 	defer drop()
 	fmt.Fprintf(os.Stderr, "bench on %s (schema %s)\n", c.dialect, schema)
-	produceN := min(c.n, 20_000)
-	single := min(c.n, 2_000)
-
-	// Produce.
-	r.section("produce (messages/s)")
-	o, err := newOurs(c, schema, am.Config{})
-	if err != nil {
-		return err
-	}
 	raw, err := openRaw(c, schema)
 	if err != nil {
 		return err
 	}
 	fl := &floor{db: raw, dialect: c.dialect}
+	if c.wants("produce") {
+		if err := runProduce(c, schema, fl, &r); err != nil {
+			return err
+		}
+	}
+	if c.wants("burndown") {
+		if err := runBurnDown(c, schema, fl, &r); err != nil {
+			return err
+		}
+	}
+	if c.wants("storm") && !c.quick {
+		r.section("poison storm: healthy messages/s, 2 processors (SQLite: 1)")
+		base, storm, noBreaker, err := poisonStorm(c, schema)
+		if err != nil {
+			return err
+		}
+		r.add("healthy only", base, "")
+		r.add("healthy + 10,000 always-failing messages ahead of them", storm, ratio(storm, base)+" of healthy only (breaker on: the default)")
+		r.add("the same with DisableBreaker", noBreaker, ratio(noBreaker, base)+" of healthy only")
+	}
+	if c.wants("latency") {
+		if err := runLatency(c, schema, &r); err != nil {
+			return err
+		}
+	}
+	if c.wants("backlog") {
+		if err := runBacklog(c, schema, &r); err != nil {
+			return err
+		}
+	}
+	r.print(c)
+	return nil
+}
+
+// runProduce measures Produce and ProduceBatch against the floor's multi-VALUES insert.
+func runProduce(c config, schema string, fl *floor, r *report) error {
+	produceN := min(c.n, 20_000)
+	single := min(c.n, 2_000)
+	r.section("produce (messages/s)")
+	o, err := newOurs(c, schema, am.Config{})
+	if err != nil {
+		return err
+	}
 	one, err := measure(c.runs, func() (float64, error) { return o.produce(single, 1, false) })
 	if err != nil {
 		return err
@@ -63,8 +97,12 @@ func run(ctx context.Context, c config) error {
 	r.add("ProduceBatch of 100 in db.Transaction", batch, fmt.Sprintf("%s of raw floor; %.0f allocs/msg", ratio(batch, rawIns), batchAllocs))
 	r.add("raw floor: one 100-row multi-VALUES INSERT per tx", rawIns, "")
 	o.close()
+	return nil
+}
 
-	// Burn-down.
+// runBurnDown measures burn-down consumption for several processor counts and batch sizes,
+// beside the floor and (PostgreSQL, section "river") River.
+func runBurnDown(c config, schema string, fl *floor, r *report) error {
 	r.section(fmt.Sprintf("burn-down consume of %d no-op messages (messages/s)", c.n))
 	type cfg struct{ procs, batch int }
 	cfgs := []cfg{{1, 100}, {2, 100}, {4, 100}, {1, 20}, {1, 500}}
@@ -86,6 +124,7 @@ func run(ctx context.Context, c config) error {
 		var oursRuns, floorRuns []float64
 		var conflicts uint64
 		var allocs float64
+		var cpu, floorCPU time.Duration
 		for run := range c.runs {
 			floorFirst := k.batch == 100 && run%2 == 1
 			if floorFirst {
@@ -94,6 +133,7 @@ func run(ctx context.Context, c config) error {
 					return err
 				}
 				floorRuns = append(floorRuns, f)
+				floorCPU += fl.cpuPerMsg / time.Duration(c.runs)
 			}
 			x, err := o.burnDown(c.n)
 			if err != nil {
@@ -102,12 +142,14 @@ func run(ctx context.Context, c config) error {
 			oursRuns = append(oursRuns, x)
 			conflicts += o.conflicts
 			allocs += o.allocsPerMsg / float64(c.runs)
+			cpu += o.cpuPerMsg / time.Duration(c.runs)
 			if k.batch == 100 && !floorFirst {
 				f, err := burnDownFloor(c, schema, fl, k.procs, k.batch)
 				if err != nil {
 					return err
 				}
 				floorRuns = append(floorRuns, f)
+				floorCPU += fl.cpuPerMsg / time.Duration(c.runs)
 			}
 		}
 		o.close()
@@ -116,13 +158,13 @@ func run(ctx context.Context, c config) error {
 		if k.batch == 100 {
 			ourBest[k.procs] = s
 			f := statOf(floorRuns)
-			r.add(fmt.Sprintf("raw floor: %d worker(s), batch %d", k.procs, k.batch), f, "")
+			r.add(fmt.Sprintf("raw floor: %d worker(s), batch %d", k.procs, k.batch), f, fmt.Sprintf("%.1f µs CPU/msg here", us(floorCPU)))
 			note = ratio(s, f) + " of raw floor; "
 		}
-		note += fmt.Sprintf("%.0f allocs/msg; %d conflicts retried", allocs, conflicts)
+		note += fmt.Sprintf("%.1f µs CPU/msg here; %.0f allocs/msg; %d conflicts retried", us(cpu), allocs, conflicts)
 		r.add(fmt.Sprintf("asyncmonolith: %d processor(s), batch %d", k.procs, k.batch), s, note)
 	}
-	if c.dialect == "postgres" {
+	if c.dialect == "postgres" && c.wants("river") {
 		rs, dropRiver, err := newSchema(c, "river_")
 		if err != nil {
 			return err
@@ -139,18 +181,11 @@ func run(ctx context.Context, c config) error {
 		}
 	}
 
-	// Poison storm.
-	if !c.quick {
-		r.section("poison storm: healthy messages/s, 2 processors (SQLite: 1)")
-		base, storm, noBreaker, err := poisonStorm(c, schema)
-		if err != nil {
-			return err
-		}
-		r.add("healthy only", base, "")
-		r.add("healthy + 10,000 always-failing messages ahead of them", storm, ratio(storm, base)+" of healthy only (breaker on: the default)")
-		r.add("the same with DisableBreaker", noBreaker, ratio(noBreaker, base)+" of healthy only")
-	}
+	return nil
+}
 
+// runLatency measures commit→consume latency, producer in this process and in another.
+func runLatency(c config, schema string, r *report) error {
 	// Latency.
 	r.section("commit→consume latency (ms)")
 	for _, other := range []bool{false, true} {
@@ -170,7 +205,11 @@ func run(ctx context.Context, c config) error {
 		}
 	}
 
-	// Backlog.
+	return nil
+}
+
+// runBacklog measures batch time and throughput with a small and a large backlog.
+func runBacklog(c config, schema string, r *report) error {
 	r.section("backlog, kept at its size (topped up after each batch, untimed): ms per batch of 100 / messages/s, 1 processor")
 	var rates []stat
 	sizes := []int{1_000, c.backlog}
@@ -204,9 +243,11 @@ func run(ctx context.Context, c config) error {
 	if len(rates) == 2 {
 		r.add(fmt.Sprintf("%d pending ÷ %d pending, messages/s", sizes[1], sizes[0]), stat{rates[1].min / rates[0].max, rates[1].med / rates[0].med, rates[1].max / rates[0].min}, "ratio")
 	}
-	r.print(c)
 	return nil
 }
+
+// us is d in microseconds.
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
 func statOf(xs []float64) stat {
 	sort.Float64s(xs)
