@@ -37,6 +37,8 @@ type Plugin struct {
 	counters counters
 
 	wake *waker
+
+	buffers sync.Pool // *batchBuffers, reused from batch to batch
 }
 
 // New returns a plugin with the given config. The config is validated when the plugin is

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -336,6 +337,81 @@ func TestMessageTxIsAFullSession(t *testing.T) {
 		}
 		if err := kept.Create(&Audit{Msg: "late"}).Error; !errors.Is(err, am.ErrConsumerAbandoned) {
 			t.Fatalf("a write through Message.Tx after the run: %v, want ErrConsumerAbandoned", err)
+		}
+	})
+}
+
+// TestHeldMessagesSurviveLaterBatches: the library reuses a batch's memory for later
+// batches, but never under a consumer that still holds its message (abandoned, or having
+// kept m after returning): its fields stay its own, and its Message.Tx keeps refusing work
+// instead of reaching a later message's savepoint.
+func TestHeldMessagesSurviveLaterBatches(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		e := setup(t, dialect, am.Config{MaxAttempts: 1, AbandonGrace: 20 * time.Millisecond, ProcessorBatchSize: 10})
+		if err := e.db.AutoMigrate(&Audit{}); err != nil {
+			t.Fatal(err)
+		}
+		release := make(chan struct{})
+		stuck := make(chan *am.Message[Job], 1)
+		var mu sync.Mutex
+		kept := map[int]*am.Message[Job]{}
+		err := am.Register[Job](e.p, am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {
+			if m.Payload.N == -1 { // ignores its context: abandoned, still running
+				stuck <- m
+				<-release
+				return nil
+			}
+			mu.Lock()
+			kept[m.Payload.N] = m
+			mu.Unlock()
+			return nil
+		}), am.WithTimeout(50*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := am.ProduceNow(context.Background(), e.db, Job{N: -1}); err != nil {
+			t.Fatal(err)
+		}
+		mustBatch(t, e)
+		held := <-stuck
+		heldID := held.ID
+		for round := range 5 {
+			jobs := make([]Job, 10)
+			for i := range jobs {
+				jobs[i].N = round*10 + i
+			}
+			if err := e.db.Transaction(func(tx *gorm.DB) error { return am.ProduceBatch(tx, jobs).Error }); err != nil {
+				t.Fatal(err)
+			}
+			if n := mustBatch(t, e); n != 10 {
+				t.Fatalf("round %d: batch of %d, want 10", round, n)
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(kept) != 50 {
+			t.Fatalf("%d messages consumed, want 50", len(kept))
+		}
+		for n, m := range kept {
+			if m.Payload.N != n || m.Attempt != 1 {
+				t.Fatalf("message %d changed after its run: payload %d, attempt %d", n, m.Payload.N, m.Attempt)
+			}
+			if err := m.Tx.Create(&Audit{Msg: fmt.Sprint("late ", n)}).Error; !errors.Is(err, am.ErrConsumerAbandoned) {
+				t.Fatalf("message %d: a write through its kept Message.Tx: %v, want ErrConsumerAbandoned", n, err)
+			}
+		}
+		if held.ID != heldID || held.Payload.N != -1 {
+			t.Fatalf("abandoned message changed under its consumer: %s, %d", held.ID, held.Payload.N)
+		}
+		if err := held.Tx.Create(&Audit{Msg: "abandoned"}).Error; !errors.Is(err, am.ErrConsumerAbandoned) {
+			t.Fatalf("a write through the abandoned run's Message.Tx: %v, want ErrConsumerAbandoned", err)
+		}
+		close(release)
+		var late int64
+		e.db.Model(&Audit{}).Count(&late)
+		if late != 0 {
+			t.Fatalf("%d late writes committed", late)
 		}
 	})
 }

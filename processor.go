@@ -122,15 +122,27 @@ func (pr *processor) batch(workCtx context.Context) (n int, err error) {
 			tx.Rollback()
 		}
 	}()
-	rows, locators, err := p.fetch(workCtx, tx.Statement.ConnPool, p.now().UnixMilli())
+	buf, _ := p.buffers.Get().(*batchBuffers)
+	if buf == nil {
+		buf = &batchBuffers{}
+	}
+	buf.rows, buf.locators, err = p.fetch(workCtx, tx.Statement.ConnPool, p.now().UnixMilli(), buf.rows[:0], buf.locators[:0])
 	if err != nil {
 		return 0, p.wrapDBError("fetch batch", err)
 	}
+	rows := buf.rows
 	if len(rows) == 0 {
+		p.buffers.Put(buf)
 		return 0, nil
 	}
 	committed, batchErr := false, error(nil)
-	br := newBatchRun(pr, workCtx, tx, rows, locators)
+	br := newBatchRun(pr, workCtx, tx, buf)
+	defer func() { // after the AfterConsume hooks (deferred below) have run
+		if br.reusable() {
+			buf.reset()
+			p.buffers.Put(buf)
+		}
+	}()
 	if p.hooks.AfterConsume != nil {
 		// Every run that started is reported once: with its outcome once the batch
 		// committed, or with the batch's error when the batch rolled back (the message
@@ -156,7 +168,7 @@ func (pr *processor) batch(workCtx context.Context) (n int, err error) {
 		batchErr = stop
 		return len(rows), batchErr
 	}
-	if err := pr.complete(tx, outcomes); err != nil {
+	if err := pr.complete(tx, outcomes, buf); err != nil {
 		batchErr = err
 		return len(rows), err
 	}
@@ -190,11 +202,12 @@ func withPaused(m map[string]time.Time, consumerType string, until time.Time) ma
 
 // complete records each outcome in tx: successes and poisoned messages are deleted,
 // poisoned ones copied to poisoned_messages, failures rescheduled.
-func (pr *processor) complete(tx *gorm.DB, outcomes []outcome) error {
+func (pr *processor) complete(tx *gorm.DB, outcomes []outcome, buf *batchBuffers) error {
 	p := pr.p
 	cfg := p.cfg
 	now := p.now()
-	var deleted []string
+	deleted := buf.deleted[:0]
+	defer func() { buf.deleted = deleted }()
 	var poisoned []PoisonedMessage
 	type retryKey struct {
 		attempt int

@@ -40,14 +40,39 @@ type batchRun struct {
 	paused    map[string]time.Time
 	setAsides int
 	done      chan struct{} // closed when no runner will record another outcome
-	slots     []msgSlot     // slots[i] holds message i's run
+	buf       *batchBuffers
+	txs       []txSlot // txs[i] is message i's Message.Tx
 }
 
-// msgSlot holds what one message's run needs beyond its context and payload. A batch
-// allocates its slots at once: one allocation per batch instead of four per message
-// (allocations are most of a no-op message's cost, in malloc and in the collector).
-type msgSlot struct {
-	in   inflight
+// batchBuffers is the memory of one batch that nothing outside the library can reach once
+// the batch is over: its rows, their locators, its runs and outcomes. They are reused
+// from batch to batch (unless a run was abandoned: a stuck consumer still points into
+// them), so a message costs the collector little beyond its column values, context and
+// payload. Allocations and the collection they cause were most of a no-op message's CPU.
+// The plugin keeps them in a sync.Pool (ProcessBatch may run on many goroutines at once).
+type batchBuffers struct {
+	rows     []ConsumerMessage
+	locators []string
+	runs     []inflight
+	outcomes []outcome
+	deleted  []string
+}
+
+// reset drops what the last batch left, so that reused buffers keep nothing alive.
+func (b *batchBuffers) reset() {
+	clear(b.rows[:cap(b.rows)])
+	clear(b.locators[:cap(b.locators)])
+	clear(b.runs)
+	clear(b.outcomes[:cap(b.outcomes)])
+	clear(b.deleted[:cap(b.deleted)])
+	b.rows, b.locators, b.outcomes, b.deleted = b.rows[:0], b.locators[:0], b.outcomes[:0], b.deleted[:0]
+}
+
+// txSlot is what one message's Message.Tx is made of. A batch allocates them at once (one
+// allocation instead of three per message) and never reuses them: a consumer may keep its
+// Message.Tx after its run, and that handle must go on refusing work, not reach another
+// message's savepoint.
+type txSlot struct {
 	conn lazyTx
 	db   gorm.DB
 	stmt gorm.Statement
@@ -68,10 +93,25 @@ type inflight struct {
 	txCtx    context.Context // the batch transaction's, for ending the savepoint
 }
 
-func newBatchRun(pr *processor, workCtx context.Context, tx *gorm.DB, rows []ConsumerMessage, locators []string) *batchRun {
-	return &batchRun{pr: pr, workCtx: workCtx, tx: tx, msgBase: tx.Session(&gorm.Session{NewDB: true}), rows: rows,
-		locators: locators, now: pr.p.now(), outcomes: make([]outcome, 0, len(rows)), done: make(chan struct{}),
-		slots: make([]msgSlot, len(rows))}
+func newBatchRun(pr *processor, workCtx context.Context, tx *gorm.DB, buf *batchBuffers) *batchRun {
+	n := len(buf.rows)
+	if cap(buf.runs) < n {
+		buf.runs = make([]inflight, n)
+	}
+	if cap(buf.outcomes) < n {
+		buf.outcomes = make([]outcome, 0, n)
+	}
+	return &batchRun{pr: pr, workCtx: workCtx, tx: tx, msgBase: tx.Session(&gorm.Session{NewDB: true}), rows: buf.rows,
+		locators: buf.locators, now: pr.p.now(), outcomes: buf.outcomes[:0], done: make(chan struct{}),
+		buf: buf, txs: make([]txSlot, n)}
+}
+
+// reusable reports whether the batch's buffers can serve another batch: no run of it was
+// abandoned (the abandoned consumer's runner still holds them).
+func (br *batchRun) reusable() bool {
+	br.mu.Lock()
+	defer br.mu.Unlock()
+	return br.gen == 0
 }
 
 // runAll runs every message of the batch (until one leaves the transaction unusable or a
@@ -107,7 +147,7 @@ func (br *batchRun) runFrom(g int) {
 			br.record(g, outcome{row: row, setAside: until}, true)
 			continue
 		}
-		in, runnable := br.pr.prepare(br.workCtx, br.tx, br.msgBase, row, &br.slots[i])
+		in, runnable := br.pr.prepare(br.workCtx, br.tx, br.msgBase, row, &br.buf.runs[i], &br.txs[i])
 		if !runnable {
 			br.record(g, in.o, true)
 			continue
@@ -241,7 +281,7 @@ func (br *batchRun) abandon(seq int) {
 // prepare sets up one message's run inside tx, isolated by a lazy savepoint. When the
 // message cannot run (its consumer is unknown here), the second result is false and
 // in.o is its outcome.
-func (pr *processor) prepare(workCtx context.Context, tx, msgBase *gorm.DB, row *ConsumerMessage, slot *msgSlot) (*inflight, bool) {
+func (pr *processor) prepare(workCtx context.Context, tx, msgBase *gorm.DB, row *ConsumerMessage, in *inflight, slot *txSlot) (*inflight, bool) {
 	p := pr.p
 	cfg := p.cfg
 	attempt := max(row.Attempts, 0) + 1
@@ -253,7 +293,6 @@ func (pr *processor) prepare(workCtx context.Context, tx, msgBase *gorm.DB, row 
 	if known && reg.timeout > 0 {
 		timeout = reg.timeout
 	}
-	in := &slot.in
 	*in = inflight{reg: reg, timeout: timeout, workCtx: workCtx, txCtx: tx.Statement.Context, cancel: func() {}}
 	in.o = outcome{row: row, ctx: workCtx, info: MessageInfo{
 		ID: row.ID, InsertID: row.InsertID, ConsumerType: row.ConsumerType, PayloadType: row.PayloadType,

@@ -180,7 +180,7 @@ func (p *Plugin) execInsert(ctx context.Context, conn gorm.ConnPool, rows []Cons
 
 // fetch locks and reads one batch of due messages on the batch transaction's connection,
 // with each row's locator (see dialect.Locator).
-func (p *Plugin) fetch(ctx context.Context, conn gorm.ConnPool, now int64) ([]ConsumerMessage, []string, error) {
+func (p *Plugin) fetch(ctx context.Context, conn gorm.ConnPool, now int64, out []ConsumerMessage, locators []string) ([]ConsumerMessage, []string, error) {
 	vars := append([]any(nil), p.stmts.fetchVars...)
 	vars[0] = now
 	rs, err := conn.QueryContext(ctx, p.stmts.fetch, vars...)
@@ -188,8 +188,12 @@ func (p *Plugin) fetch(ctx context.Context, conn gorm.ConnPool, now int64) ([]Co
 		return nil, nil, err
 	}
 	defer rs.Close()
-	out := make([]ConsumerMessage, 0, p.cfg.ProcessorBatchSize)
-	locators := make([]string, 0, p.cfg.ProcessorBatchSize)
+	if cap(out) < p.cfg.ProcessorBatchSize {
+		out = make([]ConsumerMessage, 0, p.cfg.ProcessorBatchSize)
+	}
+	if cap(locators) < p.cfg.ProcessorBatchSize {
+		locators = make([]string, 0, p.cfg.ProcessorBatchSize)
+	}
 	// Scanned straight into the slices' elements: a message costs no allocation of its
 	// own beyond its column values.
 	var insertID, trace, span sql.NullString
