@@ -7,11 +7,13 @@ import (
 	"time"
 
 	"context"
+	"database/sql"
 	"errors"
 	"github.com/asyncmonolith/asyncmonolith/internal/testdb"
 	"testing"
 
 	am "github.com/asyncmonolith/asyncmonolith"
+	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
 )
 
@@ -381,6 +383,53 @@ func TestProduceFlushesOnUpdateDeleteSaveAndPreparedStatements(t *testing.T) {
 		}
 		if got := e.pending(t); got != 8 {
 			t.Fatalf("%d messages, want 8", got)
+		}
+	})
+}
+
+// TestProduceManyShapesAndAnotherPool: inserts of many batch sizes (more than the prepared
+// statements kept on SQLite) all land, and a transaction from another connection pool to
+// the same database (as a resolver plugin makes) produces too: the statement prepared on
+// the plugin's pool is not usable there, and the insert runs unprepared.
+func TestProduceManyShapesAndAnotherPool(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		e := setup(t, dialect, am.Config{})
+		registerBoth(t, e)
+		want := int64(0)
+		for n := 1; n <= 40; n++ {
+			batch := make([]OrderCancelled, n)
+			if err := e.db.Transaction(func(tx *gorm.DB) error { return am.ProduceBatch(tx, batch).Error }); err != nil {
+				t.Fatalf("batch of %d: %v", n, err)
+			}
+			want += int64(2 * n) // two consumers
+		}
+		if got := e.pending(t); got != want {
+			t.Fatalf("%d pending after batches of 1…40, want %d", got, want)
+		}
+		if dialect != "sqlite" {
+			return
+		}
+		otherPool, err := sql.Open("sqlite3", e.db.Dialector.(*sqlite.Dialector).DSN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer otherPool.Close()
+		other := e.db.Session(&gorm.Session{NewDB: true})
+		other.Statement.ConnPool = otherPool
+		for _, n := range []int{1, 3} { // sizes the plugin's pool has prepared
+			batch := make([]OrderCancelled, n)
+			if err := other.Transaction(func(tx *gorm.DB) error { return am.ProduceBatch(tx, batch).Error }); err != nil {
+				t.Fatalf("batch of %d in a transaction of another pool: %v", n, err)
+			}
+			s := am.ProduceBatch(other.Session(&gorm.Session{}), batch)
+			if err := am.Flush(context.Background(), s); err != nil {
+				t.Fatalf("batch of %d flushed on another pool, no transaction: %v", n, err)
+			}
+			want += int64(2 * 2 * n)
+		}
+		if got := e.pending(t); got != want {
+			t.Fatalf("%d pending after producing on another pool, want %d", got, want)
 		}
 	})
 }

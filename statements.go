@@ -31,8 +31,18 @@ type statements struct {
 	// consumer's backlog); setAsideVars[0] is the consumer type, [1] the time.
 	setAside     string
 	setAsideVars []any
-	inserts      sync.Map
+	inserts      sync.Map // insertKey → string
+
+	// Prepared inserts (where the dialect wants them): statements on the plugin's *sql.DB,
+	// which database/sql prepares once per connection.
+	sqlDB      *sql.DB
+	preparedMu sync.Mutex
+	prepared   map[insertKey]*sql.Stmt
 }
+
+// maxPreparedInserts bounds the prepared insert statements (one per batch size seen);
+// inserts of other sizes run unprepared.
+const maxPreparedInserts = 32
 
 // buildStatements renders the fetch with GORM's statement builder in dry-run mode.
 func (p *Plugin) buildStatements(db *gorm.DB) error {
@@ -45,6 +55,9 @@ func (p *Plugin) buildStatements(db *gorm.DB) error {
 		return stmt.Error
 	}
 	p.stmts = &statements{fetch: stmt.SQL.String(), fetchVars: append([]any(nil), stmt.Vars...)}
+	if p.dialect.PreparesInserts() {
+		p.stmts.sqlDB, _ = db.ConnPool.(*sql.DB) // not under PrepareStmt mode, which prepares itself
+	}
 	var locs []string
 	stmt = db.Session(&gorm.Session{DryRun: true, NewDB: true}).Model(&ConsumerMessage{}).
 		Select(p.dialect.Locator()).Clauses(skipLocked).
@@ -171,11 +184,65 @@ func (p *Plugin) execInsert(ctx context.Context, conn gorm.ConnPool, rows []Cons
 				args = append(args, r.TraceID, r.SpanID)
 			}
 		}
-		if _, err := conn.ExecContext(ctx, p.insertSQL(len(chunk), trace, dedup), args...); err != nil {
+		if err := p.execInsertSQL(ctx, conn, insertKey{len(chunk), trace, dedup}, args); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// errForeignStmt is database/sql's refusal of a statement prepared on another *sql.DB (a
+// transaction begun on a connection pool other than the plugin's, e.g. by a resolver
+// plugin); such an insert runs unprepared.
+const errForeignStmt = "sql: Tx.Stmt: statement from different database used"
+
+// execInsertSQL runs the insert of key's shape on conn: prepared where the dialect wants it
+// and conn belongs to the plugin's pool, as a plain statement otherwise.
+func (p *Plugin) execInsertSQL(ctx context.Context, conn gorm.ConnPool, key insertKey, args []any) error {
+	q := p.insertSQL(key.rows, key.trace, key.dedup)
+	if stmt := p.preparedInsert(ctx, key, q); stmt != nil {
+		switch c := conn.(type) {
+		case *sql.Tx:
+			_, err := c.StmtContext(ctx, stmt).ExecContext(ctx, args...)
+			if err == nil || err.Error() != errForeignStmt {
+				return err
+			}
+		case *sql.DB:
+			if c == p.stmts.sqlDB {
+				_, err := stmt.ExecContext(ctx, args...)
+				return err
+			}
+		}
+	}
+	_, err := conn.ExecContext(ctx, q, args...)
+	return err
+}
+
+// preparedInsert returns the prepared statement for key, preparing it the first time, or
+// nil where inserts are not prepared (the dialect, PrepareStmt mode, the bound, an error:
+// the plain statement then reports it).
+func (p *Plugin) preparedInsert(ctx context.Context, key insertKey, q string) *sql.Stmt {
+	st := p.stmts
+	if st.sqlDB == nil {
+		return nil
+	}
+	st.preparedMu.Lock()
+	defer st.preparedMu.Unlock()
+	if stmt, ok := st.prepared[key]; ok {
+		return stmt
+	}
+	if len(st.prepared) >= maxPreparedInserts {
+		return nil
+	}
+	stmt, err := st.sqlDB.PrepareContext(ctx, q)
+	if err != nil {
+		return nil
+	}
+	if st.prepared == nil {
+		st.prepared = map[insertKey]*sql.Stmt{}
+	}
+	st.prepared[key] = stmt
+	return stmt
 }
 
 // fetch locks and reads one batch of due messages on the batch transaction's connection,

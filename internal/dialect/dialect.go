@@ -46,6 +46,12 @@ type Dialect interface {
 	// DedupSuffix ends an INSERT into consumer_messages so that a row whose
 	// (insert_id, consumer_type) is pending already is skipped without an error.
 	DedupSuffix() string
+	// PreparesInserts reports whether inserts should run as statements prepared once per
+	// connection: true where the driver would otherwise parse every multi-row INSERT again
+	// (go-sqlite3: a fifth of a 100-row ProduceBatch). pgx caches prepared statements
+	// itself; go-sql-driver/mysql is used with interpolated parameters, and server-side
+	// statements would count against max_prepared_stmt_count.
+	PreparesInserts() bool
 	// EnsureNotify installs what makes a commit of new messages wake processors in other
 	// processes (PostgreSQL: a statement trigger calling pg_notify), without DDL when it
 	// is there already. A no-op elsewhere.
@@ -107,6 +113,7 @@ func (postgres) ProcessorTxOptions() *sql.TxOptions       { return nil }
 func (d postgres) DeleteByIDs(table string, n int) string { return deleteIn(d, table, n) }
 func (postgres) Placeholder(i int) string                 { return "$" + strconv.Itoa(i) }
 func (postgres) DedupSuffix() string                      { return onConflictSkip }
+func (postgres) PreparesInserts() bool                    { return false }
 
 // Locator is the row's physical address. The fetch holds the rows' locks, so no other
 // transaction can move them before the delete; deleting by ctid is a TID scan, whatever
@@ -229,6 +236,8 @@ func (d mysqlDialect) DeleteLocated(table string, locators []string) (string, []
 // would also swallow errors that are not duplicates.
 func (mysqlDialect) DedupSuffix() string { return " ON DUPLICATE KEY UPDATE id = id" }
 
+func (mysqlDialect) PreparesInserts() bool { return false }
+
 func (mysqlDialect) Retryable(err error) bool {
 	var me *mysql.MySQLError
 	if errors.As(err, &me) {
@@ -293,6 +302,7 @@ func (sqlite) ProcessorTxOptions() *sql.TxOptions { return nil }
 func (d sqlite) DeleteByIDs(table string, n int) string { return deleteIn(d, table, n) }
 func (sqlite) Placeholder(int) string                   { return "?" }
 func (sqlite) DedupSuffix() string                      { return onConflictSkip }
+func (sqlite) PreparesInserts() bool                    { return true }
 func (sqlite) Locator() string                          { return "id" }
 
 func (sqlite) UpdateLocated(table string, columns []string, values []any, locators []string) (string, []any) {
