@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"runtime/pprof"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -155,8 +156,12 @@ func (o *ours) burnDown(n int) (float64, error) {
 	m0 := mallocs()
 	cpu0 := cpuTime()
 	start := time.Now()
-	if err := o.p.Start(context.Background()); err != nil {
-		return 0, err
+	// The processors' goroutines carry the label (they inherit it from Start's caller), so
+	// a -cpuprofile can be narrowed to them: go tool pprof -tagfocus phase=consume.
+	var startErr error
+	pprof.Do(context.Background(), pprof.Labels("phase", "consume"), func(ctx context.Context) { startErr = o.p.Start(ctx) })
+	if startErr != nil {
+		return 0, startErr
 	}
 	deadline := start.Add(5 * time.Minute)
 	for o.completed.Load() < int64(n) {
