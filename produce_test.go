@@ -433,3 +433,43 @@ func TestProduceManyShapesAndAnotherPool(t *testing.T) {
 		}
 	})
 }
+
+// TestProduceOnASingleConnectionPool: with the pool's only connection held by the
+// producing transaction (a common SQLite set-up), inserts still go through — the prepared
+// statement is made in the background and used once ready — and nothing waits for a
+// connection that cannot come.
+func TestProduceOnASingleConnectionPool(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		e := setup(t, dialect, am.Config{}, testdb.Options{MaxOpenConns: 1})
+		registerBoth(t, e)
+		done := make(chan error, 1)
+		go func() {
+			for round := range 20 {
+				batch := make([]OrderCancelled, 5)
+				err := e.db.Transaction(func(tx *gorm.DB) error {
+					if err := am.ProduceBatch(tx, batch).Error; err != nil {
+						return err
+					}
+					return am.Produce(tx, OrderCancelled{OrderID: fmt.Sprint(round)}).Create(&Order{ID: fmt.Sprint(round)}).Error
+				})
+				if err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("producing on a one-connection pool is stuck")
+		}
+		if got := e.pending(t); got != 20*6*2 {
+			t.Fatalf("%d pending, want %d", got, 20*6*2)
+		}
+	})
+}

@@ -196,13 +196,16 @@ func (p *Plugin) execInsert(ctx context.Context, conn gorm.ConnPool, rows []Cons
 // plugin); such an insert runs unprepared.
 const errForeignStmt = "sql: Tx.Stmt: statement from different database used"
 
-// execInsertSQL runs the insert of key's shape on conn: prepared where the dialect wants it
-// and conn belongs to the plugin's pool, as a plain statement otherwise.
+// execInsertSQL runs the insert of key's shape on conn: prepared where the dialect wants it,
+// the statement is ready and conn belongs to the plugin's pool; as a plain statement
+// otherwise.
 func (p *Plugin) execInsertSQL(ctx context.Context, conn gorm.ConnPool, key insertKey, args []any) error {
 	q := p.insertSQL(key.rows, key.trace, key.dedup)
-	if stmt := p.preparedInsert(ctx, key, q); stmt != nil {
+	if stmt := p.preparedInsert(key, q); stmt != nil {
 		switch c := conn.(type) {
 		case *sql.Tx:
+			// Prepared on the transaction's own connection the first time (database/sql
+			// keeps it for the next transaction there), without waiting for the pool.
 			_, err := c.StmtContext(ctx, stmt).ExecContext(ctx, args...)
 			if err == nil || err.Error() != errForeignStmt {
 				return err
@@ -218,31 +221,38 @@ func (p *Plugin) execInsertSQL(ctx context.Context, conn gorm.ConnPool, key inse
 	return err
 }
 
-// preparedInsert returns the prepared statement for key, preparing it the first time, or
-// nil where inserts are not prepared (the dialect, PrepareStmt mode, the bound, an error:
-// the plain statement then reports it).
-func (p *Plugin) preparedInsert(ctx context.Context, key insertKey, q string) *sql.Stmt {
+// preparedInsert returns the prepared statement for key, or nil where inserts are not
+// prepared (the dialect, PrepareStmt mode, the bound) or not yet. A statement is prepared
+// on the pool in the background: the caller may hold the pool's only connection (SQLite
+// is often run with one), and a prepare waiting for it would wait forever. Until it is
+// ready, inserts of that shape run unprepared.
+func (p *Plugin) preparedInsert(key insertKey, q string) *sql.Stmt {
 	st := p.stmts
 	if st.sqlDB == nil {
 		return nil
 	}
 	st.preparedMu.Lock()
 	defer st.preparedMu.Unlock()
-	if stmt, ok := st.prepared[key]; ok {
-		return stmt
-	}
-	if len(st.prepared) >= maxPreparedInserts {
-		return nil
-	}
-	stmt, err := st.sqlDB.PrepareContext(ctx, q)
-	if err != nil {
-		return nil
+	if stmt, ok := st.prepared[key]; ok || len(st.prepared) >= maxPreparedInserts {
+		return stmt // nil while being prepared, or after a failed prepare
 	}
 	if st.prepared == nil {
 		st.prepared = map[insertKey]*sql.Stmt{}
 	}
-	st.prepared[key] = stmt
-	return stmt
+	st.prepared[key] = nil // being prepared
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		stmt, err := st.sqlDB.PrepareContext(ctx, q)
+		st.preparedMu.Lock()
+		defer st.preparedMu.Unlock()
+		if err != nil {
+			delete(st.prepared, key) // try again with a later insert
+			return
+		}
+		st.prepared[key] = stmt
+	}()
+	return nil
 }
 
 // fetch locks and reads one batch of due messages on the batch transaction's connection,
