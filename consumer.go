@@ -30,7 +30,7 @@ func (f ConsumerFunc[T]) Consume(ctx context.Context, m *Message[T]) error { ret
 // Message is one delivery of a payload to a consumer.
 type Message[T any] struct {
 	ID           string    // the consumer_messages row id
-	InsertID     string    // shared by every consumer's message of one Produce call; the dedup key
+	InsertID     string    // the dedup key, shared by one Produce call's messages (generated: the first one's ID)
 	ConsumerType string    // the consumer's stored name
 	PayloadType  string    // the payload's stored name
 	Attempt      int       // 1 on the first run

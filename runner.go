@@ -147,8 +147,8 @@ func (br *batchRun) runFrom(g int) {
 			br.record(g, outcome{row: row, setAside: until}, true)
 			continue
 		}
-		in, runnable := br.pr.prepare(br.workCtx, br.tx, br.msgBase, row, &br.buf.runs[i], &br.txs[i])
-		if !runnable {
+		in := &br.buf.runs[i]
+		if !br.pr.prepare(br.workCtx, br.tx, br.msgBase, row, in, &br.txs[i]) {
 			br.record(g, in.o, true)
 			continue
 		}
@@ -278,10 +278,10 @@ func (br *batchRun) abandon(seq int) {
 	go br.runFrom(g)
 }
 
-// prepare sets up one message's run inside tx, isolated by a lazy savepoint. When the
-// message cannot run (its consumer is unknown here), the second result is false and
-// in.o is its outcome.
-func (pr *processor) prepare(workCtx context.Context, tx, msgBase *gorm.DB, row *ConsumerMessage, in *inflight, slot *txSlot) (*inflight, bool) {
+// prepare sets up in, one message's run inside tx, isolated by a lazy savepoint, with its
+// Message.Tx made of slot. When the message cannot run (its consumer is unknown here), it
+// returns false and in.o is its outcome.
+func (pr *processor) prepare(workCtx context.Context, tx, msgBase *gorm.DB, row *ConsumerMessage, in *inflight, slot *txSlot) bool {
 	p := pr.p
 	cfg := p.cfg
 	attempt := max(row.Attempts, 0) + 1
@@ -307,7 +307,7 @@ func (pr *processor) prepare(workCtx context.Context, tx, msgBase *gorm.DB, row 
 	}
 	if !known {
 		in.o.err = fmt.Errorf("%w: %q (register it with asyncmonolith.Register)", ErrUnknownConsumer, row.ConsumerType)
-		return in, false
+		return false
 	}
 	ctx := workCtx
 	if p.hooks.BeforeConsume != nil {
@@ -320,7 +320,7 @@ func (pr *processor) prepare(workCtx context.Context, tx, msgBase *gorm.DB, row 
 	slot.conn.conn = tx.Statement.ConnPool
 	in.conn = &slot.conn
 	in.env = envelope{row: row, attempt: attempt, maxAttempts: maxAttempts, tx: messageTx(msgBase, in.conn, in.msgCtx, &slot.db, &slot.stmt)}
-	return in, true
+	return true
 }
 
 // invoke calls the consumer, turning a panic into a *PanicError.

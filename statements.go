@@ -235,7 +235,7 @@ func (p *Plugin) preparedInsert(key insertKey, q string) *sql.Stmt {
 	st.preparedMu.Lock()
 	defer st.preparedMu.Unlock()
 	if stmt, ok := st.prepared[key]; ok || len(st.prepared) >= maxPreparedInserts {
-		return stmt // nil while being prepared, or after a failed prepare
+		return stmt // nil while being prepared, or when no more shapes are kept
 	}
 	if st.prepared == nil {
 		st.prepared = map[insertKey]*sql.Stmt{}
