@@ -26,7 +26,7 @@ func serverDSN(c config) string {
 	}
 	switch c.dialect {
 	case "postgres":
-		return "host=127.0.0.1 port=5432 user=postgres dbname=test sslmode=disable"
+		return "host=127.0.0.1 port=5432 user=postgres dbname=test sslmode=disable application_name=am_bench"
 	case "mysql":
 		return "root:@tcp(127.0.0.1:3306)/"
 	}
@@ -35,7 +35,29 @@ func serverDSN(c config) string {
 
 // newSchema creates a fresh PostgreSQL schema, MySQL database or SQLite file and returns its
 // name and a function that drops it.
-func newSchema(c config, prefix string) (string, func(), error) {
+func newSchema(c config, prefix string) (name string, drop func(), err error) {
+	err = retryTooMany(func() (err error) {
+		name, drop, err = newSchemaOnce(c, prefix)
+		return err
+	})
+	return name, drop, err
+}
+
+// retryTooMany runs f again (up to 10 times, 2 s apart) when the server refused a
+// connection for having too many clients: the PostgreSQL server here is shared with other
+// engineers' test suites, whose connections come and go (they were seen to fill all 100).
+func retryTooMany(f func() error) error {
+	for try := 0; ; try++ {
+		err := f()
+		if err == nil || try == 10 || !strings.Contains(err.Error(), "53300") {
+			return err
+		}
+		fmt.Fprintln(os.Stderr, "  the server has too many clients; trying again in 2 s:", err)
+		time.Sleep(2 * time.Second)
+	}
+}
+
+func newSchemaOnce(c config, prefix string) (string, func(), error) {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	name := prefix + hex.EncodeToString(b)
@@ -94,19 +116,23 @@ func dsnFor(c config, schema string) string {
 	}
 }
 
-func openGorm(c config, schema string) (*gorm.DB, error) {
+func openGorm(c config, schema string) (*gorm.DB, error) { return openGormDSN(c, dsnFor(c, schema)) }
+
+// openGormDSN opens dsn (a dsnFor, perhaps with extra settings) with the bench's pool settings.
+func openGormDSN(c config, dsn string) (*gorm.DB, error) {
 	cfg := &gorm.Config{Logger: logger.Discard}
-	dsn := dsnFor(c, schema)
 	var db *gorm.DB
-	var err error
-	switch c.dialect {
-	case "postgres":
-		db, err = gorm.Open(postgres.Open(dsn), cfg)
-	case "mysql":
-		db, err = gorm.Open(mysql.Open(dsn), cfg)
-	default:
-		db, err = gorm.Open(sqlite.Open(dsn), cfg)
-	}
+	err := retryTooMany(func() (err error) {
+		switch c.dialect {
+		case "postgres":
+			db, err = gorm.Open(postgres.Open(dsn), cfg)
+		case "mysql":
+			db, err = gorm.Open(mysql.Open(dsn), cfg)
+		default:
+			db, err = gorm.Open(sqlite.Open(dsn), cfg)
+		}
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -30,6 +30,8 @@ type config struct {
 	backlog    int
 	rate       int
 	latencyDur time.Duration
+	waitN      int             // messages per burn-down of the waiting, mix sections
+	appDur     time.Duration   // how long the appwrite section's application writes
 	only       map[string]bool // sections to run; empty: all
 	// child producer mode
 	childProducer bool
@@ -48,9 +50,11 @@ func main() {
 	flag.IntVar(&c.backlog, "backlog", 1_000_000, "large backlog size")
 	flag.IntVar(&c.rate, "rate", 500, "latency: messages per second from the producer")
 	flag.DurationVar(&c.latencyDur, "latency-duration", 4*time.Second, "latency: how long the producer runs")
+	flag.IntVar(&c.waitN, "wait-n", 5_000, "waiting, mix: messages per burn-down run")
+	flag.DurationVar(&c.appDur, "app-duration", 3*time.Second, "appwrite: how long the application writes, per run")
 	flag.BoolVar(&c.childProducer, "child-producer", false, "internal: run as the other-process producer")
 	flag.StringVar(&c.schema, "schema", "", "internal: the database/schema to use")
-	only := flag.String("only", "", "comma-separated sections to run: produce, burndown, river, storm, latency, backlog (default: all)")
+	only := flag.String("only", "", "comma-separated sections to run: produce, burndown, river, waiting, mix, straggler, appwrite, conns, storm, latency, backlog (default: all; waiting, mix and straggler include River on PostgreSQL)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	memProfile := flag.String("memprofile", "", "write an allocation profile of the whole run to this file")
 	flag.Parse()
@@ -95,7 +99,8 @@ func main() {
 	}
 }
 
-var knownSections = map[string]bool{"produce": true, "burndown": true, "river": true, "storm": true, "latency": true, "backlog": true}
+var knownSections = map[string]bool{"produce": true, "burndown": true, "river": true, "storm": true, "latency": true, "backlog": true,
+	"waiting": true, "mix": true, "straggler": true, "appwrite": true, "conns": true}
 
 // wants reports whether a section is to run.
 func (c config) wants(section string) bool { return len(c.only) == 0 || c.only[section] }
@@ -137,8 +142,8 @@ func (r *report) print(c config) {
 	fmt.Printf("\n## asyncmonolith bench: %s\n\n", c.dialect)
 	fmt.Printf("machine: %d CPUs (GOMAXPROCS %d), %s/%s, %s; database on this machine\n", runtime.NumCPU(),
 		runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH, runtime.Version())
-	fmt.Printf("settings: n=%d per burn-down, %d runs per figure (median (min–max)), no-op consumer, latency producer %d msg/s for %s\n\n",
-		c.n, c.runs, c.rate, c.latencyDur)
+	fmt.Printf("settings: n=%d per no-op burn-down, %d per waiting/mix burn-down, %d runs per figure (median (min–max)), latency producer %d msg/s for %s\n\n",
+		c.n, c.waitN, c.runs, c.rate, c.latencyDur)
 	fmt.Printf("| %-58s | %-26s | %s |\n|---|---|---|\n", "figure", "median (min–max)", "note")
 	for _, row := range r.rows {
 		if row[0] == "" {

@@ -57,11 +57,20 @@ func newOurs(c config, schema string, cfg am.Config) (*ours, error) {
 	if err != nil {
 		return nil, err
 	}
+	return newOursOn(db, cfg)
+}
+
+// newOursOn installs the plugin on db (which it then owns), migrates, and registers the
+// no-op Tick consumer; cfg gets a silent logger and the completion-counting hook unless it
+// brings its own AfterConsume.
+func newOursOn(db *gorm.DB, cfg am.Config) (*ours, error) {
 	o := &ours{db: db}
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg.Hooks.AfterConsume = func(ctx context.Context, m am.MessageInfo, r am.Result) {
-		if r.Err == nil {
-			o.completed.Add(1)
+	if cfg.Hooks.AfterConsume == nil {
+		cfg.Hooks.AfterConsume = func(ctx context.Context, m am.MessageInfo, r am.Result) {
+			if r.Err == nil {
+				o.completed.Add(1)
+			}
 		}
 	}
 	o.p = am.New(cfg)
@@ -71,7 +80,7 @@ func newOurs(c config, schema string, cfg am.Config) (*ours, error) {
 	if err := o.p.Migrate(context.Background(), db); err != nil {
 		return nil, err
 	}
-	err = am.Register[Tick](o.p, am.ConsumerFunc[Tick](func(ctx context.Context, m *am.Message[Tick]) error {
+	err := am.Register[Tick](o.p, am.ConsumerFunc[Tick](func(ctx context.Context, m *am.Message[Tick]) error {
 		if o.onConsume != nil {
 			o.onConsume(m)
 		}

@@ -19,6 +19,15 @@ func run(ctx context.Context, c config) error {
 	if c.childProducer {
 		return childProducer(c)
 	}
+	if c.waitN <= 0 {
+		c.waitN = 5_000
+	}
+	if c.quick {
+		c.waitN = min(c.waitN, 50)
+	}
+	if c.appDur <= 0 {
+		c.appDur = 3 * time.Second
+	}
 	var r report
 	schema, drop, err := newSchema(c, "bench_")
 	if err != nil {
@@ -39,6 +48,19 @@ func run(ctx context.Context, c config) error {
 	if c.wants("burndown") {
 		if err := runBurnDown(c, schema, fl, &r); err != nil {
 			return err
+		}
+	}
+	real := []struct {
+		name  string
+		quick bool // part of the quick (CI) run
+		run   func(config, string, *report) error
+	}{{"waiting", true, runWaiting}, {"mix", true, runMix}, {"straggler", false, runStraggler},
+		{"appwrite", false, runAppWrite}, {"conns", false, runConns}}
+	for _, s := range real {
+		if c.wants(s.name) && (s.quick || !c.quick) {
+			if err := s.run(c, schema, &r); err != nil {
+				return fmt.Errorf("%s: %w", s.name, err)
+			}
 		}
 	}
 	if c.wants("storm") && !c.quick {
