@@ -165,3 +165,139 @@ func (f *floor) consumeBatch(ctx context.Context, opts *sql.TxOptions, sel strin
 	}
 	return len(ids), tx.Commit()
 }
+
+// consumeWaiting burns down everything due the way a lease-based runtime would at best,
+// with consumers that wait: one claimer marks up to `batch` due rows as taken (moves them
+// a minute ahead, in one autocommit statement; MySQL: SELECT … FOR UPDATE SKIP LOCKED and
+// UPDATE in one transaction) for as many free slots as `concurrency` leaves, each claimed
+// row waits `wait` on a goroutine of its own, and one completer deletes the finished rows,
+// up to 100 per statement. It is the yardstick for waiting consumers: what this database
+// allows for that shape with no library around it.
+func (f *floor) consumeWaiting(concurrency, batch int, wait time.Duration) (float64, error) {
+	var total int64
+	if err := f.db.QueryRow("SELECT COUNT(*) FROM consumer_messages").Scan(&total); err != nil {
+		return 0, err
+	}
+	slots := make(chan struct{}, concurrency)
+	finished := make(chan string, concurrency)
+	completerErr := make(chan error, 1)
+	var done atomic.Int64
+	start := time.Now()
+	go func() { completerErr <- f.completeWaiting(finished, total, &done) }()
+	for done.Load() < total {
+		select {
+		case err := <-completerErr:
+			return 0, err
+		default:
+		}
+		// Take at least one free slot (waiting for it), then as many more as are free.
+		slots <- struct{}{}
+		k := 1
+		for k < batch {
+			select {
+			case slots <- struct{}{}:
+				k++
+				continue
+			default:
+			}
+			break
+		}
+		ids, err := f.claim(k)
+		if err != nil {
+			return 0, err
+		}
+		for range k - len(ids) {
+			<-slots
+		}
+		if len(ids) == 0 {
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		for _, id := range ids {
+			go func() {
+				time.Sleep(wait)
+				finished <- id
+				<-slots
+			}()
+		}
+	}
+	return float64(total) / time.Since(start).Seconds(), nil
+}
+
+// claim takes up to k due rows for a minute and returns their ids.
+func (f *floor) claim(k int) ([]string, error) {
+	now := time.Now().UnixMilli()
+	pick := fmt.Sprintf("SELECT id FROM consumer_messages WHERE available_after <= %s ORDER BY available_after, created_at, id LIMIT %d", f.ph(2), k)
+	var ids []string
+	scan := func(rows *sql.Rows, err error) error {
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return err
+			}
+			ids = append(ids, id)
+		}
+		return rows.Err()
+	}
+	switch f.dialect {
+	case "mysql":
+		tx, err := f.db.BeginTx(context.Background(), &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+		if err != nil {
+			return nil, err
+		}
+		defer tx.Rollback()
+		if err := scan(tx.Query(pick+" FOR UPDATE SKIP LOCKED", now)); err != nil {
+			return nil, err
+		}
+		if len(ids) == 0 {
+			return nil, tx.Commit()
+		}
+		args := []any{now + 60_000}
+		for _, id := range ids {
+			args = append(args, id)
+		}
+		if _, err := tx.Exec("UPDATE consumer_messages SET available_after = ? WHERE id IN (?"+strings.Repeat(",?", len(ids)-1)+")", args...); err != nil {
+			return nil, err
+		}
+		return ids, tx.Commit()
+	case "postgres":
+		pick += " FOR UPDATE SKIP LOCKED"
+	}
+	err := scan(f.db.Query(fmt.Sprintf("UPDATE consumer_messages SET available_after = %s WHERE id IN (%s) RETURNING id", f.ph(1), pick), now+60_000, now))
+	return ids, err
+}
+
+// completeWaiting deletes finished rows, up to 100 per statement, until total are done.
+func (f *floor) completeWaiting(finished <-chan string, total int64, done *atomic.Int64) error {
+	var ids []any
+	for done.Load() < total {
+		ids = append(ids[:0], <-finished)
+	more:
+		for len(ids) < 100 {
+			select {
+			case id := <-finished:
+				ids = append(ids, id)
+			default:
+				break more
+			}
+		}
+		var b strings.Builder
+		b.WriteString("DELETE FROM consumer_messages WHERE id IN (")
+		for i := range ids {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(f.ph(i + 1))
+		}
+		b.WriteByte(')')
+		if _, err := f.db.Exec(b.String(), ids...); err != nil {
+			return err
+		}
+		done.Add(int64(len(ids)))
+	}
+	return nil
+}

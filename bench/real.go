@@ -28,15 +28,29 @@ func waitJobs(n, ms int) []Job {
 	return jobs
 }
 
-// oursWork burns jobs down once on a fresh plugin and returns the fast messages' rate (the
-// first job is a straggler, not counted, if straggler), what differed from a correct run,
-// and the most consumers seen running at once.
-func oursWork(c config, schema string, cfg am.Config, jobs []Job, straggler bool) (rate float64, bad string, peak int64, err error) {
+// spec is one workload: the jobs, ours' Config, whether the first job is a straggler (not
+// counted with the fast ones), and a cap on ours' pool (sql.DB SetMaxOpenConns; 0: none).
+type spec struct {
+	cfg       am.Config
+	jobs      []Job
+	straggler bool
+	maxOpen   int
+}
+
+// oursWork burns s.jobs down once on a fresh plugin and returns the fast messages' rate,
+// what differed from a correct run, and the most consumers seen running at once.
+func oursWork(c config, schema string, s spec) (rate float64, bad string, peak int64, err error) {
+	jobs, straggler := s.jobs, s.straggler
 	db, err := openGorm(c, schema)
 	if err != nil {
 		return 0, "", 0, err
 	}
-	w, err := newWorkload(c, db, cfg)
+	if s.maxOpen > 0 {
+		if sqlDB, err := db.DB(); err == nil {
+			sqlDB.SetMaxOpenConns(s.maxOpen)
+		}
+	}
+	w, err := newWorkload(c, db, s.cfg)
 	if err != nil {
 		return 0, "", 0, err
 	}
@@ -63,7 +77,7 @@ type pair struct {
 	peak              int64
 }
 
-func comparePair(c config, schema, riverSchema string, cfg am.Config, jobs []Job, straggler bool) (*pair, error) {
+func comparePair(c config, schema, riverSchema string, s spec) (*pair, error) {
 	p := &pair{}
 	for run := range c.runs {
 		riverFirst := run%2 == 1
@@ -73,7 +87,7 @@ func comparePair(c config, schema, riverSchema string, cfg am.Config, jobs []Job
 				var bad string
 				var peak int64
 				err := retryTooMany(func() (err error) {
-					x, bad, peak, err = oursWork(c, schema, cfg, jobs, straggler)
+					x, bad, peak, err = oursWork(c, schema, s)
 					return err
 				})
 				if err != nil {
@@ -86,7 +100,7 @@ func comparePair(c config, schema, riverSchema string, cfg am.Config, jobs []Job
 				var x float64
 				var bad string
 				err := retryTooMany(func() (err error) {
-					x, bad, err = riverRun(c, riverSchema, riverWorkers, jobs, straggler)
+					x, bad, err = riverRun(c, riverSchema, riverWorkers, s.jobs, s.straggler)
 					return err
 				})
 				if err != nil {
@@ -138,15 +152,32 @@ func runWaiting(c config, schema string, r *report) error {
 		waits = waits[:1]
 	}
 	concurrency := am.ConsumerConcurrencyDefault * am.ConsumerProcessorsDefault
+	raw, err := openRaw(c, schema)
+	if err != nil {
+		return err
+	}
+	defer raw.Close()
+	fl := &floor{db: raw, dialect: c.dialect}
 	r.section(fmt.Sprintf("waiting consumers: burn-down of %d messages whose consumer waits and touches no database (messages/s); ours with default Config (%d processor, %d consumers at once)",
 		c.waitN, am.ConsumerProcessorsDefault, concurrency))
 	for _, ms := range waits {
-		p, err := comparePair(c, schema, rs, am.Config{}, waitJobs(c.waitN, ms), false)
+		p, err := comparePair(c, schema, rs, spec{jobs: waitJobs(c.waitN, ms)})
 		if err != nil {
 			return err
 		}
 		label := fmt.Sprintf("wait %d ms", ms)
 		o, _ := addPair(r, label, p, "defaults", "; target ≥ 1.5×")
+		f, err := measure(c.runs, func() (float64, error) {
+			if err := fillRaw(c, schema, c.waitN); err != nil {
+				return 0, err
+			}
+			return fl.consumeWaiting(concurrency, am.ProcessorBatchSizeDefault, time.Duration(ms)*time.Millisecond)
+		})
+		if err != nil {
+			return err
+		}
+		r.add(fmt.Sprintf("  raw lease floor: %d at once, claims of ≤ %d, %d ms wait", concurrency, am.ProcessorBatchSizeDefault, ms), f,
+			fmt.Sprintf("asyncmonolith at %.3g× of it", o.med/f.med))
 		ceiling := float64(concurrency) / (float64(ms) / 1000)
 		r.add(fmt.Sprintf("  target 0.8 × (concurrency %d ÷ %d ms)", concurrency, ms), stat{0.8 * ceiling, 0.8 * ceiling, 0.8 * ceiling},
 			fmt.Sprintf("asyncmonolith at %.3g× of it (ceiling %.0f msg/s)", o.med/(0.8*ceiling), ceiling))
@@ -162,22 +193,22 @@ func runMix(c config, schema string, r *report) error {
 	}
 	defer drop()
 	n := c.waitN
-	r.section(fmt.Sprintf("realistic mixes: burn-down of %d messages (messages/s); River's worker writes in its own transaction and completes the job in it (JobCompleteTx)", n))
+	r.section(fmt.Sprintf("realistic mixes: burn-down of %d messages (messages/s); River's worker writes in its own transaction and completes the job in it (JobCompleteTx); both pools capped at %d connections", n, riverMaxConns))
 	writes := waitJobs(n, 10)
 	for i := range writes {
 		writes[i].Write = true
 	}
-	p, err := comparePair(c, schema, rs, am.Config{}, writes, false)
+	p, err := comparePair(c, schema, rs, spec{jobs: writes, maxOpen: riverMaxConns})
 	if err != nil {
 		return err
 	}
-	addPair(r, "wait 10 ms, then write 1 row through Message.Tx", p, "defaults", "")
+	addPair(r, "wait 10 ms, then write 1 row through Message.Tx", p, "default Config", "")
 	fails := waitJobs(n, 10)
 	for i := range fails {
 		fails[i].Write = true
 		fails[i].FailOnce = i%10 == 0
 	}
-	p, err = comparePair(c, schema, rs, am.Config{AttemptDelay: time.Millisecond}, fails, false)
+	p, err = comparePair(c, schema, rs, spec{cfg: am.Config{AttemptDelay: time.Millisecond}, jobs: fails, maxOpen: riverMaxConns})
 	if err != nil {
 		return err
 	}
@@ -196,11 +227,11 @@ func runStraggler(c config, schema string, r *report) error {
 	r.section(fmt.Sprintf("straggler: %d messages that wait 10 ms, with and without one that waits 2 s produced first (fast messages/s)", fast))
 	alone := waitJobs(fast, 10)
 	with := append([]Job{{N: -1, WaitMs: 2000}}, alone...)
-	pw, err := comparePair(c, schema, rs, am.Config{}, with, true)
+	pw, err := comparePair(c, schema, rs, spec{jobs: with, straggler: true})
 	if err != nil {
 		return err
 	}
-	pa, err := comparePair(c, schema, rs, am.Config{}, alone, false)
+	pa, err := comparePair(c, schema, rs, spec{jobs: alone})
 	if err != nil {
 		return err
 	}
@@ -302,7 +333,7 @@ func (w *workload) stopNow() {
 func runConns(c config, schema string, r *report) error {
 	const concurrency, waitMs, queued = 100, 100, 5000
 	const window = 2 * time.Second
-	r.section(fmt.Sprintf("connections while %d consumers that wait %d ms run on one processor (ConsumerConcurrency %d, otherwise default Config), sampled for %s",
+	r.section(fmt.Sprintf("connections while %d consumers that wait %d ms run on one processor (ConsumerConcurrency %d, otherwise default Config), sampled every 10 ms for %s (the server's count every 100 ms)",
 		concurrency, waitMs, concurrency, window))
 	app := "am_bench_conns"
 	var admin *sql.DB
@@ -326,38 +357,47 @@ func runConns(c config, schema string, r *report) error {
 		defer admin.Close()
 		admin.SetMaxOpenConns(1)
 	}
-	var running, open, inUse, server, serverAll []float64
-	for range c.runs {
-		dsn := dsnFor(c, schema)
-		if c.dialect == "postgres" {
-			dsn += " application_name=" + app
+	for _, write := range []bool{false, true} {
+		jobs, what := waitJobs(queued, waitMs), "wait only"
+		if write {
+			what = "wait, then write 1 row through Message.Tx"
+			for i := range jobs {
+				jobs[i].Write = true
+			}
 		}
-		db, err := openGormDSN(c, dsn)
-		if err != nil {
-			return err
+		var running, open, inUse, server, serverAll []float64
+		for range c.runs {
+			dsn := dsnFor(c, schema)
+			if c.dialect == "postgres" {
+				dsn += " application_name=" + app
+			}
+			db, err := openGormDSN(c, dsn)
+			if err != nil {
+				return err
+			}
+			w, err := newWorkload(c, db, am.Config{ConsumerConcurrency: concurrency})
+			if err != nil {
+				return err
+			}
+			s, err := connsOnce(w, jobs, window, admin, serverQ, serverArg, c.dialect == "postgres")
+			w.stopNow()
+			w.close()
+			if err != nil {
+				return err
+			}
+			running, open, inUse = append(running, s[0]), append(open, s[1]), append(inUse, s[2])
+			server, serverAll = append(server, s[3]), append(serverAll, s[4])
 		}
-		w, err := newWorkload(c, db, am.Config{ConsumerConcurrency: concurrency})
-		if err != nil {
-			return err
+		r.add(what+": consumers running at once (median sample)", statOf(running), "")
+		r.add(what+": sql.DB Stats().OpenConnections (most seen)", statOf(open), "the one pool of the app and the plugin (uncapped)")
+		r.add(what+": sql.DB Stats().InUse (most seen)", statOf(inUse), "")
+		switch c.dialect {
+		case "postgres":
+			r.add(what+": pg_stat_activity, this pool's application_name (most seen)", statOf(server), "")
+			r.add(what+": pg_stat_activity WHERE datname = current_database() (most seen)", statOf(serverAll), "includes other sessions on this shared server")
+		case "mysql":
+			r.add(what+": PROCESSLIST connections on this bench database (most seen)", statOf(server), "")
 		}
-		s, err := connsOnce(w, waitJobs(queued, waitMs), window, admin, serverQ, serverArg, c.dialect == "postgres")
-		w.stopNow()
-		w.close()
-		if err != nil {
-			return err
-		}
-		running, open, inUse = append(running, s[0]), append(open, s[1]), append(inUse, s[2])
-		server, serverAll = append(server, s[3]), append(serverAll, s[4])
-	}
-	r.add("consumers running at once (median sample)", statOf(running), "")
-	r.add("sql.DB Stats().OpenConnections (most seen)", statOf(open), "the one pool of the app and the plugin")
-	r.add("sql.DB Stats().InUse (most seen)", statOf(inUse), "")
-	switch c.dialect {
-	case "postgres":
-		r.add("pg_stat_activity, this pool's application_name (most seen)", statOf(server), "")
-		r.add("pg_stat_activity WHERE datname = current_database() (most seen)", statOf(serverAll), "includes other sessions on this shared server")
-	case "mysql":
-		r.add("PROCESSLIST connections on this bench database (most seen)", statOf(server), "")
 	}
 	return nil
 }

@@ -105,6 +105,11 @@ func workRiver[T river.JobArgs](ctx context.Context, pool *pgxpool.Pool, runs, w
 	return nil
 }
 
+// riverMaxConns caps River's pool (and ours, in the sections that write): writing workers
+// hold a connection for their transaction (about 1 ms after a 10 ms wait: some 10 of 100
+// at once), and the server here is shared (max_connections 100).
+const riverMaxConns = 20
+
 // riverBurnDown inserts n no-op jobs and times their burn-down (see riverRun).
 func riverBurnDown(c config, schema string, n, workers int) (float64, error) {
 	rate, _, err := riverRun(c, schema, workers, make([]Job, n), false)
@@ -123,9 +128,7 @@ func riverRun(c config, schema string, workers int, jobs []Job, straggler bool) 
 	if err != nil {
 		return 0, "", err
 	}
-	// Writing workers hold a connection for their transaction (about 1 ms after a 10 ms wait:
-	// some 10 of 100 at once); the server is shared, so the pool stays modest.
-	pcfg.MaxConns = max(pcfg.MaxConns, 20)
+	pcfg.MaxConns = max(pcfg.MaxConns, riverMaxConns)
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return 0, "", err
