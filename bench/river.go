@@ -108,7 +108,7 @@ func workRiver[T river.JobArgs](ctx context.Context, pool *pgxpool.Pool, runs, w
 // riverMaxConns caps River's pool (and ours, in the sections that write): writing workers
 // hold a connection for their transaction (about 1 ms after a 10 ms wait: some 10 of 100
 // at once), and the server here is shared (max_connections 100).
-const riverMaxConns = 20
+const riverMaxConns = 25
 
 // riverBurnDown inserts n no-op jobs and times their burn-down (see riverRun).
 func riverBurnDown(c config, schema string, n, workers int) (float64, error) {
