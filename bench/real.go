@@ -198,17 +198,19 @@ func runMix(c config, schema string, r *report) error {
 	for i := range writes {
 		writes[i].Write = true
 	}
-	p, err := comparePair(c, schema, rs, spec{jobs: writes, maxOpen: riverMaxConns})
-	if err != nil {
-		return err
+	if !c.quick { // the failing mix below writes as well
+		p, err := comparePair(c, schema, rs, spec{jobs: writes, maxOpen: riverMaxConns})
+		if err != nil {
+			return err
+		}
+		addPair(r, "wait 10 ms, then write 1 row through Message.Tx", p, "default Config", "")
 	}
-	addPair(r, "wait 10 ms, then write 1 row through Message.Tx", p, "default Config", "")
 	fails := waitJobs(n, 10)
 	for i := range fails {
 		fails[i].Write = true
 		fails[i].FailOnce = i%10 == 0
 	}
-	p, err = comparePair(c, schema, rs, spec{cfg: am.Config{AttemptDelay: time.Millisecond}, jobs: fails, maxOpen: riverMaxConns})
+	p, err := comparePair(c, schema, rs, spec{cfg: am.Config{AttemptDelay: time.Millisecond}, jobs: fails, maxOpen: riverMaxConns})
 	if err != nil {
 		return err
 	}
