@@ -151,16 +151,7 @@ func (f *floor) consumeBatch(ctx context.Context, opts *sql.TxOptions, sel strin
 	if len(ids) == 0 {
 		return 0, nil
 	}
-	var b strings.Builder
-	b.WriteString("DELETE FROM consumer_messages WHERE id IN (")
-	for i := range ids {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(f.ph(i + 1))
-	}
-	b.WriteByte(')')
-	if _, err := tx.Exec(b.String(), ids...); err != nil {
+	if _, err := tx.Exec(f.deleteIn(len(ids)), ids...); err != nil {
 		return 0, err
 	}
 	return len(ids), tx.Commit()
@@ -285,19 +276,24 @@ func (f *floor) completeWaiting(finished <-chan string, total int64, done *atomi
 				break more
 			}
 		}
-		var b strings.Builder
-		b.WriteString("DELETE FROM consumer_messages WHERE id IN (")
-		for i := range ids {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			b.WriteString(f.ph(i + 1))
-		}
-		b.WriteByte(')')
-		if _, err := f.db.Exec(b.String(), ids...); err != nil {
+		if _, err := f.db.Exec(f.deleteIn(len(ids)), ids...); err != nil {
 			return err
 		}
 		done.Add(int64(len(ids)))
 	}
 	return nil
+}
+
+// deleteIn is a DELETE of n rows by id.
+func (f *floor) deleteIn(n int) string {
+	var b strings.Builder
+	b.WriteString("DELETE FROM consumer_messages WHERE id IN (")
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(f.ph(i + 1))
+	}
+	b.WriteByte(')')
+	return b.String()
 }

@@ -172,12 +172,8 @@ func (o *ours) burnDown(n int) (float64, error) {
 	if startErr != nil {
 		return 0, startErr
 	}
-	deadline := start.Add(5 * time.Minute)
-	for o.completed.Load() < int64(n) {
-		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("burn-down: %d of %d after 5 minutes", o.completed.Load(), n)
-		}
-		time.Sleep(time.Millisecond)
+	if err := awaitCount(&o.completed, n, start); err != nil {
+		return 0, err
 	}
 	elapsed := time.Since(start)
 	o.cpuPerMsg = (cpuTime() - cpu0) / time.Duration(n)
@@ -189,6 +185,19 @@ func (o *ours) burnDown(n int) (float64, error) {
 		return 0, err
 	}
 	return float64(n) / elapsed.Seconds(), nil
+}
+
+// awaitCount waits until counter reaches n, polling every millisecond, for at most five
+// minutes from start.
+func awaitCount(counter *atomic.Int64, n int, start time.Time) error {
+	deadline := start.Add(5 * time.Minute)
+	for counter.Load() < int64(n) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("burn-down: %d of %d after 5 minutes", counter.Load(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return nil
 }
 
 // batchTimes processes `batches` batches synchronously, topping the queue up with as many

@@ -176,12 +176,8 @@ func (w *workload) burnDown(fast, all int) (time.Duration, error) {
 		defer cancel()
 		_ = w.p.Stop(ctx)
 	}()
-	deadline := start.Add(5 * time.Minute)
-	for w.done.Load() < int64(fast) {
-		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("burn-down: %d of %d after 5 minutes", w.done.Load(), fast)
-		}
-		time.Sleep(time.Millisecond)
+	if err := awaitCount(&w.done, fast, start); err != nil {
+		return 0, err
 	}
 	elapsed := time.Since(start)
 	for end := time.Now().Add(time.Minute); w.doneAll() < all && time.Now().Before(end); {
