@@ -242,6 +242,16 @@ func (w *workload) check(jobs []Job) string {
 	if poisoned != 0 {
 		bad = append(bad, fmt.Sprintf("%d poisoned", poisoned))
 	}
+	// The runtime's own account of trouble: none is expected in a burn-down on one plugin.
+	k := w.p.Counters()
+	for _, n := range []struct {
+		what string
+		n    uint64
+	}{{"leases lost", k.LeaseLost}, {"claims failed", k.BatchErrors}, {"runs released", k.Released}} {
+		if n.n > 0 {
+			bad = append(bad, fmt.Sprintf("Counters: %d %s", n.n, n.what))
+		}
+	}
 	return strings.Join(bad, "; ")
 }
 
