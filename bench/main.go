@@ -4,9 +4,19 @@
 // behaviour, and — on PostgreSQL — River and a raw-SQL floor burning down the same work, with
 // our figures as ratios of theirs. Every figure is the median of -runs runs, with min and max.
 //
+// The sections of consumers that do real work (issue 12): waiting (consumers that wait 10 ms
+// and 50 ms and touch no database, beside River and a raw lease floor), mix (wait, then
+// write a row through Message.Tx; 10 % of them failing once after their write), straggler
+// (1,000 messages of 10 ms with and without one of 2 s), appwrite (the application's
+// Create + Produce transaction while consumers wait 200 ms) and conns (connections held
+// while 100 waiting consumers run). Each run checks that every message was done once, ran
+// as often as it should and wrote its row once.
+//
 //	cd bench && go run . -db postgres [-dsn …] [-n 100000] [-runs 3]
 //	cd bench && go run . -db mysql
 //	cd bench && go run . -db sqlite
+//	cd bench && go run . -db postgres -only waiting,mix,straggler,conns [-wait-n 5000]
+//	cd bench && go run . -db sqlite -only appwrite
 package main
 
 import (
