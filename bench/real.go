@@ -38,12 +38,13 @@ type spec struct {
 }
 
 // oursWork burns s.jobs down once on a fresh plugin and returns the fast messages' rate,
-// what differed from a correct run, and the most consumers seen running at once.
-func oursWork(c config, schema string, s spec) (rate float64, bad string, peak int64, err error) {
+// what differed from a correct run, the most consumers seen running at once, and the
+// longest time between two completions of fast messages (a stall shows there).
+func oursWork(c config, schema string, s spec) (rate float64, bad string, peak int64, gap time.Duration, err error) {
 	jobs, straggler := s.jobs, s.straggler
 	db, err := openGorm(c, schema)
 	if err != nil {
-		return 0, "", 0, err
+		return 0, "", 0, 0, err
 	}
 	if s.maxOpen > 0 {
 		if sqlDB, err := db.DB(); err == nil {
@@ -52,11 +53,11 @@ func oursWork(c config, schema string, s spec) (rate float64, bad string, peak i
 	}
 	w, err := newWorkload(c, db, s.cfg)
 	if err != nil {
-		return 0, "", 0, err
+		return 0, "", 0, 0, err
 	}
 	defer w.close()
 	if err := w.fillJobs(jobs); err != nil {
-		return 0, "", 0, err
+		return 0, "", 0, 0, err
 	}
 	fast := len(jobs)
 	if straggler {
@@ -64,9 +65,12 @@ func oursWork(c config, schema string, s spec) (rate float64, bad string, peak i
 	}
 	el, err := w.burnDown(fast, len(jobs))
 	if err != nil {
-		return 0, "", 0, err
+		return 0, "", 0, 0, err
 	}
-	return float64(fast) / el.Seconds(), w.check(jobs), w.peak.Load(), nil
+	w.mu.Lock()
+	gap = w.maxGap
+	w.mu.Unlock()
+	return float64(fast) / el.Seconds(), w.check(jobs), w.peak.Load(), gap, nil
 }
 
 // pair is one figure measured for ours and (PostgreSQL) River, run after run, alternating
@@ -75,6 +79,7 @@ type pair struct {
 	ours, river       []float64
 	oursBad, riverBad checks
 	peak              int64
+	gap               time.Duration // ours' longest time between two completions, over the runs
 }
 
 func comparePair(c config, schema, riverSchema string, s spec) (*pair, error) {
@@ -86,8 +91,9 @@ func comparePair(c config, schema, riverSchema string, s spec) (*pair, error) {
 				var x float64
 				var bad string
 				var peak int64
+				var gap time.Duration
 				err := retryTooMany(func() (err error) {
-					x, bad, peak, err = oursWork(c, schema, s)
+					x, bad, peak, gap, err = oursWork(c, schema, s)
 					return err
 				})
 				if err != nil {
@@ -96,6 +102,7 @@ func comparePair(c config, schema, riverSchema string, s spec) (*pair, error) {
 				p.ours = append(p.ours, x)
 				p.oursBad.add(run, bad)
 				p.peak = max(p.peak, peak)
+				p.gap = max(p.gap, gap)
 			} else if riverSchema != "" {
 				var x float64
 				var bad string
@@ -120,7 +127,8 @@ func ratioStat(a, b stat) stat { return stat{a.min / b.max, a.med / b.med, a.max
 // addPair prints ours, River and ours ÷ River for one workload.
 func addPair(r *report, label string, p *pair, oursNote, target string) (stat, stat) {
 	o := statOf(p.ours)
-	r.add("asyncmonolith: "+label, o, fmt.Sprintf("%s; at most %d consumer(s) at once; %s", oursNote, p.peak, p.oursBad.note()))
+	r.add("asyncmonolith: "+label, o, fmt.Sprintf("%s; at most %d consumer(s) at once; longest gap between completions %.0f ms; %s",
+		oursNote, p.peak, float64(p.gap.Microseconds())/1000, p.oursBad.note()))
 	if len(p.river) == 0 {
 		return o, stat{}
 	}

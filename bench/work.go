@@ -73,6 +73,8 @@ type workload struct {
 	peak      atomic.Int64    // the most consumers seen inside Consume at once
 	started   chan struct{}   // closed when the first consumer starts
 	startOnce sync.Once
+	lastDone  time.Time     // the latest committed success (under mu)
+	maxGap    time.Duration // the longest time between two committed successes (under mu): a stall
 }
 
 // newWorkload opens db with the plugin on cfg (plus a silent logger and the bench's
@@ -142,9 +144,16 @@ func (w *workload) afterConsume(ctx context.Context, m am.MessageInfo, r am.Resu
 		w.completed.Add(1) // the app's Tick messages
 		return
 	}
+	now := time.Now()
 	w.mu.Lock()
 	w.successes[m.ID]++
 	first, slow := w.successes[m.ID] == 1, w.slow[m.ID]
+	if !w.lastDone.IsZero() && !slow {
+		w.maxGap = max(w.maxGap, now.Sub(w.lastDone))
+	}
+	if !slow {
+		w.lastDone = now
+	}
 	w.mu.Unlock()
 	if first && !slow {
 		w.done.Add(1)
