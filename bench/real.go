@@ -262,53 +262,65 @@ func runAppWrite(c config, schema string, r *report) error {
 	const queued, waitMs = 3000, 200
 	r.section(fmt.Sprintf("app writes while consumers wait: db.Transaction(Create(&order); Produce(tx, …)) every 10 ms for %s, %d queued messages whose consumer waits %d ms, default Config (ms)",
 		c.appDur, queued, waitMs))
-	var p50s, p99s, maxs, waiting []float64
-	var errs, txs int
-	for range c.runs {
-		db, err := openGorm(c, schema)
-		if err != nil {
-			return err
+	// The control runs the same transactions with the messages queued and no processor
+	// started: what this machine gives the application's writes at the time.
+	for _, running := range []bool{true, false} {
+		var p50s, p99s, maxs, waiting []float64
+		var errs, txs int
+		for range c.runs {
+			db, err := openGorm(c, schema)
+			if err != nil {
+				return err
+			}
+			w, err := newWorkload(c, db, am.Config{})
+			if err != nil {
+				return err
+			}
+			lats, during, nerr, err := appWriteOnce(w, waitJobs(queued, waitMs), c.appDur, running)
+			if running {
+				w.stopNow()
+			}
+			w.close()
+			if err != nil {
+				return err
+			}
+			sort.Float64s(lats)
+			p50s = append(p50s, lats[len(lats)/2])
+			p99s = append(p99s, lats[int(0.99*float64(len(lats)-1))])
+			maxs = append(maxs, lats[len(lats)-1])
+			waiting = append(waiting, during)
+			errs += nerr
+			txs += len(lats)
 		}
-		w, err := newWorkload(c, db, am.Config{})
-		if err != nil {
-			return err
+		what, target := "consumers waiting", "target < 50 ms (SQLite)"
+		if !running {
+			what, target = "control, no processor started", ""
 		}
-		lats, during, nerr, err := appWriteOnce(w, waitJobs(queued, waitMs), c.appDur)
-		w.stopNow()
-		w.close()
-		if err != nil {
-			return err
-		}
-		sort.Float64s(lats)
-		p50s = append(p50s, lats[len(lats)/2])
-		p99s = append(p99s, lats[int(0.99*float64(len(lats)-1))])
-		maxs = append(maxs, lats[len(lats)-1])
-		waiting = append(waiting, during)
-		errs += nerr
-		txs += len(lats)
+		note := fmt.Sprintf("%d transactions, %d failed; consumers waiting when a transaction began: median %.0f", txs, errs, statOf(waiting).med)
+		r.add(what+": app transaction p50", statOf(p50s), note)
+		r.add(what+": app transaction p99", statOf(p99s), target)
+		r.add(what+": app transaction max", statOf(maxs), "")
 	}
-	note := fmt.Sprintf("%d transactions, %d failed; consumers waiting when a transaction began: median %.0f", txs, errs, statOf(waiting).med)
-	r.add("app transaction p50", statOf(p50s), note)
-	r.add("app transaction p99", statOf(p99s), "target < 50 ms (SQLite)")
-	r.add("app transaction max", statOf(maxs), "")
 	return nil
 }
 
-// appWriteOnce fills jobs, starts the processors, and once a consumer runs, commits an
-// order and a message every 10 ms for d; it returns each transaction's milliseconds
-// (failed ones included), the median number of consumers running as they began, and how
-// many failed.
-func appWriteOnce(w *workload, jobs []Job, d time.Duration) (lats []float64, waiting float64, failed int, err error) {
+// appWriteOnce fills jobs, starts the processors (if start), and once a consumer runs,
+// commits an order and a message every 10 ms for d; it returns each transaction's
+// milliseconds (failed ones included), the median number of consumers running as they
+// began, and how many failed.
+func appWriteOnce(w *workload, jobs []Job, d time.Duration, start bool) (lats []float64, waiting float64, failed int, err error) {
 	if err := w.fillJobs(jobs); err != nil {
 		return nil, 0, 0, err
 	}
-	if err := w.p.Start(context.Background()); err != nil {
-		return nil, 0, 0, err
-	}
-	select {
-	case <-w.started:
-	case <-time.After(30 * time.Second):
-		return nil, 0, 0, fmt.Errorf("appwrite: no consumer started in 30 s")
+	if start {
+		if err := w.p.Start(context.Background()); err != nil {
+			return nil, 0, 0, err
+		}
+		select {
+		case <-w.started:
+		case <-time.After(30 * time.Second):
+			return nil, 0, 0, fmt.Errorf("appwrite: no consumer started in 30 s")
+		}
 	}
 	var during []float64
 	for i, end := 0, time.Now().Add(d); time.Now().Before(end); i++ {
