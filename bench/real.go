@@ -68,8 +68,11 @@ func oursWork(c config, schema string, s spec) (rate float64, bad string, peak i
 		return 0, "", 0, 0, err
 	}
 	w.mu.Lock()
-	gap = w.maxGap
+	gap, gapAt := w.maxGap, w.gapAt
 	w.mu.Unlock()
+	if gap > 100*time.Millisecond {
+		fmt.Fprintf(os.Stderr, "  a gap of %.0f ms between completions, ending at the %dth of %d\n", float64(gap.Microseconds())/1000, gapAt, len(jobs))
+	}
 	return float64(fast) / el.Seconds(), w.check(jobs), w.peak.Load(), gap, nil
 }
 

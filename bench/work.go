@@ -75,6 +75,7 @@ type workload struct {
 	startOnce sync.Once
 	lastDone  time.Time     // the latest committed success (under mu)
 	maxGap    time.Duration // the longest time between two committed successes (under mu): a stall
+	gapAt     int           // how many messages were done when it ended (under mu)
 }
 
 // newWorkload opens db with the plugin on cfg (plus a silent logger and the bench's
@@ -148,8 +149,8 @@ func (w *workload) afterConsume(ctx context.Context, m am.MessageInfo, r am.Resu
 	w.mu.Lock()
 	w.successes[m.ID]++
 	first, slow := w.successes[m.ID] == 1, w.slow[m.ID]
-	if !w.lastDone.IsZero() && !slow {
-		w.maxGap = max(w.maxGap, now.Sub(w.lastDone))
+	if gap := now.Sub(w.lastDone); !w.lastDone.IsZero() && !slow && gap > w.maxGap {
+		w.maxGap, w.gapAt = gap, len(w.successes)
 	}
 	if !slow {
 		w.lastDone = now
