@@ -31,11 +31,6 @@ const maxErrorLen = 4000
 // maxCompleteBatch bounds how many outcomes one completion records.
 const maxCompleteBatch = 1000
 
-// completeAttempts is how often a completion that hit a conflict or a lost connection is
-// tried before its messages are left to their lease (they then run again, without an
-// attempt counted).
-const completeAttempts = 4
-
 // completeTimeout bounds one completion transaction.
 const completeTimeout = 30 * time.Second
 
@@ -152,6 +147,9 @@ func (p *Plugin) record(ctx context.Context, outcomes []outcome) error {
 	if plan.empty() {
 		return nil
 	}
+	// A database that is down is waited for until the first lease ends (then the messages
+	// are claimable again anyway), so that the outcomes land as soon as it is back.
+	giveUp := plan.firstLease()
 	var err error
 	for attempt := 1; ; attempt++ {
 		var short bool
@@ -162,10 +160,15 @@ func (p *Plugin) record(ctx context.Context, outcomes []outcome) error {
 		if err == nil || (!p.dialect.Retryable(err) && !isConnError(err)) {
 			break // a lost lease, or a refusal: find which outcome
 		}
-		if attempt == completeAttempts || ctx.Err() != nil {
+		wait := backoff(attempt, 10*time.Millisecond, time.Second)
+		if ctx.Err() != nil || p.now().Add(wait).UnixMilli() >= giveUp {
 			return err
 		}
-		time.Sleep(backoff(attempt, 10*time.Millisecond, time.Second))
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
 	}
 	if err != nil {
 		p.log.WarnContext(ctx, "asyncmonolith: recording a batch of outcomes failed; recording them one by one", "error", err)
@@ -220,6 +223,17 @@ const (
 type plan struct{ items []item }
 
 func (pl plan) empty() bool { return len(pl.items) == 0 }
+
+// firstLease is the earliest lease end among the plan's messages.
+func (pl plan) firstLease() int64 {
+	first := int64(0)
+	for _, it := range pl.items {
+		if first == 0 || it.o.lease < first {
+			first = it.o.lease
+		}
+	}
+	return first
+}
 
 // decide turns outcomes into writes and fills in what each outcome's report says.
 func (p *Plugin) decide(outcomes []outcome, now time.Time) plan {

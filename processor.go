@@ -27,6 +27,9 @@ type processor struct {
 	idle    chan struct{} // closed when running drops to 0 while draining
 }
 
+// completeAfterStop is how long outcomes are still recorded after a hard stop.
+const completeAfterStop = 5 * time.Second
+
 // wakeFollowUps is how many quick re-polls follow a wake that found nothing: a message
 // produced in a caller's transaction wakes the processors before that transaction commits.
 const wakeFollowUps = 6
@@ -41,7 +44,14 @@ func (pr *processor) loop(fetchCtx, workCtx context.Context) {
 	log := p.log.With("processor", pr.index)
 	pr.freed = make(chan struct{}, 1)
 	c := p.newCompleter(cfg.ConsumerConcurrency)
-	go c.loop(context.WithoutCancel(workCtx))
+	// Outcomes are recorded even after a hard stop (they make the cut-short messages due
+	// again at once), for a while: a database that is down must not hold Stop forever;
+	// what is not recorded then is left to its lease.
+	completeCtx, stopCompleting := context.WithCancel(context.WithoutCancel(workCtx))
+	defer stopCompleting()
+	afterStop := context.AfterFunc(workCtx, func() { time.AfterFunc(completeAfterStop, stopCompleting) })
+	defer afterStop()
+	go c.loop(completeCtx)
 	defer func() {
 		pr.drain()
 		close(c.in)
