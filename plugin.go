@@ -90,13 +90,18 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 // The same schema, as SQL for each database, is in the migrations package.
 //
 // On PostgreSQL it also installs the trigger that notifies processors in other processes
-// of new messages (migrations/postgres/0002_notify.up.sql).
+// of new messages (migrations/postgres/0002_notify.up.sql); on MySQL/MariaDB it gives the
+// id and name columns a NO PAD binary collation, so that they compare exactly
+// (migrations/mysql/0003_exact_names.up.sql).
 func (p *Plugin) Migrate(ctx context.Context, db *gorm.DB) error {
 	if err := db.WithContext(ctx).AutoMigrate(models()...); err != nil {
 		return fmt.Errorf("asyncmonolith: migrate: %w", err)
 	}
 	d, err := dialect.For(db)
 	if err != nil {
+		return fmt.Errorf("asyncmonolith: migrate: %w", err)
+	}
+	if err := d.EnsureExactNames(ctx, db); err != nil {
 		return fmt.Errorf("asyncmonolith: migrate: %w", err)
 	}
 	if err := d.EnsureNotify(ctx, db); err != nil {
