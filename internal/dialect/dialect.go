@@ -71,10 +71,15 @@ type Dialect interface {
 	// answers which channel to listen on. It returns ErrNoListen where the database cannot
 	// report commits.
 	ListenDirect(ctx context.Context, db *sql.DB, dsn string, wake func()) error
+	// CheckListenDSN reports why dsn cannot serve ListenDirect (its text never appears in
+	// the error: it may hold a password).
+	CheckListenDSN(dsn string) error
 }
 
 // ErrNoListen reports a database without commit notifications: processors poll.
 var ErrNoListen = errors.New("dialect: no commit notifications on this database")
+
+var errListenDSN = errors.New("is for PostgreSQL only: this database has no LISTEN")
 
 // poolHasSpare refuses to take a connection of a pool of one for a listener: it would hold
 // it until Stop, and every query of the application would wait for it forever.
@@ -192,6 +197,7 @@ func (mysqlDialect) Listen(context.Context, *sql.DB, func()) error { return ErrN
 func (mysqlDialect) ListenDirect(context.Context, *sql.DB, string, func()) error {
 	return ErrNoListen
 }
+func (mysqlDialect) CheckListenDSN(string) error { return errListenDSN }
 
 func (mysqlDialect) Name() string   { return "mysql" }
 func (mysqlDialect) RowLocks() bool { return true }
@@ -280,6 +286,7 @@ func (sqlite) EnsureExactNames(context.Context, *gorm.DB) error { return nil }
 func (sqlite) ListenDirect(context.Context, *sql.DB, string, func()) error {
 	return ErrNoListen
 }
+func (sqlite) CheckListenDSN(string) error { return errListenDSN }
 
 // sqliteWatchInterval is how often the SQLite watcher reads PRAGMA data_version: a read of
 // an in-memory counter, with no I/O and no lock.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"errors"
 	"fmt"
 	"time"
 
@@ -88,6 +89,15 @@ func (postgres) ListenDirect(ctx context.Context, db *sql.DB, dsn string, wake f
 		_ = pc.Close(closeCtx)
 	}()
 	return listenOn(ctx, pc, schema, wake)
+}
+
+// CheckListenDSN parses dsn as ListenDirect will. pgx's parse errors quote the DSN, so
+// only the fact that it failed is reported.
+func (postgres) CheckListenDSN(dsn string) error {
+	if _, err := pgx.ParseConfig(dsn); err != nil {
+		return errors.New("does not parse as a pgx DSN (key=value or postgres:// URL)")
+	}
+	return nil
 }
 
 // listenOn runs LISTEN on pc and calls wake for every notification until ctx is done or
