@@ -46,9 +46,11 @@ func (mysqlDialect) EnsureExactNames(ctx context.Context, db *gorm.DB) error {
 		return fmt.Errorf("the server has no NO PAD binary collation (want one of %v: MariaDB 10.2+ or MySQL 8.0.17+)", exactCollations)
 	}
 	for _, table := range []string{"consumer_messages", "poisoned_messages", "scheduled_messages"} {
-		var cols []struct {
-			Name, Type, Nullable string
-			Collation            *string
+		var cols []struct { // columns named in tags, whatever the application's NamingStrategy
+			Name      string  `gorm:"column:name"`
+			Type      string  `gorm:"column:type"`
+			Nullable  string  `gorm:"column:nullable"`
+			Collation *string `gorm:"column:collation"`
 		}
 		err := db.Raw(`SELECT column_name AS name, column_type AS type, is_nullable AS nullable, collation_name AS collation
 			FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ? AND column_name IN ?
