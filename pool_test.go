@@ -121,23 +121,3 @@ func TestListenConfigValidation(t *testing.T) {
 		}
 	}
 }
-
-// setupOn is setup on a database the test opened itself.
-func setupOn(t *testing.T, db *gorm.DB, cfg am.Config) *env {
-	t.Helper()
-	c := newClock()
-	if cfg.Now == nil {
-		cfg.Now = c.Now
-	}
-	if cfg.ProcessorMaxDelay == 0 {
-		cfg.ProcessorMaxDelay = 50 * time.Millisecond
-	}
-	p := am.New(cfg)
-	if err := db.Use(p); err != nil {
-		t.Fatalf("db.Use: %v", err)
-	}
-	if err := p.Migrate(context.Background(), db); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	return &env{db: db, p: p, clock: c}
-}
