@@ -113,11 +113,7 @@ func TestPgBouncerTransactionMode(t *testing.T) {
 		}
 		e.start(t)
 		eventually(t, func() bool { return slow.count() == 1 }, "the first poll consumed the warm-up message")
-		eventually(t, func() bool {
-			var n int64
-			e.db.Raw(`SELECT COUNT(*) FROM pg_stat_activity WHERE query = ?`, `LISTEN "asyncmonolith:public"`).Scan(&n)
-			return n == 1
-		}, "the listener subscribed on the server")
+		eventually(t, func() bool { return listeners(t, e.db) == 1 }, "the listener subscribed on the server")
 		if err := am.ProduceNow(ctx, producerDB(t, producer), Job{N: 2}); err != nil {
 			t.Fatal(err)
 		}

@@ -59,13 +59,7 @@ func TestListenDSNListensOutsideThePool(t *testing.T) {
 	e.start(t)
 	eventually(t, func() bool { return a.count() == 1 }, "the first poll consumed the warm-up message")
 	querySoon(t, e.db)
-	var schema string
-	e.db.Raw("SELECT current_schema()").Scan(&schema)
-	eventually(t, func() bool {
-		var n int64
-		e.db.Raw(`SELECT COUNT(*) FROM pg_stat_activity WHERE query = ?`, `LISTEN "asyncmonolith:`+schema+`"`).Scan(&n)
-		return n == 1
-	}, "the listener subscribed on its own connection")
+	eventually(t, func() bool { return listeners(t, e.db) == 1 }, "the listener subscribed on its own connection")
 	producer := instance(t, e.db, "postgres", am.Config{Now: e.clock.Now})
 	registerBoth(t, &env{db: e.db, p: producer})
 	if err := am.ProduceNow(context.Background(), producerDB(t, producer), OrderCancelled{OrderID: "x"}); err != nil {
@@ -87,11 +81,7 @@ func TestPollOnlyPollsAndHoldsNoConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, func() bool { return a.count() == 1 }, "polling found another instance's commit")
-	var schema string
-	e.db.Raw("SELECT current_schema()").Scan(&schema)
-	var n int64
-	e.db.Raw(`SELECT COUNT(*) FROM pg_stat_activity WHERE query = ?`, `LISTEN "asyncmonolith:`+schema+`"`).Scan(&n)
-	if n != 0 {
+	if n := listeners(t, e.db); n != 0 {
 		t.Fatalf("%d LISTEN sessions with PollOnly", n)
 	}
 }
@@ -120,4 +110,18 @@ func TestListenConfigValidation(t *testing.T) {
 			t.Errorf("the error shows the DSN's password: %v", err)
 		}
 	}
+}
+
+// listeners counts the PostgreSQL sessions listening for db's schema.
+func listeners(t *testing.T, db *gorm.DB) int64 {
+	t.Helper()
+	var schema string
+	var n int64
+	if err := db.Raw("SELECT current_schema()").Scan(&schema).Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Raw(`SELECT COUNT(*) FROM pg_stat_activity WHERE query = ?`, `LISTEN "asyncmonolith:`+schema+`"`).Scan(&n).Error; err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

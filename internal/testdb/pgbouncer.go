@@ -7,7 +7,6 @@ import (
 
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 )
 
 // PgBouncerExecMode is the pgx setting a pool through PgBouncer in transaction mode needs:
@@ -35,16 +34,7 @@ func PgBouncer(t testing.TB, opts ...Options) (*gorm.DB, string) {
 	if err := reachable("postgres"); err != nil {
 		t.Fatalf("testdb: PgBouncer test without a reachable PostgreSQL: %v", err)
 	}
-	var o Options
-	if len(opts) > 0 {
-		o = opts[0]
-	}
-	cfg := o.Config
-	if cfg == nil {
-		cfg = quiet()
-	} else if cfg.Logger == nil {
-		cfg.Logger = logger.Discard
-	}
+	o, cfg := options(opts)
 	name := "am_" + randomHex(6)
 	admin := mustOpen(t, postgres.Open(postgresDSN()), quiet())
 	mustExec(t, admin, "CREATE DATABASE "+name)
@@ -59,13 +49,6 @@ func PgBouncer(t testing.TB, opts ...Options) (*gorm.DB, string) {
 	if err != nil {
 		t.Fatalf("testdb: open through PgBouncer: %v", err)
 	}
-	sqlDB, err := db.DB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if o.MaxOpenConns > 0 {
-		sqlDB.SetMaxOpenConns(o.MaxOpenConns)
-	}
-	t.Cleanup(func() { sqlDB.Close() })
+	o.pool(t, db)
 	return db, postgresDSN() + " dbname=" + name
 }
