@@ -3,6 +3,7 @@ package asyncmonolith_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -124,4 +125,25 @@ func listeners(t *testing.T, db *gorm.DB) int64 {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestListenDSNOnAnotherDatabaseIsReported: a ListenDSN that reaches another database
+// would hear nothing; the listener says so in the log instead of listening in vain.
+func TestListenDSNOnAnotherDatabaseIsReported(t *testing.T) {
+	t.Parallel()
+	var logs syncBuffer
+	db := testdb.Open(t, "postgres")
+	var pooled string
+	if err := db.Raw("SELECT current_database()").Scan(&pooled).Error; err != nil {
+		t.Fatal(err)
+	}
+	other := "postgres"
+	if pooled == other {
+		other = "template1"
+	}
+	dsn := testdb.PostgresDSN("public") + " dbname=" + other
+	e := setupOn(t, db, am.Config{ListenDSN: dsn, Logger: newTextLogger(&logs)})
+	e.start(t)
+	want := fmt.Sprintf(`the listen DSN reaches database \"%s\", the pool database \"%s\"`, other, pooled)
+	eventually(t, func() bool { return strings.Contains(logs.String(), want) }, "the listener reported the other database")
 }

@@ -75,8 +75,8 @@ func (postgres) Listen(ctx context.Context, db *sql.DB, wake func()) error {
 // ListenDirect listens on a pgx connection of its own to dsn. The channel is named after
 // the pool's current schema, where the messages are written, whatever dsn's search_path.
 func (postgres) ListenDirect(ctx context.Context, db *sql.DB, dsn string, wake func()) error {
-	var schema string
-	if err := db.QueryRowContext(ctx, "SELECT current_schema()").Scan(&schema); err != nil {
+	var schema, database string
+	if err := db.QueryRowContext(ctx, "SELECT current_schema(), current_database()").Scan(&schema, &database); err != nil {
 		return err
 	}
 	pc, err := pgx.Connect(ctx, dsn)
@@ -88,6 +88,14 @@ func (postgres) ListenDirect(ctx context.Context, db *sql.DB, dsn string, wake f
 		defer cancel()
 		_ = pc.Close(closeCtx)
 	}()
+	// Notifications are per database: a listener on another one would hear nothing, silently.
+	var listenDB string
+	if err := pc.QueryRow(ctx, "SELECT current_database()").Scan(&listenDB); err != nil {
+		return err
+	}
+	if listenDB != database {
+		return fmt.Errorf("the listen DSN reaches database %q, the pool database %q: its notifications would never arrive", listenDB, database)
+	}
 	return listenOn(ctx, pc, schema, wake)
 }
 
