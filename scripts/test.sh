@@ -102,7 +102,7 @@ INI
     done
     stop_pgbouncer
   done
-  pgbouncer_problem="pgbouncer did not start (see $pgb_dir/pgbouncer.log and $pgb_dir/start.log)"
+  pgbouncer_problem="pgbouncer did not start: $(tail -n 3 "$pgb_dir/start.log" "$pgb_dir/pgbouncer.log" 2>/dev/null | tr '\n' ' ')"
   return 1
 }
 stop_pgbouncer() {
@@ -111,8 +111,12 @@ stop_pgbouncer() {
     rm -f "$pgb_dir/pgbouncer.pid"
   fi
 }
+cleanup_pgbouncer() {
+  stop_pgbouncer
+  [ -z "${pgb_dir:-}" ] || rm -rf "$pgb_dir"
+}
 if [ -z "${AM_PGBOUNCER_DSN:-}" ]; then
-  trap stop_pgbouncer EXIT
+  trap cleanup_pgbouncer EXIT
   if ! start_pgbouncer; then
     red "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
     red "!!! NO PGBOUNCER: $pgbouncer_problem"
