@@ -25,6 +25,7 @@ type processor struct {
 	running int           // runs holding a slot
 	freed   chan struct{} // signalled when enough slots are free to claim again
 	idle    chan struct{} // closed when running drops to 0 while draining
+	workers *workers
 }
 
 // completeAfterStop is how long outcomes are still recorded after a hard stop.
@@ -61,6 +62,8 @@ func (pr *processor) loop(fetchCtx, workCtx context.Context) {
 		c.in <- o
 		pr.release()
 	}
+	pr.workers = newWorkers()
+	defer pr.workers.stop()
 	// A staggered start keeps processors from polling in lockstep.
 	delay := time.Duration(rand.Int64N(int64(cfg.ProcessorMinDelay) + 1))
 	followUps, failures := 0, 0
@@ -172,8 +175,9 @@ func (pr *processor) claimAndRun(workCtx context.Context, n int, report func(out
 	pr.mu.Lock()
 	pr.running += len(c.rows)
 	pr.mu.Unlock()
-	for i := range c.rows {
-		p.startRun(workCtx, &c, i, report)
+	runs := p.newRuns(workCtx, &c, report)
+	for i := range runs {
+		pr.workers.start(&runs[i])
 	}
 	return len(c.rows), nil
 }
@@ -190,16 +194,20 @@ func (p *Plugin) processBatch(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 	slots := make(chan struct{}, p.cfg.ConsumerConcurrency)
-	outcomes := make([]outcome, len(c.rows))
+	outcomes := make([]outcome, 0, len(c.rows))
 	var wg sync.WaitGroup
-	for i := range c.rows {
+	var mu sync.Mutex
+	runs := p.newRuns(ctx, &c, func(o outcome) {
+		mu.Lock()
+		outcomes = append(outcomes, o)
+		mu.Unlock()
+		<-slots
+		wg.Done()
+	})
+	for i := range runs {
 		slots <- struct{}{}
 		wg.Add(1)
-		p.startRun(ctx, &c, i, func(o outcome) {
-			outcomes[i] = o
-			<-slots
-			wg.Done()
-		})
+		go runs[i].execute()
 	}
 	wg.Wait()
 	return len(c.rows), p.settle(context.WithoutCancel(ctx), outcomes)
