@@ -97,7 +97,7 @@ func failureCases(dialect string) []failureCase {
 		{name: "ErrorWithInvalidUTF8", consume: fails("bad \xff\xfe bytes: readable tail"), reason: keeps("bad ", " bytes: readable tail")},
 		{name: "ErrorTooLongCutInsideARune", consume: fails(longText), reason: func(t *testing.T, where, s string) {
 			t.Helper()
-			if !strings.HasPrefix(s, "readable start €€€") || len(s) < storedErrorMax-10 {
+			if !strings.Contains(s, "readable start €€€") || len(s) < storedErrorMax-10 {
 				t.Errorf("%s: stored error (%d bytes) does not keep the readable part: %.40q…", where, len(s), s)
 			}
 		}},
