@@ -103,24 +103,26 @@ func failureCases(dialect string) []failureCase {
 		}},
 		lockCase(dialect),
 	}
-	switch dialect {
-	case "postgres", "mysql":
-		sleep := "SELECT pg_sleep(1)"
-		if dialect == "mysql" {
-			sleep = "SELECT SLEEP(1)"
-		}
-		cases = append(cases, failureCase{
-			name:    "StatementOutlivesTimeout",
-			timeout: 200 * time.Millisecond,
-			consume: func(ctx context.Context, m *am.Message[Bad]) error {
-				if err := m.Tx.Exec(sleep).Error; err != nil {
-					return err
-				}
-				return ctx.Err() // SLEEP may return early, without an error, when killed
-			},
-			reason: keeps("timed out"),
-		})
-	}
+	// A statement that outlives its consumer's 200 ms timeout; both servers' drivers close
+	// the connection when the context ends. SQLite has no sleep: a long recursive query,
+	// which the driver interrupts when the context ends.
+	long := map[string]string{
+		"postgres": "SELECT pg_sleep(1)",
+		"mysql":    "SELECT SLEEP(1)",
+		"sqlite":   "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 1000000000) SELECT count(*) FROM r",
+	}[dialect]
+	cases = append(cases, failureCase{
+		name:    "StatementOutlivesTimeout",
+		timeout: 200 * time.Millisecond,
+		consume: func(ctx context.Context, m *am.Message[Bad]) error {
+			var v int64
+			if err := m.Tx.Raw(long).Scan(&v).Error; err != nil {
+				return err
+			}
+			return ctx.Err() // SLEEP may return early, without an error, when killed
+		},
+		reason: keeps("timed out"),
+	})
 	if dialect == "mysql" {
 		cases = append(cases, packetCases()...)
 	}
