@@ -5,21 +5,26 @@ import "time"
 // Times in the three tables are Unix milliseconds (UTC), set by the application's clock
 // (Config.Now), never by the database's: the same rule holds on every database.
 
-// ConsumerMessage is a row of consumer_messages: one pending delivery of a payload to one
-// consumer. Produce writes one row per consumer of the payload type; a processor deletes
-// it when the consumer succeeds.
+// ConsumerMessage is a row of consumer_messages: one delivery of a payload to one consumer,
+// pending or running. Produce writes one row per consumer of the payload type; a processor
+// claims it for a lease, and deletes it when the consumer succeeds.
 type ConsumerMessage struct {
 	ID             string  `gorm:"primaryKey;size:64;index:idx_consumer_messages_fetch,priority:3"`
 	CreatedAt      int64   `gorm:"not null;autoCreateTime:false;index:idx_consumer_messages_fetch,priority:2"`
 	AvailableAfter int64   `gorm:"not null;index:idx_consumer_messages_fetch,priority:1"`
 	Attempts       int     `gorm:"not null;default:0"`
-	ConsumerType   string  `gorm:"size:255;not null;uniqueIndex:ux_consumer_messages_insert_id_consumer_type,priority:2"`
+	ConsumerType   string  `gorm:"size:255;not null;uniqueIndex:ux_consumer_messages_pending_insert_id,priority:2"`
 	PayloadType    string  `gorm:"size:255;not null"`
 	Payload        string  `gorm:"not null"`
-	InsertID       string  `gorm:"column:insert_id;size:255;not null;uniqueIndex:ux_consumer_messages_insert_id_consumer_type,priority:1"`
+	InsertID       string  `gorm:"column:insert_id;size:255;not null;uniqueIndex:ux_consumer_messages_pending_insert_id,priority:1"`
 	TraceID        *string `gorm:"size:32"`
 	SpanID         *string `gorm:"size:16"`
 	LastError      *string
+	// Pending is true while the message waits and NULL while a processor has claimed it
+	// (a claim also moves AvailableAfter to the end of its lease). The unique index on
+	// (insert_id, consumer_type, pending) so allows one pending message per insert id
+	// beside any running ones: every database treats NULLs as distinct in a unique index.
+	Pending *bool `gorm:"default:true;uniqueIndex:ux_consumer_messages_pending_insert_id,priority:3"`
 
 	// freshID marks a row whose insert id this process generated: it cannot collide with
 	// a pending row, so its INSERT needs no duplicate handling (cheaper on PostgreSQL).

@@ -38,7 +38,7 @@ type Plugin struct {
 
 	wake *waker
 
-	buffers sync.Pool // *batchBuffers, reused from batch to batch
+	txSlots chan struct{} // one per open Message.Tx (Config.MaxMessageTxs)
 }
 
 // New returns a plugin with the given config. The config is validated when the plugin is
@@ -79,6 +79,7 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	p.now = cfg.Now
 	p.dialect = d
 	p.breaker = newBreakers(cfg)
+	p.txSlots = make(chan struct{}, cfg.MaxMessageTxs)
 	p.db = db.Session(&gorm.Session{NewDB: true})
 	if err := p.buildStatements(db); err != nil {
 		return fmt.Errorf("asyncmonolith: build statements: %w", err)
@@ -95,6 +96,13 @@ func (p *Plugin) Migrate(ctx context.Context, db *gorm.DB) error {
 	if err := db.WithContext(ctx).AutoMigrate(models()...); err != nil {
 		return fmt.Errorf("asyncmonolith: migrate: %w", err)
 	}
+	// Before leases, the unique index left out pending (migrations/*/0002_leases or 0003):
+	// it would make a running message block its insert id.
+	if m := db.WithContext(ctx).Migrator(); m.HasIndex(&ConsumerMessage{}, legacyInsertIDIndex) {
+		if err := m.DropIndex(&ConsumerMessage{}, legacyInsertIDIndex); err != nil {
+			return fmt.Errorf("asyncmonolith: migrate: drop %s: %w", legacyInsertIDIndex, err)
+		}
+	}
 	d, err := dialect.For(db)
 	if err != nil {
 		return fmt.Errorf("asyncmonolith: migrate: %w", err)
@@ -104,6 +112,10 @@ func (p *Plugin) Migrate(ctx context.Context, db *gorm.DB) error {
 	}
 	return nil
 }
+
+// legacyInsertIDIndex is the unique index on (insert_id, consumer_type) of schemas created
+// before leases.
+const legacyInsertIDIndex = "ux_consumer_messages_insert_id_consumer_type"
 
 // pluginOf returns the plugin registered on db.
 func pluginOf(db *gorm.DB) (*Plugin, error) {
@@ -141,7 +153,8 @@ type running struct {
 
 // Start starts the consumer processors (and the scheduled-message processors) in the
 // background. They run until Stop, or until ctx is cancelled (which is a hard stop:
-// running consumers see their context cancelled and their batches roll back).
+// running consumers see their context cancelled and their messages are due again at once,
+// without counting an attempt).
 // On SQLite, asking for more than one processor fails with ErrConcurrencyUnsupported and
 // starts nothing.
 func (p *Plugin) Start(ctx context.Context) error {
@@ -190,10 +203,10 @@ func (p *Plugin) checkConcurrency() error {
 	return p.checkScheduleConcurrency()
 }
 
-// Stop stops the processors gracefully: no new batches are fetched and running consumers
-// finish. If ctx ends first, running consumers are cancelled, their batches roll back (so
-// their messages run again later, without counting an attempt), and Stop returns ctx's
-// error once every processor goroutine has returned.
+// Stop stops the processors gracefully: no new messages are claimed, running consumers
+// finish and their outcomes are recorded. If ctx ends first, running consumers are
+// cancelled, their messages are made due again at once without counting an attempt, and
+// Stop returns ctx's error once every processor goroutine has returned.
 func (p *Plugin) Stop(ctx context.Context) error {
 	p.mu.Lock()
 	r := p.run
@@ -217,8 +230,9 @@ func (p *Plugin) Stop(ctx context.Context) error {
 	}
 }
 
-// ProcessBatch fetches and processes one batch of due messages synchronously, as a
-// processor would, and returns how many messages it fetched. It is for tests and tools
+// ProcessBatch claims and processes one batch of due messages synchronously (its consumers
+// run concurrently, up to ConsumerConcurrency), records their outcomes, and returns how
+// many messages it claimed. It is for tests and tools
 // that drive the queue without Start; it may run beside started processors.
 func (p *Plugin) ProcessBatch(ctx context.Context) (int, error) {
 	p.mu.Lock()
@@ -227,8 +241,7 @@ func (p *Plugin) ProcessBatch(ctx context.Context) (int, error) {
 	if !ready {
 		return 0, ErrNotRegistered
 	}
-	pr := &processor{p: p, index: -1}
-	return pr.batch(ctx)
+	return p.processBatch(ctx)
 }
 
 // listen wakes the processors when another process commits messages, where the database

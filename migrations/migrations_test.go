@@ -130,7 +130,7 @@ func TestSQLFilesMatchAutoMigrate(t *testing.T) {
 			if a != b {
 				t.Fatalf("schemas differ\n--- SQL files:\n%s\n--- AutoMigrate:\n%s", a, b)
 			}
-			if !strings.Contains(a, "ux_consumer_messages_insert_id_consumer_type [insert_id consumer_type] unique=true") ||
+			if !strings.Contains(a, "ux_consumer_messages_pending_insert_id [insert_id consumer_type pending] unique=true") ||
 				!strings.Contains(a, "idx_consumer_messages_fetch [available_after created_at id]") {
 				t.Fatalf("indexes missing:\n%s", a)
 			}
@@ -227,4 +227,7 @@ func ExampleSQL() {
 	// CREATE OR REPLACE FUNCTION asyncmonolith_notify() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_notify('asyncmonolith:' || TG_TABLE_SCHEMA, ''); RETURN NULL; END $$
 	// DROP TRIGGER IF EXISTS asyncmonolith_notify ON consumer_messages
 	// CREATE TRIGGER asyncmonolith_notify AFTER INSERT ON consumer_messages FOR EACH STATEMENT EXECUTE FUNCTION asyncmonolith_notify()
+	// ALTER TABLE "consumer_messages" ADD COLUMN "pending" boolean DEFAULT true
+	// DROP INDEX IF EXISTS "ux_consumer_messages_insert_id_consumer_type"
+	// CREATE UNIQUE INDEX "ux_consumer_messages_pending_insert_id" ON "consumer_messages"
 }
