@@ -1,5 +1,3 @@
-//go:build leases
-
 package asyncmonolith_test
 
 import (
