@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	am "github.com/asyncmonolith/asyncmonolith"
+	"github.com/asyncmonolith/asyncmonolith/internal/testdb"
 	"gorm.io/gorm"
 )
 
@@ -288,7 +289,11 @@ func packetCases() []failureCase {
 }
 
 func runFailureCase(t *testing.T, dialect string, c failureCase) {
-	e := setup(t, dialect, quiet(am.Config{AttemptDelay: time.Minute, AbandonGrace: 200 * time.Millisecond}))
+	// DefaultConsumerTimeout is generous: only the cases that time out on purpose set one, and
+	// the multi-MB payloads take seconds to decode under the race detector. The pool is
+	// capped because every Message.Tx holds a connection and the servers are shared.
+	e := setup(t, dialect, quiet(am.Config{AttemptDelay: time.Minute, AbandonGrace: 200 * time.Millisecond,
+		DefaultConsumerTimeout: time.Minute}), testdb.Options{MaxOpenConns: 10})
 	if err := e.db.AutoMigrate(&Written{}); err != nil {
 		t.Fatal(err)
 	}
