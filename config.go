@@ -42,7 +42,7 @@ const (
 	BreakerMaxCooldownDefault = 5 * time.Minute
 	// MaxMessageTxsDefault is how many Message.Tx transactions one plugin keeps open at
 	// once: each holds a database connection, and a server has a few hundred at most.
-	MaxMessageTxsDefault = 20
+	MaxMessageTxsDefault = 10
 	// LeaseMarginDefault is how much longer than its longest possible run a claim holds
 	// its messages, for the completion to land.
 	LeaseMarginDefault = 10 * time.Second
@@ -228,7 +228,7 @@ func (c Config) validate() error {
 	case c.ConsumerConcurrency < 1 || c.ConsumerConcurrency > ConsumerConcurrencyMax:
 		return &ConfigError{"ConsumerConcurrency", c.ConsumerConcurrency, "must be between 1 and 10000 (0 means 200)"}
 	case c.MaxMessageTxs < 1 || c.MaxMessageTxs > ConsumerConcurrencyMax:
-		return &ConfigError{"MaxMessageTxs", c.MaxMessageTxs, "must be between 1 and 10000 (0 means 20)"}
+		return &ConfigError{"MaxMessageTxs", c.MaxMessageTxs, "must be between 1 and 10000 (0 means 10)"}
 	case c.DefaultConsumerTimeout < 0 || c.DefaultConsumerTimeout > ConsumerTimeoutMax:
 		return &ConfigError{"DefaultConsumerTimeout", c.DefaultConsumerTimeout, "must be between 0 (default 10s) and 1h"}
 	case c.ScheduleProcessors < 1 || c.ScheduleProcessors > 100:

@@ -67,6 +67,7 @@ func (pr *processor) loop(fetchCtx, workCtx context.Context) {
 	// A staggered start keeps processors from polling in lockstep.
 	delay := time.Duration(rand.Int64N(int64(cfg.ProcessorMinDelay) + 1))
 	followUps, failures := 0, 0
+	var lastClaim time.Time
 	timer := time.NewTimer(delay)
 	defer timer.Stop()
 	for {
@@ -79,10 +80,20 @@ func (pr *processor) loop(fetchCtx, workCtx context.Context) {
 		case <-timer.C:
 		}
 		free := pr.free()
-		if free < pr.claimThreshold() {
+		if free == 0 {
 			continue // a run ending signals freed
 		}
+		if free < pr.claimThreshold() {
+			// Runs ending one by one must not each cost a claim, but slots that long runs
+			// leave free must not stay idle either: claim what fits at most every
+			// ProcessorMinDelay.
+			if wait := time.Until(lastClaim.Add(cfg.ProcessorMinDelay)); wait > 0 {
+				resetTimer(timer, wait)
+				continue
+			}
+		}
 		want := min(free, cfg.ProcessorBatchSize)
+		lastClaim = time.Now()
 		n, err := pr.claimAndRun(workCtx, want, report)
 		switch {
 		case fetchCtx.Err() != nil:
@@ -109,14 +120,19 @@ func (pr *processor) loop(fetchCtx, workCtx context.Context) {
 			followUps = 0
 			delay = jitter(cfg.ProcessorMaxDelay)
 		}
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
-			}
-		}
-		timer.Reset(delay)
+		resetTimer(timer, delay)
 	}
+}
+
+// resetTimer sets t to fire after d, discarding a firing not yet received.
+func resetTimer(t *time.Timer, d time.Duration) {
+	if !t.Stop() {
+		select {
+		case <-t.C:
+		default:
+		}
+	}
+	t.Reset(d)
 }
 
 // claimThreshold is how many slots must be free before the processor claims again: half a
@@ -136,17 +152,14 @@ func (pr *processor) free() int {
 func (pr *processor) release() {
 	pr.mu.Lock()
 	pr.running--
-	free := pr.p.cfg.ConsumerConcurrency - pr.running
 	if pr.running == 0 && pr.idle != nil {
 		close(pr.idle)
 		pr.idle = nil
 	}
 	pr.mu.Unlock()
-	if free == pr.claimThreshold() || free == pr.p.cfg.ConsumerConcurrency {
-		select {
-		case pr.freed <- struct{}{}:
-		default:
-		}
+	select { // coalesced: one pending signal stands for any number of ended runs
+	case pr.freed <- struct{}{}:
+	default:
 	}
 }
 

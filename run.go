@@ -244,7 +244,9 @@ func (r *run) conclude(err error, abandoned bool) outcome {
 			p.breaker.record(row.ConsumerType, nil, p.now())
 			return o
 		}
-		lost = dialect.Unavailable(err)
+		// A deadlock or a lost connection at the completion: a conflict, not the
+		// consumer's failure (its writes were rolled back; it runs again).
+		lost = dialect.Unavailable(err) || p.dialect.Retryable(err)
 	default:
 		lost = r.mtx.rollback()
 	}
