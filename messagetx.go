@@ -29,11 +29,12 @@ type messageTx struct {
 	mu     sync.Mutex
 	txCtx  context.Context
 	cancel context.CancelFunc // set with txCtx; guarded by mu, and called by abandon via stop
-	tx     *gorm.DB           // nil until the first statement
+	tx     txHandle           // nil until the first statement
+	conn_  *sql.Conn          // tx's kept connection (see txConns), if any
 	err    error              // the begin failed: every statement reports it
 	closed atomic.Bool
 	stop   atomic.Pointer[context.CancelFunc] // cancel, for abandon (which must not wait for mu)
-	slot   atomic.Bool                        // holds one of the plugin's txSlots
+	slot   atomic.Bool                        // holds one of the plugin's Message.Tx slots
 }
 
 var (
@@ -48,29 +49,28 @@ func (m *messageTx) conn(ctx context.Context) (gorm.ConnPool, error) {
 		return nil, ErrConsumerAbandoned
 	}
 	if m.tx == nil && m.err == nil {
-		select {
-		case m.p.txSlots <- struct{}{}:
-			m.slot.Store(true)
-		case <-ctx.Done():
-			return nil, fmt.Errorf("asyncmonolith: waiting for a Message.Tx slot (Config.MaxMessageTxs): %w", ctx.Err())
+		if err := m.p.txConns.acquire(ctx); err != nil {
+			return nil, err
 		}
+		m.slot.Store(true)
 		m.txCtx, m.cancel = context.WithDeadline(m.parent, m.deadline)
 		m.stop.Store(&m.cancel)
 		if m.closed.Load() { // abandoned meanwhile
 			m.cancel()
+			m.freeSlot()
 			return nil, ErrConsumerAbandoned
 		}
-		tx := m.p.db.WithContext(m.txCtx).Begin(m.p.dialect.ProcessorTxOptions())
-		if tx.Error != nil {
-			m.err = fmt.Errorf("asyncmonolith: begin Message.Tx: %w", tx.Error)
+		tx, c, err := m.p.txConns.begin(m.txCtx, m.p.dialect.ProcessorTxOptions())
+		if err != nil {
+			m.err = fmt.Errorf("asyncmonolith: begin Message.Tx: %w", err)
 		} else {
-			m.tx = tx
+			m.tx, m.conn_ = tx, c
 		}
 	}
 	if m.err != nil {
 		return nil, m.err
 	}
-	return m.tx.Statement.ConnPool, nil
+	return m.tx, nil
 }
 
 func (m *messageTx) PrepareContext(ctx context.Context, query string) (*sql.Stmt, error) {
@@ -138,13 +138,28 @@ func (m *messageTx) abandon() {
 		(*c)()
 	}
 	m.freeSlot()
+	go func() { // once the stuck statement has returned (its context is cancelled)
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if m.tx != nil {
+			_ = m.tx.Rollback()
+		}
+		m.p.txConns.put(m.conn_, false)
+		m.tx, m.conn_ = nil, nil
+	}()
 }
 
 // freeSlot gives the transaction's slot back, once.
 func (m *messageTx) freeSlot() {
 	if m.slot.CompareAndSwap(true, false) {
-		<-m.p.txSlots
+		m.p.txConns.release()
 	}
+}
+
+// end gives the transaction's connection back after its commit or rollback; m.mu is held.
+func (m *messageTx) end(err error) {
+	m.p.txConns.put(m.conn_, err == nil)
+	m.tx, m.conn_ = nil, nil
 }
 
 // rollback ends Message.Tx after a failed run. It reports whether the transaction's
@@ -161,7 +176,9 @@ func (m *messageTx) rollback() (lost bool) {
 		return dialect.Unavailable(m.err)
 	}
 	if m.tx != nil {
-		if err := m.tx.Rollback().Error; err != nil && dialect.Unavailable(err) {
+		err := m.tx.Rollback()
+		m.end(err)
+		if err != nil && dialect.Unavailable(err) {
 			return true
 		}
 	}
@@ -182,19 +199,23 @@ func (m *messageTx) finish(lease int64, locator string) error {
 	if m.err != nil {
 		return m.err
 	}
-	conn := m.tx.Statement.ConnPool
+	if m.tx == nil {
+		return ErrConsumerAbandoned
+	}
 	q, args := m.p.dialect.DeleteLocated("consumer_messages", []string{locator}, lease)
-	res, err := conn.ExecContext(m.txCtx, q, args...)
+	res, err := m.tx.ExecContext(m.txCtx, q, args...)
 	if err != nil {
-		m.tx.Rollback()
+		m.end(m.tx.Rollback())
 		return fmt.Errorf("asyncmonolith: complete message: %w", err)
 	}
 	if n, err := res.RowsAffected(); err != nil || n != 1 {
-		m.tx.Rollback()
+		m.end(m.tx.Rollback())
 		return ErrLeaseLost
 	}
-	if err := m.tx.Commit().Error; err != nil {
+	if err := m.tx.Commit(); err != nil {
+		m.end(err)
 		return fmt.Errorf("asyncmonolith: commit Message.Tx: %w", err)
 	}
+	m.end(nil)
 	return nil
 }

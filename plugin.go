@@ -38,7 +38,7 @@ type Plugin struct {
 
 	wake *waker
 
-	txSlots chan struct{} // one per open Message.Tx (Config.MaxMessageTxs)
+	txConns *txConns // the connections of Message.Tx transactions
 }
 
 // New returns a plugin with the given config. The config is validated when the plugin is
@@ -82,8 +82,8 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	p.now = cfg.Now
 	p.dialect = d
 	p.breaker = newBreakers(cfg)
-	p.txSlots = make(chan struct{}, cfg.MaxMessageTxs)
 	p.db = db.Session(&gorm.Session{NewDB: true})
+	p.txConns = newTxConns(p.db, cfg.MaxMessageTxs)
 	if err := p.buildStatements(db); err != nil {
 		return fmt.Errorf("asyncmonolith: build statements: %w", err)
 	}
@@ -223,7 +223,11 @@ func (p *Plugin) Start(ctx context.Context) error {
 	}
 	// A run ended by its Start context stays p.run until the next Start or Stop, which
 	// wait for done and report it.
-	go func() { r.wg.Wait(); close(r.done) }()
+	go func() {
+		r.wg.Wait()
+		p.txConns.closeIdle() // kept Message.Tx connections go back to the pool
+		close(r.done)
+	}()
 	p.run = r
 	return nil
 }

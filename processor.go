@@ -119,6 +119,7 @@ func (pr *processor) loop(fetchCtx, workCtx context.Context) {
 			failures = 0
 			followUps = 0
 			delay = jitter(cfg.ProcessorMaxDelay)
+			p.txConns.trim() // a quiet queue: kept Message.Tx connections go back to the pool
 		}
 		resetTimer(timer, delay)
 	}
