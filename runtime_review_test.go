@@ -1,0 +1,199 @@
+package asyncmonolith_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	am "github.com/asyncmonolith/asyncmonolith"
+	"gorm.io/gorm"
+)
+
+// Adversarial tests of the lease runtime (issue 12's review). Each names the defect it
+// pins down; see the review report.
+
+// ProcessBatch claims a whole batch for one lease but runs only ConsumerConcurrency of it
+// at a time: a message that waits for a slot can outlive its lease before it even starts,
+// and another instance then claims it and runs it too.
+func TestReviewProcessBatchLeaseCoversMessagesWaitingForASlot(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		cfg := am.Config{ConsumerConcurrency: 1, ProcessorBatchSize: 4, DefaultConsumerTimeout: 10 * time.Second,
+			AbandonGrace: time.Second, LeaseMargin: time.Second} // lease: 12 s
+		e := setup(t, dialect, cfg)
+		cfg.Now = e.clock.Now
+		other := instance(t, e.db, dialect, cfg)
+		var mu sync.Mutex
+		runs := map[int]int{}
+		var firstRuns atomic.Int32
+		var otherErr error
+		consume := func(first bool) am.ConsumerFunc[Job] {
+			return func(ctx context.Context, m *am.Message[Job]) error {
+				mu.Lock()
+				runs[m.Payload.N]++
+				mu.Unlock()
+				if !first {
+					return nil
+				}
+				// Each run takes 9 s of its 10 s timeout.
+				e.clock.Advance(9 * time.Second)
+				if firstRuns.Add(1) == 2 {
+					// 18 s after the claim: its lease has ended; another instance claims
+					// what is due.
+					_, otherErr = other.ProcessBatch(ctx)
+				}
+				return nil
+			}
+		}
+		if err := am.Register[Job](e.p, consume(true), am.WithName("Slow")); err != nil {
+			t.Fatal(err)
+		}
+		if err := am.Register[Job](other, consume(false), am.WithName("Slow")); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.db.Transaction(func(tx *gorm.DB) error {
+			return am.ProduceBatch(tx, []Job{{N: 1}, {N: 2}, {N: 3}, {N: 4}}).Error
+		}); err != nil {
+			t.Fatal(err)
+		}
+		for mustBatch(t, e) > 0 {
+		}
+		if otherErr != nil {
+			t.Fatalf("other instance's ProcessBatch: %v", otherErr)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for n := 1; n <= 4; n++ {
+			if runs[n] != 1 {
+				t.Errorf("message %d ran %d times, want 1 (runs: %v, counters: %+v)", n, runs[n], runs, e.p.Counters())
+			}
+		}
+	})
+}
+
+// A message whose id is in poisoned_messages already (a row written by hand, an old copy)
+// cannot be poisoned: the copy violates the primary key, setting it apart poisons it
+// again, and the message is left claimed, to run once more every lease, forever.
+func TestReviewPoisonWhenItsIDIsPoisonedAlready(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		e := setup(t, dialect, am.Config{})
+		var ran atomic.Int32
+		failing := am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {
+			ran.Add(1)
+			return errors.New("always fails")
+		})
+		if err := am.Register[Job](e.p, failing, am.WithName("Failer"), am.WithAttempts(1)); err != nil {
+			t.Fatal(err)
+		}
+		now := e.clock.Now().UnixMilli()
+		if err := e.db.Create(&am.PoisonedMessage{ID: "dup-1", CreatedAt: now - 1000, AvailableAfter: now - 1000, Attempts: 1,
+			ConsumerType: "Failer", PayloadType: "Job", Payload: `{"n":0}`, InsertID: "old", LastError: "old failure", PoisonedAt: now}).Error; err != nil {
+			t.Fatal(err)
+		}
+		yes := true
+		if err := e.db.Create(&am.ConsumerMessage{ID: "dup-1", CreatedAt: now, AvailableAfter: now, ConsumerType: "Failer",
+			PayloadType: "Job", Payload: `{"n":1}`, InsertID: "dup-1", Pending: &yes}).Error; err != nil {
+			t.Fatal(err)
+		}
+		mustBatch(t, e)
+		e.clock.Advance(time.Hour) // far past any lease
+		mustBatch(t, e)
+		if n := ran.Load(); n != 1 {
+			t.Errorf("a message with one attempt ran %d times", n)
+		}
+		if n := e.count(t, &am.ConsumerMessage{}, "id = ?", "dup-1"); n != 0 {
+			var row am.ConsumerMessage
+			e.db.First(&row, "id = ?", "dup-1")
+			t.Errorf("message still in consumer_messages after its last attempt: attempts=%d pending=%v error=%v",
+				row.Attempts, row.Pending, row.LastError)
+		}
+	})
+}
+
+// A twin produced while a message runs stands when the running one fails: the retry must
+// neither violate the unique index nor lose either message silently (README, Deduplication).
+func TestReviewFailedRunBesideANewerTwin(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		e := setup(t, dialect, am.Config{AttemptDelay: time.Second})
+		var mu sync.Mutex
+		var seen []int
+		c := am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {
+			mu.Lock()
+			seen = append(seen, m.Payload.N)
+			mu.Unlock()
+			if m.Payload.N == 1 {
+				if err := am.ProduceNow(ctx, e.db, Job{N: 2}, am.InsertID("twin")); err != nil {
+					return fmt.Errorf("produce twin: %w", err)
+				}
+				return errors.New("first fails after its twin was produced")
+			}
+			return nil
+		})
+		if err := am.Register[Job](e.p, c, am.WithName("Twin")); err != nil {
+			t.Fatal(err)
+		}
+		if err := am.ProduceNow(context.Background(), e.db, Job{N: 1}, am.InsertID("twin")); err != nil {
+			t.Fatal(err)
+		}
+		mustBatch(t, e)
+		var rows []am.ConsumerMessage
+		if err := e.db.Where("insert_id = ?", "twin").Find(&rows).Error; err != nil {
+			t.Fatal(err)
+		}
+		if len(rows) != 1 || rows[0].Payload != `{"n":2}` || rows[0].Attempts != 0 {
+			t.Fatalf("after the failed run: %d rows for the insert id, want only the newer twin: %+v", len(rows), rows)
+		}
+		e.clock.Advance(time.Minute)
+		mustBatch(t, e)
+		if e.pending(t) != 0 {
+			t.Fatal("the twin was not consumed")
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if fmt.Sprint(seen) != "[1 2]" {
+			t.Fatalf("runs saw payloads %v, want [1 2]", seen)
+		}
+	})
+}
+
+// A consumer that keeps Message.Tx and uses it after its run gets ErrConsumerAbandoned from
+// every statement, Row() included: not a bare context.Canceled that names nothing.
+func TestReviewMessageTxUsedAfterItsRunFailsWithATypedError(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		e := setup(t, dialect, am.Config{})
+		kept := make(chan *am.Message[Job], 1)
+		c := am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {
+			var n int
+			if err := m.Tx.Raw("SELECT 1").Row().Scan(&n); err != nil || n != 1 {
+				return fmt.Errorf("row during the run: %d, %w", n, err)
+			}
+			kept <- m
+			return nil
+		})
+		if err := am.Register[Job](e.p, c, am.WithName("Keeper")); err != nil {
+			t.Fatal(err)
+		}
+		if err := am.ProduceNow(context.Background(), e.db, Job{N: 1}); err != nil {
+			t.Fatal(err)
+		}
+		mustBatch(t, e)
+		if e.pending(t) != 0 {
+			t.Fatal("the message was not completed")
+		}
+		m := <-kept
+		if err := m.Tx.Exec("SELECT 1").Error; !errors.Is(err, am.ErrConsumerAbandoned) {
+			t.Errorf("Exec after the run: %v, want ErrConsumerAbandoned", err)
+		}
+		var n int
+		if err := m.Tx.Raw("SELECT 1").Row().Scan(&n); !errors.Is(err, am.ErrConsumerAbandoned) {
+			t.Errorf("Row().Scan after the run: %v, want ErrConsumerAbandoned", err)
+		}
+	})
+}
