@@ -56,8 +56,9 @@ func (m *messageTx) conn(ctx context.Context) (gorm.ConnPool, error) {
 		}
 		m.txCtx, m.cancel = context.WithDeadline(m.parent, m.deadline)
 		m.stop.Store(&m.cancel)
-		if m.closed.Load() { // abandoned meanwhile
+		if m.closed.Load() { // abandoned meanwhile: abandon may have run before the slot was marked held
 			m.cancel()
+			m.freeSlot()
 			return nil, ErrConsumerAbandoned
 		}
 		tx := m.p.db.WithContext(m.txCtx).Begin(m.p.dialect.ProcessorTxOptions())
@@ -108,8 +109,13 @@ func (m *messageTx) QueryRowContext(ctx context.Context, query string, args ...a
 	defer m.mu.Unlock()
 	c, err := m.conn(ctx)
 	if err != nil {
-		// *sql.Row cannot carry an error of ours: run the query on a dead context of the
-		// plugin's pool so that Scan reports the failure.
+		// *sql.Row cannot carry an error of ours: run the query on a context that is done
+		// with err, so that Scan reports it. (database/sql reports ctx.Err(), not a
+		// cancellation's cause: a plain cancelled context would make every failure here a
+		// bare context.Canceled.)
+		if sqlDB, dbErr := m.p.db.DB(); dbErr == nil {
+			return sqlDB.QueryRowContext(failedContext{ctx, fmt.Errorf("%w (%w)", err, context.Canceled)}, query, args...)
+		}
 		dead, cancel := context.WithCancelCause(ctx)
 		cancel(err)
 		return m.p.db.Statement.ConnPool.QueryRowContext(dead, query, args...)
@@ -198,3 +204,14 @@ func (m *messageTx) finish(lease int64, locator string) error {
 	}
 	return nil
 }
+
+// failedContext is a context that is done, with err (which wraps context.Canceled).
+type failedContext struct {
+	context.Context
+	err error
+}
+
+var closedDone = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+func (c failedContext) Done() <-chan struct{} { return closedDone }
+func (c failedContext) Err() error            { return c.err }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	am "github.com/asyncmonolith/asyncmonolith"
+	"github.com/asyncmonolith/asyncmonolith/internal/testdb"
 	"gorm.io/gorm"
 )
 
@@ -194,6 +195,72 @@ func TestReviewMessageTxUsedAfterItsRunFailsWithATypedError(t *testing.T) {
 		var n int
 		if err := m.Tx.Raw("SELECT 1").Row().Scan(&n); !errors.Is(err, am.ErrConsumerAbandoned) {
 			t.Errorf("Row().Scan after the run: %v, want ErrConsumerAbandoned", err)
+		}
+	})
+}
+
+type reviewHold struct{ N int }
+type reviewWait struct{ N int }
+
+// A consumer that honours its context but whose first Message.Tx statement waits for a
+// pooled connection (a pool of one, held by another consumer's Message.Tx) stays blocked
+// past its timeout: the begin waits with the transaction's context (timeout + AbandonGrace
+// + LeaseMargin), not the statement's, so the consumer cannot return when its context
+// ends and is in the end reported as having ignored it.
+func TestReviewMessageTxWaitingForAConnectionEndsWithItsContext(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		e := setup(t, dialect, am.Config{ConsumerConcurrency: 2, AbandonGrace: time.Minute, LeaseMargin: time.Minute},
+			testdb.Options{MaxOpenConns: 1})
+		holding, release, waited := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+		hold := am.ConsumerFunc[reviewHold](func(ctx context.Context, m *am.Message[reviewHold]) error {
+			if err := m.Tx.Exec("SELECT 1").Error; err != nil {
+				return err
+			}
+			close(holding)
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return nil
+		})
+		wait := am.ConsumerFunc[reviewWait](func(ctx context.Context, m *am.Message[reviewWait]) error {
+			<-holding
+			err := m.Tx.Exec("SELECT 1").Error // waits for the holder's connection
+			waited <- err
+			return err
+		})
+		if err := am.Register[reviewHold](e.p, hold, am.WithName("Holder"), am.WithTimeout(5*time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		if err := am.Register[reviewWait](e.p, wait, am.WithName("Waiter"), am.WithTimeout(100*time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.db.Transaction(func(tx *gorm.DB) error {
+			if err := am.Produce(tx, reviewHold{N: 1}).Error; err != nil {
+				return err
+			}
+			return am.Produce(tx, reviewWait{N: 1}).Error
+		}); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { _, err := e.p.ProcessBatch(context.Background()); done <- err }()
+		t.Cleanup(func() {
+			close(release)
+			<-done
+		})
+		var got error
+		eventually(t, func() bool {
+			select {
+			case got = <-waited:
+				return true
+			default:
+				return false
+			}
+		}, "the waiting consumer's statement returned while the holder kept the connection")
+		if !errors.Is(got, context.DeadlineExceeded) {
+			t.Errorf("the waiting statement returned %v, want its context's deadline", got)
 		}
 	})
 }
