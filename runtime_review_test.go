@@ -264,3 +264,84 @@ func TestReviewMessageTxWaitingForAConnectionEndsWithItsContext(t *testing.T) {
 		}
 	})
 }
+
+// Rows written by hand: a claim whose process crashed (pending NULL, its lease in the
+// past) is claimed again and consumed without an attempt counted, and a row whose pending
+// is false must not make a second pending message for its insert id.
+func TestReviewRowsWrittenByHand(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		e := setup(t, dialect, am.Config{})
+		r := &recorder[Job]{}
+		if err := am.Register[Job](e.p, r, am.WithName("Hand")); err != nil {
+			t.Fatal(err)
+		}
+		now := e.clock.Now().UnixMilli()
+		if err := e.db.Exec("INSERT INTO consumer_messages (id, created_at, available_after, attempts, consumer_type, payload_type, payload, insert_id, pending) VALUES (?, ?, ?, 0, 'Hand', 'Job', ?, ?, NULL)",
+			"crashed-1", now-60_000, now-1, `{"n":1}`, "crashed-1").Error; err != nil {
+			t.Fatal(err)
+		}
+		mustBatch(t, e)
+		if r.count() != 1 || e.pending(t) != 0 {
+			t.Fatalf("a crashed claim: ran %d times, %d rows left; want 1 and 0", r.count(), e.pending(t))
+		}
+		if err := e.db.Exec("INSERT INTO consumer_messages (id, created_at, available_after, attempts, consumer_type, payload_type, payload, insert_id, pending) VALUES (?, ?, ?, 0, 'Hand', 'Job', ?, ?, ?)",
+			"false-1", now, now+60_000, `{"n":2}`, "hand-id", false).Error; err != nil {
+			t.Logf("pending = false is refused: %v", err)
+			return
+		}
+		if err := am.ProduceNow(context.Background(), e.db, Job{N: 3}, am.InsertID("hand-id")); err != nil {
+			t.Fatal(err)
+		}
+		if n := e.count(t, &am.ConsumerMessage{}, "insert_id = ?", "hand-id"); n != 1 {
+			t.Errorf("%d messages waiting with insert id hand-id, want 1: a row with pending = false escapes deduplication", n)
+		}
+	})
+}
+
+// ConsumerConcurrency 1 runs one consumer at a time, in due order.
+func TestReviewConcurrencyOneRunsOneAtATimeInDueOrder(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		e := setup(t, dialect, am.Config{ConsumerConcurrency: 1, ProcessorMinDelay: time.Millisecond})
+		var running, most atomic.Int32
+		var mu sync.Mutex
+		var order []int
+		c := am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {
+			n := running.Add(1)
+			defer running.Add(-1)
+			for {
+				old := most.Load()
+				if n <= old || most.CompareAndSwap(old, n) {
+					break
+				}
+			}
+			mu.Lock()
+			order = append(order, m.Payload.N)
+			mu.Unlock()
+			return m.Tx.Exec("SELECT 1").Error
+		})
+		if err := am.Register[Job](e.p, c, am.WithName("One")); err != nil {
+			t.Fatal(err)
+		}
+		const total = 30
+		for i := range total {
+			if err := am.ProduceNow(context.Background(), e.db, Job{N: i}); err != nil {
+				t.Fatal(err)
+			}
+			e.clock.Advance(time.Millisecond)
+		}
+		e.start(t)
+		eventually(t, func() bool { return e.pending(t) == 0 }, "queue drained")
+		mu.Lock()
+		defer mu.Unlock()
+		if most.Load() != 1 {
+			t.Errorf("%d consumers ran at once with ConsumerConcurrency 1", most.Load())
+		}
+		for i, n := range order {
+			if n != i {
+				t.Fatalf("run order %v, want due order", order)
+			}
+		}
+	})
+}
