@@ -345,3 +345,87 @@ func TestReviewConcurrencyOneRunsOneAtATimeInDueOrder(t *testing.T) {
 		}
 	})
 }
+
+type reviewSlot struct{ Kind string }
+
+// With every Message.Tx slot taken, waiting consumers time out cleanly, and no path —
+// a timeout waiting for a slot, a panic after a write, an abandonment after a write —
+// keeps a slot: a later Message.Tx still begins.
+func TestReviewMessageTxSlotsAreGivenBack(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		e := setup(t, dialect, am.Config{MaxMessageTxs: 1, ConsumerConcurrency: 3, AbandonGrace: 50 * time.Millisecond})
+		holding, waitersDone, stuck := make(chan struct{}), make(chan error, 2), make(chan struct{})
+		t.Cleanup(func() { close(stuck) })
+		var ok atomic.Int32
+		c := am.ConsumerFunc[reviewSlot](func(ctx context.Context, m *am.Message[reviewSlot]) error {
+			switch m.Payload.Kind {
+			case "hold":
+				if err := m.Tx.Exec("SELECT 1").Error; err != nil {
+					return err
+				}
+				close(holding)
+				for range 2 {
+					if err := <-waitersDone; err == nil {
+						return errors.New("a waiter got a Message.Tx beyond MaxMessageTxs")
+					}
+				}
+				return nil
+			case "wait":
+				<-holding
+				err := m.Tx.Exec("SELECT 1").Error
+				waitersDone <- err
+				return err
+			case "panic":
+				if err := m.Tx.Exec("SELECT 1").Error; err != nil {
+					return err
+				}
+				panic("after a write")
+			case "stuck":
+				if err := m.Tx.Exec("SELECT 1").Error; err != nil {
+					return err
+				}
+				<-stuck // ignores its context: abandoned
+				return nil
+			default:
+				if err := m.Tx.Exec("SELECT 1").Error; err != nil {
+					return err
+				}
+				ok.Add(1)
+				return nil
+			}
+		})
+		if err := am.Register[reviewSlot](e.p, c, am.WithName("Slots"), am.WithTimeout(200*time.Millisecond), am.WithAttempts(1)); err != nil {
+			t.Fatal(err)
+		}
+		produce := func(kinds ...string) {
+			t.Helper()
+			if err := e.db.Transaction(func(tx *gorm.DB) error {
+				for _, k := range kinds {
+					if err := am.Produce(tx, reviewSlot{Kind: k}).Error; err != nil {
+						return err
+					}
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		produce("hold", "wait", "wait")
+		mustBatch(t, e)
+		produce("panic")
+		mustBatch(t, e)
+		produce("stuck")
+		mustBatch(t, e)
+		for range 5 {
+			produce("ok")
+			mustBatch(t, e)
+		}
+		if ok.Load() != 5 {
+			t.Fatalf("%d of 5 later Message.Tx consumers succeeded (poisoned: %d)", ok.Load(), e.count(t, &am.PoisonedMessage{}))
+		}
+		if n := e.count(t, &am.PoisonedMessage{}); n != 4 {
+			t.Errorf("%d poisoned, want 4 (two waiters, the panic, the abandoned run)", n)
+		}
+	})
+}
