@@ -54,17 +54,29 @@ func (m *messageTx) conn(ctx context.Context) (gorm.ConnPool, error) {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("asyncmonolith: waiting for a Message.Tx slot (Config.MaxMessageTxs): %w", ctx.Err())
 		}
-		m.txCtx, m.cancel = context.WithDeadline(m.parent, m.deadline)
+		// The transaction outlives the consumer's context (txCtx), but waiting for a pooled
+		// connection to begin it must end with the statement's: a consumer that honours its
+		// context would otherwise stay blocked here past its timeout, and be abandoned.
+		txCtx, cancelTx := context.WithDeadline(m.parent, m.deadline)
+		m.txCtx, m.cancel = context.WithCancel(txCtx)
+		cancelBegin := m.cancel
+		m.cancel = func() { cancelBegin(); cancelTx() }
 		m.stop.Store(&m.cancel)
 		if m.closed.Load() { // abandoned meanwhile: abandon may have run before the slot was marked held
 			m.cancel()
 			m.freeSlot()
 			return nil, ErrConsumerAbandoned
 		}
+		endWait := context.AfterFunc(ctx, cancelBegin)
 		tx := m.p.db.WithContext(m.txCtx).Begin(m.p.dialect.ProcessorTxOptions())
-		if tx.Error != nil {
+		switch {
+		case !endWait():
+			// The statement's context ended during the begin: a transaction begun on the
+			// cancelled context is rolled back already.
+			m.err = fmt.Errorf("asyncmonolith: begin Message.Tx: waiting for a connection: %w", context.Cause(ctx))
+		case tx.Error != nil:
 			m.err = fmt.Errorf("asyncmonolith: begin Message.Tx: %w", tx.Error)
-		} else {
+		default:
 			m.tx = tx
 		}
 	}
