@@ -429,3 +429,63 @@ func TestReviewMessageTxSlotsAreGivenBack(t *testing.T) {
 		}
 	})
 }
+
+type reviewEffect struct {
+	ID  uint `gorm:"primaryKey"`
+	Who string
+}
+
+// A run whose lease ended and whose message another instance claimed and completed since
+// completes nothing: its Message.Tx write is rolled back, its outcome is ErrLeaseLost
+// (AfterConsume, Counters.LeaseLost), and the other run's write stands alone.
+func TestReviewStaleCompletionIsRefused(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		var lost atomic.Int32
+		cfg := am.Config{Hooks: am.Hooks{AfterConsume: func(_ context.Context, _ am.MessageInfo, r am.Result) {
+			if errors.Is(r.Err, am.ErrLeaseLost) {
+				lost.Add(1)
+			}
+		}}}
+		e := setup(t, dialect, cfg)
+		if err := e.db.AutoMigrate(&reviewEffect{}); err != nil {
+			t.Fatal(err)
+		}
+		other := instance(t, e.db, dialect, am.Config{Now: e.clock.Now})
+		var otherErr error
+		stale := am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {
+			e.clock.Advance(time.Hour) // this process was paused far past the lease
+			_, otherErr = other.ProcessBatch(ctx)
+			return m.Tx.Create(&reviewEffect{Who: "stale"}).Error
+		})
+		fresh := am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {
+			return m.Tx.Create(&reviewEffect{Who: "fresh"}).Error
+		})
+		if err := am.Register[Job](e.p, stale, am.WithName("Effect")); err != nil {
+			t.Fatal(err)
+		}
+		if err := am.Register[Job](other, fresh, am.WithName("Effect")); err != nil {
+			t.Fatal(err)
+		}
+		if err := am.ProduceNow(context.Background(), e.db, Job{N: 1}); err != nil {
+			t.Fatal(err)
+		}
+		mustBatch(t, e)
+		if otherErr != nil {
+			t.Fatalf("other instance: %v", otherErr)
+		}
+		var effects []reviewEffect
+		if err := e.db.Find(&effects).Error; err != nil {
+			t.Fatal(err)
+		}
+		if len(effects) != 1 || effects[0].Who != "fresh" {
+			t.Fatalf("effects = %+v, want only the fresh run's", effects)
+		}
+		if e.pending(t) != 0 {
+			t.Fatal("message left behind")
+		}
+		if c := e.p.Counters(); c.LeaseLost != 1 || c.Succeeded != 0 || lost.Load() != 1 {
+			t.Fatalf("stale instance: counters %+v, AfterConsume saw ErrLeaseLost %d times; want LeaseLost 1", c, lost.Load())
+		}
+	})
+}
