@@ -415,6 +415,16 @@ func (p *Plugin) writeGroup(tx *gorm.DB, k groupKey, its []*item, now time.Time)
 // a payload near the server's packet limit is copied as easily as a small one).
 func (p *Plugin) poison(tx *gorm.DB, its []*item, k groupKey, now time.Time) (int64, error) {
 	d := p.dialect
+	// A message poisoned again (its earlier copy restored, or written by hand) replaces
+	// its earlier copy: the primary key would refuse the copy, and the message would be
+	// left claimed, to run once more every lease.
+	ids := make([]any, len(its))
+	for i, it := range its {
+		ids[i] = it.o.row.ID
+	}
+	if _, err := tx.Statement.ConnPool.ExecContext(tx.Statement.Context, d.DeleteByIDs("poisoned_messages", len(ids)), ids...); err != nil {
+		return 0, err
+	}
 	var b strings.Builder
 	var args []any
 	ph := func(v any) string {

@@ -53,17 +53,33 @@ func (m *messageTx) conn(ctx context.Context) (gorm.ConnPool, error) {
 			return nil, err
 		}
 		m.slot.Store(true)
-		m.txCtx, m.cancel = context.WithDeadline(m.parent, m.deadline)
+		// The transaction outlives the consumer's context (txCtx), but waiting for a pooled
+		// connection to begin it must end with the statement's: a consumer that honours its
+		// context would otherwise stay blocked here past its timeout, and be abandoned.
+		txCtx, cancelTx := context.WithDeadline(m.parent, m.deadline)
+		m.txCtx, m.cancel = context.WithCancel(txCtx)
+		cancelBegin := m.cancel
+		m.cancel = func() { cancelBegin(); cancelTx() }
 		m.stop.Store(&m.cancel)
-		if m.closed.Load() { // abandoned meanwhile
+		if m.closed.Load() { // abandoned meanwhile: abandon may have run before the slot was marked held
 			m.cancel()
 			m.freeSlot()
 			return nil, ErrConsumerAbandoned
 		}
+		endWait := context.AfterFunc(ctx, cancelBegin)
 		tx, c, err := m.p.txConns.begin(m.txCtx, m.p.dialect.ProcessorTxOptions())
-		if err != nil {
+		switch {
+		case !endWait():
+			// The statement's context ended during the begin: a transaction begun on the
+			// cancelled context is rolled back already.
+			if tx != nil {
+				_ = tx.Rollback()
+			}
+			m.p.txConns.put(c, false)
+			m.err = fmt.Errorf("asyncmonolith: begin Message.Tx: waiting for a connection: %w", context.Cause(ctx))
+		case err != nil:
 			m.err = fmt.Errorf("asyncmonolith: begin Message.Tx: %w", err)
-		} else {
+		default:
 			m.tx, m.conn_ = tx, c
 		}
 	}
@@ -108,8 +124,13 @@ func (m *messageTx) QueryRowContext(ctx context.Context, query string, args ...a
 	defer m.mu.Unlock()
 	c, err := m.conn(ctx)
 	if err != nil {
-		// *sql.Row cannot carry an error of ours: run the query on a dead context of the
-		// plugin's pool so that Scan reports the failure.
+		// *sql.Row cannot carry an error of ours: run the query on a context that is done
+		// with err, so that Scan reports it. (database/sql reports ctx.Err(), not a
+		// cancellation's cause: a plain cancelled context would make every failure here a
+		// bare context.Canceled.)
+		if sqlDB, dbErr := m.p.db.DB(); dbErr == nil {
+			return sqlDB.QueryRowContext(failedContext{ctx, fmt.Errorf("%w (%w)", err, context.Canceled)}, query, args...)
+		}
 		dead, cancel := context.WithCancelCause(ctx)
 		cancel(err)
 		return m.p.db.Statement.ConnPool.QueryRowContext(dead, query, args...)
@@ -219,3 +240,14 @@ func (m *messageTx) finish(lease int64, locator string) error {
 	m.end(nil)
 	return nil
 }
+
+// failedContext is a context that is done, with err (which wraps context.Canceled).
+type failedContext struct {
+	context.Context
+	err error
+}
+
+var closedDone = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+func (c failedContext) Done() <-chan struct{} { return closedDone }
+func (c failedContext) Err() error            { return c.err }

@@ -287,10 +287,11 @@ func (p *Plugin) Stop(ctx context.Context) error {
 	}
 }
 
-// ProcessBatch claims and processes one batch of due messages synchronously (its consumers
-// run concurrently, up to ConsumerConcurrency), records their outcomes, and returns how
-// many messages it claimed. It is for tests and tools
-// that drive the queue without Start; it may run beside started processors.
+// ProcessBatch processes up to ProcessorBatchSize due messages synchronously, records their
+// outcomes, and returns how many messages it claimed. Its consumers run concurrently, up to
+// ConsumerConcurrency: it claims no more at a time than can start at once, so that every
+// message runs within its lease. It is for tests and tools that drive the queue without
+// Start; it may run beside started processors.
 func (p *Plugin) ProcessBatch(ctx context.Context) (int, error) {
 	p.mu.Lock()
 	ready := p.db != nil

@@ -196,10 +196,29 @@ func (pr *processor) claimAndRun(workCtx context.Context, n int, report func(out
 	return len(c.rows), nil
 }
 
-// processBatch claims one batch, runs it (up to ConsumerConcurrency at once), records its
-// outcomes and returns how many messages it claimed.
+// processBatch runs up to ProcessorBatchSize due messages and records their outcomes; it
+// returns how many it claimed. A claim's lease covers one run from the claim, so it claims
+// no more at a time than can start at once (ConsumerConcurrency) and records them when
+// they have ended: a message claimed to wait for a slot, or left unrecorded behind a batch's
+// slower runs, could see its lease end and another instance run it too.
 func (p *Plugin) processBatch(ctx context.Context) (int, error) {
-	c, err := p.claim(ctx, p.cfg.ProcessorBatchSize)
+	limit := p.cfg.ProcessorBatchSize
+	total := 0
+	for total < limit {
+		want := min(limit-total, p.cfg.ConsumerConcurrency)
+		n, err := p.processClaim(ctx, want)
+		total += n
+		if err != nil || n < want || ctx.Err() != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// processClaim claims up to n messages (n runs can start at once), runs them, records
+// their outcomes and returns how many it claimed.
+func (p *Plugin) processClaim(ctx context.Context, n int) (int, error) {
+	c, err := p.claim(ctx, n)
 	p.counters.batch(len(c.rows), err)
 	if err != nil {
 		return 0, p.wrapDBError("claim messages", err)
@@ -207,20 +226,17 @@ func (p *Plugin) processBatch(ctx context.Context) (int, error) {
 	if len(c.rows) == 0 {
 		return 0, nil
 	}
-	slots := make(chan struct{}, p.cfg.ConsumerConcurrency)
 	outcomes := make([]outcome, 0, len(c.rows))
 	var wg sync.WaitGroup
 	var mu sync.Mutex
+	wg.Add(len(c.rows))
 	runs := p.newRuns(ctx, &c, func(o outcome) {
 		mu.Lock()
 		outcomes = append(outcomes, o)
 		mu.Unlock()
-		<-slots
 		wg.Done()
 	})
 	for i := range runs {
-		slots <- struct{}{}
-		wg.Add(1)
 		go runs[i].execute()
 	}
 	wg.Wait()

@@ -272,7 +272,7 @@ func ExampleSQL() {
 	// CREATE OR REPLACE FUNCTION asyncmonolith_notify() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_notify('asyncmonolith:' || TG_TABLE_SCHEMA, ''); RETURN NULL; END $$
 	// DROP TRIGGER IF EXISTS asyncmonolith_notify ON consumer_messages
 	// CREATE TRIGGER asyncmonolith_notify AFTER INSERT ON consumer_messages FOR EACH STATEMENT EXECUTE FUNCTION asyncmonolith_notify()
-	// ALTER TABLE "consumer_messages" ADD COLUMN "pending" boolean DEFAULT true
+	// ALTER TABLE "consumer_messages" ADD COLUMN "pending" boolean DEFAULT true CONSTRAINT "chk_consumer_messages_pending" CHECK
 	// DROP INDEX IF EXISTS "ux_consumer_messages_insert_id_consumer_type"
 	// CREATE UNIQUE INDEX "ux_consumer_messages_pending_insert_id" ON "consumer_messages"
 }
