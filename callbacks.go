@@ -63,7 +63,7 @@ func registerCallbacks(db *gorm.DB) error {
 // dropped.
 func beginOwnTx(kind writeKind) func(db *gorm.DB) {
 	return func(db *gorm.DB) {
-		if db.Error != nil || inTx(db) {
+		if db.Error != nil || inTx(db) || (kind == writeRaw && !isDML(db.Statement.SQL.String())) {
 			return
 		}
 		if b := bufferOf(db); b == nil || b.len() == 0 {
@@ -103,7 +103,8 @@ type flushed struct {
 }
 
 // flushBuffer writes the buffered messages in the write's transaction, when the write
-// changed something: an Update, Delete or Exec that affected no row, or a Create whose
+// changed something: an Update, Delete or Exec that affected no row (or an Exec that is
+// no INSERT, UPDATE, DELETE, REPLACE or MERGE), or a Create whose
 // ON CONFLICT DO NOTHING skipped its rows, announces nothing, and the messages stay
 // buffered for the write that does (GORM's Save runs an UPDATE, then an INSERT when the
 // UPDATE matched nothing: the messages go with the INSERT).
@@ -136,7 +137,7 @@ func flushBuffer(kind writeKind) func(db *gorm.DB) {
 // settleWith arranges for rows just written on db's transaction to go back to b if that
 // transaction (or the savepoint they were written under) rolls back.
 func (p *Plugin) settleWith(db *gorm.DB, b *buffer, rows []ConsumerMessage) {
-	if w, ok := db.Statement.ConnPool.(*watchedTx); ok {
+	if w := watchedOf(db.Statement.ConnPool); w != nil {
 		w.track(p, b, rows)
 		return
 	}
@@ -155,7 +156,7 @@ func (p *Plugin) settleWith(db *gorm.DB, b *buffer, rows []ConsumerMessage) {
 // messages announcing it are due.
 func wroteSomething(db *gorm.DB, kind writeKind) bool {
 	if db.RowsAffected > 0 {
-		return kind != writeRaw || !isTxControl(db.Statement.SQL.String())
+		return kind != writeRaw || isDML(db.Statement.SQL.String())
 	}
 	if kind != writeCreate {
 		return false

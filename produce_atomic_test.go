@@ -323,3 +323,44 @@ func TestWritesThatChangeNothingWriteNoMessage(t *testing.T) {
 		}
 	})
 }
+
+// TestBufferedSessionKeepsGORMWorking: the session a buffered Produce returns (and the
+// transactions begun on it) still answer DB, Connection, WithContext and PrepareStmt
+// sessions, and a PrepareStmt session opened inside such a transaction still puts the
+// messages back when the transaction rolls back.
+func TestBufferedSessionKeepsGORMWorking(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		e := setup(t, dialect, am.Config{Logger: newTextLogger(discard{})})
+		registerBoth(t, e)
+		s := am.Produce(e.db, OrderCancelled{OrderID: "1"})
+		if sqlDB, err := s.DB(); err != nil || sqlDB == nil {
+			t.Fatalf("DB() on a buffered session: %v, %v", sqlDB, err)
+		}
+		if err := s.Connection(func(c *gorm.DB) error { return c.Exec("SELECT 1").Error }); err != nil {
+			t.Fatalf("Connection on a buffered session: %v", err)
+		}
+		tx := s.Begin()
+		if sqlDB, err := tx.DB(); err != nil || sqlDB == nil {
+			t.Fatalf("DB() on a transaction of a buffered session: %v, %v", sqlDB, err)
+		}
+		if err := tx.Session(&gorm.Session{PrepareStmt: true}).WithContext(context.Background()).Create(&Order{ID: "1"}).Error; err != nil {
+			t.Fatal(err)
+		}
+		if am.Pending(s) != 0 {
+			t.Fatalf("the PrepareStmt session in the transaction did not flush: %d buffered", am.Pending(s))
+		}
+		if err := tx.Rollback().Error; err != nil {
+			t.Fatal(err)
+		}
+		if got, n := e.pending(t), am.Pending(s); got != 0 || n != 2 {
+			t.Fatalf("after the rollback: %d written, %d buffered; want 0, 2", got, n)
+		}
+		if err := s.WithContext(context.Background()).Session(&gorm.Session{PrepareStmt: true}).Create(&Order{ID: "1"}).Error; err != nil {
+			t.Fatal(err)
+		}
+		if got := e.pending(t); got != 2 {
+			t.Fatalf("after the PrepareStmt Create: %d written, want 2", got)
+		}
+	})
+}

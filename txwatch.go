@@ -38,6 +38,15 @@ func watchPool(s *gorm.DB) {
 	s.Statement.ConnPool = &watchedPool{ConnPool: s.Statement.ConnPool}
 }
 
+// watchedOf returns the watchedTx behind conn, or nil.
+func watchedOf(conn gorm.ConnPool) *watchedTx {
+	if pt, ok := conn.(*gorm.PreparedStmtTX); ok {
+		conn = pt.Tx // a PrepareStmt session opened on a watched transaction
+	}
+	w, _ := conn.(*watchedTx)
+	return w
+}
+
 // BeginTx begins a transaction on the pool, as gorm.DB.Begin would, and watches it.
 func (p *watchedPool) BeginTx(ctx context.Context, opts *sql.TxOptions) (gorm.ConnPool, error) {
 	var tx gorm.ConnPool
@@ -222,18 +231,18 @@ func parseSavepoint(q string) (savepointOp, string) {
 	return spNone, ""
 }
 
-// isTxControl reports whether an Exec'd statement only controls the transaction (its
-// affected-row count is the previous statement's on SQLite).
-func isTxControl(q string) bool {
-	if op, _ := parseSavepoint(q); op != spNone {
-		return true
+// isDML reports whether an Exec'd statement writes rows (INSERT, UPDATE, DELETE,
+// REPLACE, MERGE), the only statements whose affected-row count means rows changed: a
+// SELECT reports the rows it read on PostgreSQL, and on SQLite any other statement
+// reports the count of the connection's previous write.
+func isDML(q string) bool {
+	q = strings.TrimLeft(q, " \t\r\n(")
+	end := strings.IndexAny(q, " \t\r\n(")
+	if end < 0 {
+		end = len(q)
 	}
-	f := strings.Fields(q)
-	if len(f) == 0 {
-		return false
-	}
-	switch strings.ToUpper(strings.TrimSuffix(f[0], ";")) {
-	case "BEGIN", "START", "COMMIT", "ROLLBACK", "END":
+	switch strings.ToUpper(q[:end]) {
+	case "INSERT", "UPDATE", "DELETE", "REPLACE", "MERGE":
 		return true
 	}
 	return false
