@@ -275,6 +275,15 @@ func TestWritesThatChangeNothingWriteNoMessage(t *testing.T) {
 			if got, n := e.pending(t), am.Pending(s); got != 0 || n != 2 {
 				t.Fatalf("%s: %d written, %d buffered; want 0, 2", w.name, got, n)
 			}
+			if n := am.Discard(s); n != 2 || am.Pending(s) != 0 {
+				t.Fatalf("%s: Discard dropped %d, left %d; want 2, 0", w.name, n, am.Pending(s))
+			}
+			if err := s.Create(&Order{ID: "after discard " + w.name}).Error; err != nil {
+				t.Fatal(err)
+			}
+			if got := e.pending(t); got != 0 {
+				t.Fatalf("%s: %d discarded messages written by a later write", w.name, got)
+			}
 		}
 
 		// Exec that changes a row writes the messages with it.

@@ -42,10 +42,14 @@ func InsertID(id string) ProduceOption { return func(o *produceOptions) { o.inse
 // in that transaction: they commit or roll back with it.
 //
 // On a *gorm.DB outside a transaction the rows are buffered on the returned session and
-// written inside the transaction of the next Create, Save, Update or Delete run on it (or
-// on anything chained from it), before that commits: Produce(db, ev).Save(&order) commits
-// both or neither. If that write fails, the rows stay buffered (see Pending and Flush).
-// With SkipDefaultTransaction the plugin opens the transaction itself.
+// written inside the transaction of the next write run on it (or on anything chained
+// from it) that changes rows, before that commits: Produce(db, ev).Save(&order) commits
+// both or neither. A write is a Create, Save, Update, Delete, or an Exec of an INSERT,
+// UPDATE, DELETE, REPLACE or MERGE; one that affected no row (an Update or Delete that
+// matched nothing, a Create whose ON CONFLICT DO NOTHING skipped its row) leaves them
+// buffered, as does a write that fails or whose transaction (or savepoint) rolls back —
+// see Pending, Flush and Discard. With SkipDefaultTransaction, and for Exec, the plugin
+// opens the transaction itself.
 func Produce(db *gorm.DB, payload any, opts ...ProduceOption) *gorm.DB {
 	return produce(db, []any{payload}, opts)
 }
@@ -99,6 +103,16 @@ func ProduceNow(ctx context.Context, db *gorm.DB, payload any, opts ...ProduceOp
 func Pending(db *gorm.DB) int {
 	if b := bufferOf(db); b != nil {
 		return b.len()
+	}
+	return 0
+}
+
+// Discard drops the messages buffered on db and returns how many there were: those of a
+// write that changed nothing (see Produce), which announce nothing. Without it such a
+// session is reported, when it is collected, as dropped with unwritten messages.
+func Discard(db *gorm.DB) int {
+	if b := bufferOf(db); b != nil {
+		return len(b.take())
 	}
 	return 0
 }
