@@ -373,3 +373,47 @@ func TestBufferedSessionKeepsGORMWorking(t *testing.T) {
 		}
 	})
 }
+
+// TestOneBufferRacedByManyTransactions: goroutines share one buffered session, each in a
+// transaction of its own begun on it, and half of them roll back. The messages are written
+// once, by one transaction that committed, or are still buffered: never twice, never lost.
+func TestOneBufferRacedByManyTransactions(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		e := setup(t, dialect, am.Config{Logger: newTextLogger(discard{})})
+		registerBoth(t, e)
+		rollback := errors.New("rollback")
+		for round := range 5 {
+			s := am.Produce(e.db, OrderCancelled{OrderID: fmt.Sprint("race ", round)})
+			var wg sync.WaitGroup
+			errs := make(chan error, 8)
+			for g := range 8 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					err := s.Transaction(func(tx *gorm.DB) error {
+						if err := tx.Create(&Order{ID: fmt.Sprint(round, "-", g)}).Error; err != nil {
+							return err
+						}
+						if g%2 == 1 {
+							return rollback
+						}
+						return nil
+					})
+					if err != nil && !errors.Is(err, rollback) {
+						errs <- err
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatalf("round %d: %v", round, err)
+			}
+			written := e.count(t, &am.ConsumerMessage{}, "payload LIKE ?", fmt.Sprintf(`%%"race %d"%%`, round))
+			if written+int64(am.Pending(s)) != 2 {
+				t.Fatalf("round %d: %d written and %d buffered; want 2 in all", round, written, am.Pending(s))
+			}
+		}
+	})
+}
