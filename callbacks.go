@@ -73,7 +73,7 @@ func beginOwnTx(kind writeKind) func(db *gorm.DB) {
 		}
 		tx := db.Session(&gorm.Session{NewDB: true}).Begin()
 		if tx.Error != nil {
-			_ = db.AddError(fmt.Errorf("asyncmonolith: begin transaction for buffered messages: %w", tx.Error))
+			_ = db.AddError(fmt.Errorf("asyncmonolith: begin a transaction for the write's messages: %w", tx.Error))
 			return
 		}
 		db.Statement.ConnPool = tx.Statement.ConnPool
@@ -102,12 +102,12 @@ type flushed struct {
 	rows []ConsumerMessage
 }
 
-// flushBuffer writes the buffered messages in the write's transaction, when the write
-// changed something: an Update, Delete or Exec that affected no row (or an Exec that is
-// no INSERT, UPDATE, DELETE, REPLACE or MERGE), or a Create whose
-// ON CONFLICT DO NOTHING skipped its rows, announces nothing, and the messages stay
-// buffered for the write that does (GORM's Save runs an UPDATE, then an INSERT when the
-// UPDATE matched nothing: the messages go with the INSERT).
+// flushBuffer writes the buffered messages in the write's transaction when the write
+// changed rows. One that changed none announces nothing and leaves them buffered for the
+// write that does: an Update, Delete or Exec that affected no row, an Exec of anything but
+// an INSERT, UPDATE, DELETE, REPLACE or MERGE, a Create whose ON CONFLICT DO NOTHING
+// skipped its rows. (GORM's Save runs an UPDATE, then an INSERT when the UPDATE matched
+// nothing: the messages go with the INSERT.)
 func flushBuffer(kind writeKind) func(db *gorm.DB) {
 	return func(db *gorm.DB) {
 		if db.Error != nil {
