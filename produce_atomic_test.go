@@ -286,6 +286,22 @@ func TestWritesThatChangeNothingWriteNoMessage(t *testing.T) {
 			}
 		}
 
+		// An Update that sets the value a row already has: MySQL counts rows changed (none),
+		// the others rows matched (one), and the messages follow the count.
+		same := am.Produce(e.db, OrderCancelled{OrderID: "same value"})
+		res := same.Model(&Order{}).Where("id = ?", "1").Update("status", "new")
+		wantRows, wantWritten := int64(1), int64(2)
+		if dialect == "mysql" {
+			wantRows, wantWritten = 0, 0
+		}
+		if res.Error != nil || res.RowsAffected != wantRows || e.pending(t) != wantWritten || int64(am.Pending(same)) != 2-wantWritten {
+			t.Fatalf("Update to the same value: err %v, %d rows, %d written, %d buffered; want %d rows, %d written",
+				res.Error, res.RowsAffected, e.pending(t), am.Pending(same), wantRows, wantWritten)
+		}
+		if err := e.db.Where("1 = 1").Delete(&am.ConsumerMessage{}).Error; err != nil {
+			t.Fatal(err)
+		}
+
 		// Exec that changes a row writes the messages with it.
 		s := am.Produce(e.db, OrderCancelled{OrderID: "exec"})
 		if err := s.Exec("UPDATE orders SET status = ? WHERE id = ?", "paid", "1").Error; err != nil {
