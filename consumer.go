@@ -50,6 +50,8 @@ func (m *Message[T]) IsLastAttempt() bool { return m.Attempt >= m.MaxAttempts }
 
 // PayloadTyper lets a payload choose its stored type name. Without it the name is the Go
 // type's name (without package). Pick a name once and keep it: stored rows refer to it.
+// Declare the method on the value receiver: on the pointer receiver it names *T only, and
+// T keeps its Go name.
 type PayloadTyper interface{ PayloadType() string }
 
 // ConsumerTyper lets a consumer choose its stored name. Without it the name is the Go
