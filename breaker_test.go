@@ -23,8 +23,10 @@ func TestBreakerSetsAsideAFailingConsumer(t *testing.T) {
 	t.Parallel()
 	eachDB(t, func(t *testing.T, dialect string) {
 		var afterConsume atomic.Int64
+		// One run at a time, so that exactly BreakerFailures runs fail before the breaker
+		// trips (concurrent runs already started when it trips finish: TestBreakerUnderConcurrentRuns).
 		e := setup(t, dialect, am.Config{BreakerFailures: 5, BreakerCooldown: 10 * time.Second, BreakerMaxCooldown: time.Minute,
-			AttemptDelay: time.Second, MaxAttempts: 3, ProcessorBatchSize: 100,
+			AttemptDelay: time.Second, MaxAttempts: 3, ProcessorBatchSize: 100, ConsumerConcurrency: 1,
 			Hooks: am.Hooks{AfterConsume: func(context.Context, am.MessageInfo, am.Result) { afterConsume.Add(1) }}})
 		var down atomic.Bool
 		down.Store(true)
@@ -127,6 +129,40 @@ func TestBreakerDisabled(t *testing.T) {
 		mustBatch(t, e)
 		if r.count() != 30 || e.count(t, &am.PoisonedMessage{}) != 30 {
 			t.Fatalf("ran %d, poisoned %d; want 30 and 30", r.count(), e.count(t, &am.PoisonedMessage{}))
+		}
+	})
+}
+
+func TestBreakerUnderConcurrentRuns(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		e := setup(t, dialect, am.Config{BreakerFailures: 5, BreakerCooldown: 10 * time.Second, AttemptDelay: time.Second,
+			MaxAttempts: 3, ProcessorBatchSize: 100, ConsumerConcurrency: 100})
+		broken := &recorder[Job]{fn: func(ctx context.Context, m *am.Message[Job]) error {
+			return errors.New("payment service unavailable")
+		}}
+		if err := am.Register[Job](e.p, broken, am.WithName("Broken")); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.db.Transaction(func(tx *gorm.DB) error { return am.ProduceBatch(tx, make([]Job, 250)).Error }); err != nil {
+			t.Fatal(err)
+		}
+		t0 := e.clock.Now()
+		mustBatch(t, e)
+		// Runs that started before the fifth failure tripped the breaker finish and count;
+		// every other message is set aside without an attempt.
+		ran := int64(broken.count())
+		if ran < 5 || ran > 100 {
+			t.Fatalf("broken consumer ran %d times, want 5 to 100 (BreakerFailures to one batch)", ran)
+		}
+		if n := e.count(t, &am.ConsumerMessage{}, "attempts = 1"); n != ran {
+			t.Fatalf("%d messages with an attempt counted, want %d (one per run)", n, ran)
+		}
+		if n := e.count(t, &am.ConsumerMessage{}, "attempts = 0 AND available_after = ?", t0.Add(10*time.Second).UnixMilli()); n != 250-ran {
+			t.Fatalf("%d messages set aside without an attempt, want %d", n, 250-ran)
+		}
+		if e.pending(t) != 250 {
+			t.Fatalf("pending %d, want 250", e.pending(t))
 		}
 	})
 }

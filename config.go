@@ -3,6 +3,8 @@ package asyncmonolith
 import (
 	"log/slog"
 	"time"
+
+	"github.com/asyncmonolith/asyncmonolith/internal/dialect"
 )
 
 // Documented defaults: a zero Config field takes these values.
@@ -38,6 +40,12 @@ const (
 	BreakerCooldownDefault = 10 * time.Second
 	// BreakerMaxCooldownDefault caps a consumer's pause as failed probes double it.
 	BreakerMaxCooldownDefault = 5 * time.Minute
+	// MaxMessageTxsDefault is how many Message.Tx transactions one plugin keeps open at
+	// once: each holds a database connection, and a server has a few hundred at most.
+	MaxMessageTxsDefault = 10
+	// LeaseMarginDefault is how much longer than its longest possible run a claim holds
+	// its messages, for the completion to land.
+	LeaseMarginDefault = 10 * time.Second
 	// AbandonGraceDefault is how long a consumer that ignores its cancelled context is awaited before it is abandoned.
 	AbandonGraceDefault = time.Second
 )
@@ -77,6 +85,10 @@ type Config struct {
 	// after another). A consumer holds a database connection only while its Message.Tx has
 	// a transaction open.
 	ConsumerConcurrency int
+	// MaxMessageTxs is how many consumers may have Message.Tx open at once (each holds a
+	// connection from its first statement until its run ends); others wait at their first
+	// statement, holding no connection. Keep it below the pool's SetMaxOpenConns.
+	MaxMessageTxs int
 	// DefaultConsumerTimeout bounds one consumer run, through its context, unless the
 	// consumer was registered WithTimeout.
 	DefaultConsumerTimeout time.Duration
@@ -84,6 +96,12 @@ type Config struct {
 	// that ignores its context longer is abandoned: its run counts as a timeout and its
 	// Message.Tx is closed, so the processor moves on.
 	AbandonGrace time.Duration
+	// LeaseMargin is added to the longest consumer timeout and AbandonGrace to make the
+	// lease of a claim: how long claimed messages stay invisible to other processors. If
+	// the process dies, its running messages are due again when their lease ends, without
+	// an attempt counted. A completion that comes after its lease ended (a process that was
+	// paused) is refused (ErrLeaseLost) and its Message.Tx writes are rolled back.
+	LeaseMargin time.Duration
 	// Logger receives the plugin's logs. Nil means slog.Default().
 	Logger *slog.Logger
 	// ScheduleProcessors is how many scheduled-message processors run (SQLite: 1).
@@ -111,6 +129,21 @@ type Config struct {
 	Hooks Hooks
 	// Now is the clock. Nil means time.Now. Tests inject a fake clock here.
 	Now func() time.Time
+
+	// PollOnly turns commit notifications off: processors find messages committed by other
+	// processes by polling alone, every ProcessorMaxDelay at most (a commit in this process
+	// still wakes them at once), and no connection is held for a listener. Use it behind a
+	// pooler that cannot relay LISTEN (PgBouncer in transaction mode) when no ListenDSN can
+	// reach the server. The default (false) listens where the database can notify:
+	// PostgreSQL (LISTEN, one connection) and SQLite (a data_version watcher, one connection).
+	PollOnly bool
+	// ListenDSN (PostgreSQL only) is a pgx DSN straight to the server, for the notification
+	// listener: it then holds a connection of its own, outside the pool, instead of one of
+	// the pool's. Set it when the pool goes through a pooler in transaction mode
+	// (PgBouncer), whose connections cannot LISTEN. Empty (the default): the listener takes
+	// one connection of the pool, and none with a pool of one (SetMaxOpenConns(1)), where it
+	// would starve the application.
+	ListenDSN string
 }
 
 // withDefaults returns c with zero fields replaced by their defaults.
@@ -136,6 +169,9 @@ func (c Config) withDefaults() Config {
 	if c.ConsumerConcurrency == 0 {
 		c.ConsumerConcurrency = ConsumerConcurrencyDefault
 	}
+	if c.MaxMessageTxs == 0 {
+		c.MaxMessageTxs = MaxMessageTxsDefault
+	}
 	if c.DefaultConsumerTimeout == 0 {
 		c.DefaultConsumerTimeout = DefaultConsumerTimeoutDefault
 	}
@@ -150,6 +186,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.AbandonGrace == 0 {
 		c.AbandonGrace = AbandonGraceDefault
+	}
+	if c.LeaseMargin == 0 {
+		c.LeaseMargin = LeaseMarginDefault
 	}
 	if c.BreakerFailures == 0 {
 		c.BreakerFailures = BreakerFailuresDefault
@@ -188,6 +227,8 @@ func (c Config) validate() error {
 		return &ConfigError{"ConsumerProcessors", c.ConsumerProcessors, "must be between 1 and 1000"}
 	case c.ConsumerConcurrency < 1 || c.ConsumerConcurrency > ConsumerConcurrencyMax:
 		return &ConfigError{"ConsumerConcurrency", c.ConsumerConcurrency, "must be between 1 and 10000 (0 means 200)"}
+	case c.MaxMessageTxs < 1 || c.MaxMessageTxs > ConsumerConcurrencyMax:
+		return &ConfigError{"MaxMessageTxs", c.MaxMessageTxs, "must be between 1 and 10000 (0 means 10)"}
 	case c.DefaultConsumerTimeout < 0 || c.DefaultConsumerTimeout > ConsumerTimeoutMax:
 		return &ConfigError{"DefaultConsumerTimeout", c.DefaultConsumerTimeout, "must be between 0 (default 10s) and 1h"}
 	case c.ScheduleProcessors < 1 || c.ScheduleProcessors > 100:
@@ -198,12 +239,30 @@ func (c Config) validate() error {
 		return &ConfigError{"SchedulePollInterval", c.SchedulePollInterval, "must not be negative"}
 	case c.AbandonGrace < 0:
 		return &ConfigError{"AbandonGrace", c.AbandonGrace, "must not be negative"}
+	case c.LeaseMargin < 0:
+		return &ConfigError{"LeaseMargin", c.LeaseMargin, "must not be negative"}
 	case c.BreakerFailures < 1:
 		return &ConfigError{"BreakerFailures", c.BreakerFailures, "must be at least 1 (0 means 20; DisableBreaker turns pausing off)"}
 	case c.BreakerCooldown < 0:
 		return &ConfigError{"BreakerCooldown", c.BreakerCooldown, "must not be negative"}
 	case c.BreakerMaxCooldown < c.BreakerCooldown:
 		return &ConfigError{"BreakerMaxCooldown", c.BreakerMaxCooldown, "must not be shorter than BreakerCooldown (" + c.BreakerCooldown.String() + ")"}
+	case c.PollOnly && c.ListenDSN != "":
+		return &ConfigError{"ListenDSN", redactedDSN, "must be empty with PollOnly (a poll-only plugin does not listen)"}
+	}
+	return nil
+}
+
+// redactedDSN stands for a DSN in errors: it may hold a password.
+const redactedDSN = "(redacted)"
+
+// validateFor checks the fields whose validity depends on the database.
+func (c Config) validateFor(d dialect.Dialect) error {
+	if c.ListenDSN == "" {
+		return nil
+	}
+	if err := d.CheckListenDSN(c.ListenDSN); err != nil {
+		return &ConfigError{"ListenDSN", redactedDSN, err.Error()}
 	}
 	return nil
 }

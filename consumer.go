@@ -39,9 +39,11 @@ type Message[T any] struct {
 	TraceID      string    // W3C trace id recorded at produce time, or ""
 	SpanID       string    // W3C span id recorded at produce time, or ""
 	Payload      T
-	// Tx is bound to the transaction that deletes this message. Writes through it (and
+	// Tx is a transaction of this message's own, begun at its first statement, in which
+	// the processor deletes the message when Consume returns nil. Writes through it (and
 	// messages produced on it) commit together with the completion, or roll back when the
-	// consumer fails. Do not Commit or Rollback it; nested Transaction calls are savepoints.
+	// consumer fails, times out or loses its lease. Do not Commit or Rollback it; nested
+	// Transaction calls are savepoints. It is closed once the run ends.
 	Tx *gorm.DB
 }
 

@@ -8,7 +8,7 @@ import (
 // Counters are cumulative counts of one plugin's processing since it was created, read
 // with Plugin.Counters: for monitoring, and for telling contention from failure.
 type Counters struct {
-	Batches   uint64 // batches that fetched at least one message and committed
+	Batches   uint64 // claims that found at least one message
 	Succeeded uint64 // consumer runs that completed their message
 	Failed    uint64 // consumer runs that failed (their messages retried or poisoned)
 	Poisoned  uint64 // messages moved to poisoned_messages
@@ -16,21 +16,28 @@ type Counters struct {
 	// Conflicts counts batches rolled back by a transient conflict (a deadlock, a lock wait
 	// timeout, a serialization failure) and retried at once; their messages ran again.
 	Conflicts uint64
-	// BatchErrors counts batches that failed otherwise (a lost connection, a hard stop);
-	// their messages run again later.
+	// BatchErrors counts claims that failed otherwise (a lost connection).
 	BatchErrors uint64
+	// LeaseLost counts runs whose completion was refused because their message's lease had
+	// ended and another processor had claimed it (ErrLeaseLost); their Message.Tx writes
+	// were rolled back.
+	LeaseLost uint64
+	// Released counts runs cut short by a hard stop: their messages are due again at once,
+	// without an attempt counted.
+	Released uint64
 }
 
 // counters are the live Counters.
 type counters struct {
-	batches, succeeded, failed, poisoned, setAside, conflicts, batchErrors atomic.Uint64
+	batches, succeeded, failed, poisoned, setAside, conflicts, batchErrors, leaseLost, released atomic.Uint64
 }
 
 // Counters returns a snapshot of the plugin's processing counts.
 func (p *Plugin) Counters() Counters {
 	c := &p.counters
 	return Counters{Batches: c.batches.Load(), Succeeded: c.succeeded.Load(), Failed: c.failed.Load(),
-		Poisoned: c.poisoned.Load(), SetAside: c.setAside.Load(), Conflicts: c.conflicts.Load(), BatchErrors: c.batchErrors.Load()}
+		Poisoned: c.poisoned.Load(), SetAside: c.setAside.Load(), Conflicts: c.conflicts.Load(), BatchErrors: c.batchErrors.Load(),
+		LeaseLost: c.leaseLost.Load(), Released: c.released.Load()}
 }
 
 // batch counts a batch's end: n messages fetched, err its failure.
@@ -46,14 +53,20 @@ func (c *counters) batch(n int, err error) {
 	}
 }
 
-// completed counts the outcomes of a committed batch.
-func (c *counters) completed(outcomes []outcome) {
-	var ok, failed, poisoned, aside uint64
+// completed counts the outcomes of one completion; recorded is false when it failed (the
+// messages run again when their lease ends, and count then).
+func (c *counters) completed(outcomes []outcome, recorded bool) {
+	var ok, failed, poisoned, aside, lost, released uint64
 	for i := range outcomes {
 		o := &outcomes[i]
 		switch {
+		case !recorded && !o.done:
+		case errors.Is(o.err, ErrLeaseLost):
+			lost++
 		case !o.setAside.IsZero():
 			aside++
+		case o.release:
+			released++
 		case o.err == nil:
 			ok++
 		default:
@@ -67,4 +80,6 @@ func (c *counters) completed(outcomes []outcome) {
 	c.failed.Add(failed)
 	c.poisoned.Add(poisoned)
 	c.setAside.Add(aside)
+	c.leaseLost.Add(lost)
+	c.released.Add(released)
 }

@@ -22,10 +22,11 @@
 //
 //	err := asyncmonolith.Produce(db, OrderCancelled{OrderID: id}).Save(&order).Error
 //
-// Start the processors; they fetch due messages with FOR UPDATE SKIP LOCKED, run each
-// message's consumer inside the batch's transaction (Message.Tx), delete it on success,
-// retry it after Config.AttemptDelay on failure, and move it to poisoned_messages after its
-// last attempt:
+// Start the processors; they claim due messages for a lease (FOR UPDATE SKIP LOCKED, in a
+// short transaction), run up to Config.ConsumerConcurrency consumers at once — each with
+// Message.Tx, a transaction of its own that commits with the message's completion — delete
+// a message on success, retry it after Config.AttemptDelay on failure, and move it to
+// poisoned_messages after its last attempt:
 //
 //	err := p.Start(ctx)
 //	defer p.Stop(shutdownCtx)

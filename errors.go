@@ -45,6 +45,10 @@ var (
 	ErrTxManaged = errors.New("asyncmonolith: Message.Tx is committed by the processor, not by the consumer")
 	// ErrConsumerAbandoned is returned by statements a timed-out consumer still sends through Message.Tx.
 	ErrConsumerAbandoned = errors.New("asyncmonolith: consumer was abandoned after its timeout; Message.Tx is closed")
+	// ErrLeaseLost marks a run whose completion was refused: its message's lease had ended
+	// and another processor had claimed it (this process was paused, or its clock ran
+	// behind). The run's Message.Tx writes were rolled back; the other run decides.
+	ErrLeaseLost = errors.New("asyncmonolith: the message's lease ended before its run completed; completion refused")
 	// ErrInvalidSchedule reports an invalid cron expression or time zone.
 	ErrInvalidSchedule = errors.New("asyncmonolith: invalid schedule")
 	// ErrScheduleNotFound reports a schedule id that does not exist.

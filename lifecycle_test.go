@@ -141,7 +141,8 @@ func TestHardStopAndCrashLeaveMessagesForAnotherInstance(t *testing.T) {
 			}
 			<-b.started
 			// A second app instance sees the batch locked...
-			other := instance(t, e.db, dialect, am.Config{})
+			// Instances share a clock: a lease is read by the clock of whoever claims next.
+			other := instance(t, e.db, dialect, am.Config{Now: e.clock.Now})
 			done := &atomic.Int64{}
 			if err := am.Register[Job](other, am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {
 				done.Add(1)
@@ -205,7 +206,7 @@ func TestTwoInstancesConsumeEachMessageOnce(t *testing.T) {
 				mu.Unlock()
 				return nil
 			})
-			other := instance(t, e.db, dialect, am.Config{ConsumerProcessors: 2, ProcessorMinDelay: time.Millisecond})
+			other := instance(t, e.db, dialect, am.Config{ConsumerProcessors: 2, ProcessorMinDelay: time.Millisecond, Now: e.clock.Now})
 			for _, p := range []*am.Plugin{e.p, other} {
 				if err := am.Register[Job](p, consume, am.WithName("Counter")); err != nil {
 					t.Fatal(err)

@@ -304,7 +304,7 @@ func testDatabaseRestart(t *testing.T, dialect string) {
 	stopPlugin()
 
 	r := checkRestartLedger(t, db, &l, outages)
-	batchErrors, batchErr := logs.count("asyncmonolith: consumer batch failed")
+	batchErrors, batchErr := logs.count("asyncmonolith: claiming messages failed")
 	t.Logf("%s: produced %d messages in %d transactions: committed %d tx (%d msgs), failed %d tx (%d msgs; %s), "+
 		"COMMIT failed (outcome unknown) %d tx (%d of them had committed); consumed %d, duplicated %d, poisoned %d, half-written %d tx, "+
 		"lost %d, pending %d; restarts %d (down %s each; producers committing again %v after each start); "+
@@ -329,7 +329,7 @@ func testDatabaseRestart(t *testing.T, dialect string) {
 		t.Logf("%s: the MySQL driver logged %s", dialect, &srv.driverLog)
 	}
 	if batchErrors == 0 {
-		t.Errorf("processors logged no failed batch: the outage did not reach them")
+		t.Errorf("processors logged no failed claim: the outage did not reach them")
 	}
 	if c := p.Counters(); c.SetAside > 0 {
 		_, records := logs.matching("set aside")

@@ -6,10 +6,14 @@ package dialect
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -36,13 +40,25 @@ type Dialect interface {
 	// again cheaply in the same transaction.
 	Locator() string
 	// DeleteLocated returns the statement and arguments that delete rows of table by the
-	// locators a fetch returned.
-	DeleteLocated(table string, locators []string) (string, []any)
+	// locators a claim returned. A non-zero lease fences it: only rows still claimed with
+	// that lease (available_after = lease AND pending IS NULL) are deleted.
+	DeleteLocated(table string, locators []string, lease int64) (string, []any)
 	// UpdateLocated returns the statement and arguments that set columns to values on the
-	// rows of table found by locators.
-	UpdateLocated(table string, columns []string, values []any, locators []string) (string, []any)
+	// rows of table found by locators, fenced by a non-zero lease as DeleteLocated is.
+	UpdateLocated(table string, columns []string, values []any, locators []string, lease int64) (string, []any)
+	// ClaimSQL wraps lockingSelect — the fetch's SELECT id, available_after … FOR UPDATE
+	// SKIP LOCKED, whose last bound parameter is number params — in one statement that
+	// leases the selected rows (available_after = the next parameter, pending = NULL) and
+	// returns them as the claim columns plus their new locator. It returns "" where a claim
+	// is a locking SELECT and an UPDATE in one transaction.
+	ClaimSQL(lockingSelect string, params int) string
+	// UniqueViolation reports whether err is a unique-constraint violation.
+	UniqueViolation(err error) bool
 	// Placeholder is the i-th (1-based) bind parameter in the driver's native syntax.
 	Placeholder(i int) string
+	// Int64Placeholder is the i-th bind parameter where its type must be bigint (as a
+	// CASE result, where PostgreSQL would infer text).
+	Int64Placeholder(i int) string
 	// DedupSuffix ends an INSERT into consumer_messages so that a row whose
 	// (insert_id, consumer_type) is pending already is skipped without an error.
 	DedupSuffix() string
@@ -56,13 +72,70 @@ type Dialect interface {
 	// processes (PostgreSQL: a statement trigger calling pg_notify), without DDL when it
 	// is there already. A no-op elsewhere.
 	EnsureNotify(ctx context.Context, db *gorm.DB) error
+	// EnsureExactNames makes the identifier columns (ids, insert ids, consumer and payload
+	// types, tags) compare byte for byte, trailing spaces included, without DDL when they do
+	// already. MySQL/MariaDB: a NO PAD binary collation. A no-op where the default
+	// comparison is exact (PostgreSQL's deterministic collations, SQLite's BINARY).
+	EnsureExactNames(ctx context.Context, db *gorm.DB) error
 	// Listen blocks until ctx is done, calling wake for every commit of new messages that
-	// the database reports. It returns ErrNoListen where the database cannot report them.
+	// the database reports, on one connection of the pool db. It returns ErrNoListen where
+	// the database cannot report them, and where the pool has a single connection (the
+	// listener would hold it for good and starve the application).
 	Listen(ctx context.Context, db *sql.DB, wake func()) error
+	// ListenDirect is Listen on a connection of its own, opened with dsn outside the pool
+	// (the pool may go through a pooler that cannot relay notifications). The pool db
+	// answers which channel to listen on. It returns ErrNoListen where the database cannot
+	// report commits.
+	ListenDirect(ctx context.Context, db *sql.DB, dsn string, wake func()) error
+	// CheckListenDSN reports why dsn cannot serve ListenDirect (its text never appears in
+	// the error: it may hold a password).
+	CheckListenDSN(dsn string) error
+}
+
+// Unavailable reports whether err says the database could not be reached or used — a
+// lost or refused connection, a server out of connections, a server shutting down — rather
+// than that it refused a statement. Such an error says nothing about a message or its
+// consumer.
+func Unavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var ne net.Error
+	if errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, io.EOF) || errors.Is(err, mysql.ErrInvalidConn) || errors.As(err, &ne) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return true
+	}
+	switch st := sqlState(err); {
+	case strings.HasPrefix(st, "08"), st == "53300", st == "57P01", st == "57P02", st == "57P03":
+		// connection exceptions, too_many_connections, admin/crash shutdown, cannot_connect_now
+		return true
+	}
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		switch me.Number {
+		case 1040, 1053, 2006, 2013: // too many connections, server shutdown, gone away, lost connection
+			return true
+		}
+	}
+	s := err.Error()
+	return strings.Contains(s, "failed to connect to") || strings.Contains(s, "conn closed") ||
+		strings.Contains(s, "connection reset by peer") || strings.Contains(s, "broken pipe")
 }
 
 // ErrNoListen reports a database without commit notifications: processors poll.
 var ErrNoListen = errors.New("dialect: no commit notifications on this database")
+
+var errListenDSN = errors.New("is for PostgreSQL only: this database has no LISTEN")
+
+// poolHasSpare refuses to take a connection of a pool of one for a listener: it would hold
+// it until Stop, and every query of the application would wait for it forever.
+func poolHasSpare(db *sql.DB) error {
+	if db.Stats().MaxOpenConnections == 1 {
+		return fmt.Errorf("%w: the pool has one connection (SetMaxOpenConns(1)); a listener would hold it", ErrNoListen)
+	}
+	return nil
+}
 
 // deleteIn is DELETE … WHERE id IN (…).
 func deleteIn(d Dialect, table string, n int) string {
@@ -89,7 +162,10 @@ func stringArgs(ss []string) []any {
 	return args
 }
 
-const onConflictSkip = " ON CONFLICT (insert_id, consumer_type) DO NOTHING"
+// onConflictSkip skips a row whose insert id is pending already: the unique index is on
+// (insert_id, consumer_type, pending), and pending is NULL on claimed rows, so a running
+// message never conflicts.
+const onConflictSkip = " ON CONFLICT (insert_id, consumer_type, pending) DO NOTHING"
 
 // For returns the Dialect of db's dialector.
 func For(db *gorm.DB) (Dialect, error) {
@@ -112,6 +188,7 @@ func (postgres) RowLocks() bool                           { return true }
 func (postgres) ProcessorTxOptions() *sql.TxOptions       { return nil }
 func (d postgres) DeleteByIDs(table string, n int) string { return deleteIn(d, table, n) }
 func (postgres) Placeholder(i int) string                 { return "$" + strconv.Itoa(i) }
+func (postgres) Int64Placeholder(i int) string            { return "$" + strconv.Itoa(i) + "::bigint" }
 func (postgres) DedupSuffix() string                      { return onConflictSkip }
 func (postgres) PreparesInserts() bool                    { return false }
 
@@ -121,7 +198,18 @@ func (postgres) PreparesInserts() bool                    { return false }
 // planned as a sequential scan: 4.1 ms per 100-row delete against 0.23 ms by ctid).
 func (postgres) Locator() string { return "ctid::text" }
 
-func (postgres) DeleteLocated(table string, locators []string) (string, []any) {
+func (postgres) DeleteLocated(table string, locators []string, lease int64) (string, []any) {
+	q := "DELETE FROM " + table + " WHERE ctid = ANY($1::tid[])"
+	args := []any{tidArray(locators)}
+	if lease != 0 {
+		q += " AND available_after = $2 AND pending IS NULL"
+		args = append(args, lease)
+	}
+	return q, args
+}
+
+// tidArray is locators as a PostgreSQL tid[] literal: one parameter for the whole batch.
+func tidArray(locators []string) string {
 	var b strings.Builder
 	b.Grow(len(locators) * 12)
 	b.WriteByte('{')
@@ -134,11 +222,10 @@ func (postgres) DeleteLocated(table string, locators []string) (string, []any) {
 		b.WriteByte('"')
 	}
 	b.WriteByte('}')
-	return "DELETE FROM " + table + " WHERE ctid = ANY($1::tid[])", []any{b.String()}
+	return b.String()
 }
 
-func (d postgres) UpdateLocated(table string, columns []string, values []any, locators []string) (string, []any) {
-	q, del := d.DeleteLocated(table, locators)
+func (postgres) UpdateLocated(table string, columns []string, values []any, locators []string, lease int64) (string, []any) {
 	var b strings.Builder
 	b.WriteString("UPDATE " + table + " SET ")
 	for i, c := range columns {
@@ -147,19 +234,42 @@ func (d postgres) UpdateLocated(table string, columns []string, values []any, lo
 		}
 		b.WriteString(c + " = $" + strconv.Itoa(i+1))
 	}
-	b.WriteString(" WHERE ctid = ANY($" + strconv.Itoa(len(columns)+1) + "::tid[])")
-	_ = q
-	return b.String(), append(append([]any(nil), values...), del...)
+	n := len(columns) + 1
+	b.WriteString(" WHERE ctid = ANY($" + strconv.Itoa(n) + "::tid[])")
+	args := append(append([]any(nil), values...), tidArray(locators))
+	if lease != 0 {
+		b.WriteString(" AND available_after = $" + strconv.Itoa(n+1) + " AND pending IS NULL")
+		args = append(args, lease)
+	}
+	return b.String(), args
+}
+
+// ClaimSQL is one round trip: the locking SELECT as a CTE, the UPDATE that leases its rows,
+// RETURNING them with their due time from before the update and their new ctid (an update
+// moves a row).
+func (postgres) ClaimSQL(lockingSelect string, params int) string {
+	return "WITH due AS (" + lockingSelect + ") UPDATE consumer_messages m SET available_after = $" +
+		strconv.Itoa(params+1) + ", pending = NULL FROM due WHERE m.id = due.id RETURNING " +
+		"m.id, m.created_at, due.available_after, m.attempts, m.consumer_type, m.payload_type, m.payload, " +
+		"NULLIF(m.insert_id, m.id), m.trace_id, m.span_id, m.ctid::text"
+}
+
+func (postgres) UniqueViolation(err error) bool { return sqlState(err) == "23505" }
+
+// sqlState is the SQLSTATE of a PostgreSQL error, or "". pgconn.PgError exposes
+// SQLState(); matching on the method keeps pgx out of this package.
+func sqlState(err error) string {
+	var st interface{ SQLState() string }
+	if errors.As(err, &st) {
+		return st.SQLState()
+	}
+	return ""
 }
 
 func (postgres) Retryable(err error) bool {
-	// pgconn.PgError exposes SQLState(); matching on the method keeps pgx out of this package.
-	var st interface{ SQLState() string }
-	if errors.As(err, &st) {
-		switch st.SQLState() {
-		case "40001", "40P01", "55P03": // serialization_failure, deadlock_detected, lock_not_available
-			return true
-		}
+	switch sqlState(err) {
+	case "40001", "40P01", "55P03": // serialization_failure, deadlock_detected, lock_not_available
+		return true
 	}
 	return false
 }
@@ -168,6 +278,10 @@ type mysqlDialect struct{}
 
 func (mysqlDialect) EnsureNotify(context.Context, *gorm.DB) error  { return nil }
 func (mysqlDialect) Listen(context.Context, *sql.DB, func()) error { return ErrNoListen }
+func (mysqlDialect) ListenDirect(context.Context, *sql.DB, string, func()) error {
+	return ErrNoListen
+}
+func (mysqlDialect) CheckListenDSN(string) error { return errListenDSN }
 
 func (mysqlDialect) Name() string   { return "mysql" }
 func (mysqlDialect) RowLocks() bool { return true }
@@ -209,12 +323,13 @@ func writeIDTable(b *strings.Builder, n int) {
 	b.WriteString(") d")
 }
 
-func (mysqlDialect) Placeholder(int) string { return "?" }
+func (mysqlDialect) Placeholder(int) string      { return "?" }
+func (mysqlDialect) Int64Placeholder(int) string { return "?" }
 
 func (mysqlDialect) Locator() string { return "id" }
 
 // UpdateLocated joins a derived table of the ids, for the reason DeleteByIDs does.
-func (mysqlDialect) UpdateLocated(table string, columns []string, values []any, locators []string) (string, []any) {
+func (mysqlDialect) UpdateLocated(table string, columns []string, values []any, locators []string, lease int64) (string, []any) {
 	var b strings.Builder
 	b.WriteString("UPDATE ")
 	writeIDTable(&b, len(locators))
@@ -225,11 +340,29 @@ func (mysqlDialect) UpdateLocated(table string, columns []string, values []any, 
 		}
 		b.WriteString("t." + c + " = ?")
 	}
-	return b.String(), append(stringArgs(locators), values...)
+	args := append(stringArgs(locators), values...)
+	if lease != 0 {
+		b.WriteString(" WHERE t.available_after = ? AND t.pending IS NULL")
+		args = append(args, lease)
+	}
+	return b.String(), args
 }
 
-func (d mysqlDialect) DeleteLocated(table string, locators []string) (string, []any) {
-	return d.DeleteByIDs(table, len(locators)), stringArgs(locators)
+func (d mysqlDialect) DeleteLocated(table string, locators []string, lease int64) (string, []any) {
+	q, args := d.DeleteByIDs(table, len(locators)), stringArgs(locators)
+	if lease != 0 {
+		q += " WHERE t.available_after = ? AND t.pending IS NULL"
+		args = append(args, lease)
+	}
+	return q, args
+}
+
+// ClaimSQL is "": MariaDB has no UPDATE … RETURNING.
+func (mysqlDialect) ClaimSQL(string, int) string { return "" }
+
+func (mysqlDialect) UniqueViolation(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && me.Number == 1062 // ER_DUP_ENTRY
 }
 
 // DedupSuffix is a no-op update: MySQL has no ON CONFLICT DO NOTHING, and INSERT IGNORE
@@ -251,7 +384,12 @@ func (mysqlDialect) Retryable(err error) bool {
 
 type sqlite struct{}
 
-func (sqlite) EnsureNotify(context.Context, *gorm.DB) error { return nil }
+func (sqlite) EnsureNotify(context.Context, *gorm.DB) error     { return nil }
+func (sqlite) EnsureExactNames(context.Context, *gorm.DB) error { return nil }
+func (sqlite) ListenDirect(context.Context, *sql.DB, string, func()) error {
+	return ErrNoListen
+}
+func (sqlite) CheckListenDSN(string) error { return errListenDSN }
 
 // sqliteWatchInterval is how often the SQLite watcher reads PRAGMA data_version: a read of
 // an in-memory counter, with no I/O and no lock.
@@ -261,8 +399,8 @@ const sqliteWatchInterval = 5 * time.Millisecond
 // process, or this one's pool) commits, on one connection of the pool. With a pool of one
 // connection it does not listen: it would starve the processors.
 func (sqlite) Listen(ctx context.Context, db *sql.DB, wake func()) error {
-	if db.Stats().MaxOpenConnections == 1 {
-		return fmt.Errorf("%w: the pool has one connection", ErrNoListen)
+	if err := poolHasSpare(db); err != nil {
+		return err
 	}
 	conn, err := db.Conn(ctx)
 	if err != nil {
@@ -301,11 +439,12 @@ func (sqlite) ProcessorTxOptions() *sql.TxOptions { return nil }
 // of builds that do not use SQLite.
 func (d sqlite) DeleteByIDs(table string, n int) string { return deleteIn(d, table, n) }
 func (sqlite) Placeholder(int) string                   { return "?" }
+func (sqlite) Int64Placeholder(int) string              { return "?" }
 func (sqlite) DedupSuffix() string                      { return onConflictSkip }
 func (sqlite) PreparesInserts() bool                    { return true }
 func (sqlite) Locator() string                          { return "id" }
 
-func (sqlite) UpdateLocated(table string, columns []string, values []any, locators []string) (string, []any) {
+func (sqlite) UpdateLocated(table string, columns []string, values []any, locators []string, lease int64) (string, []any) {
 	var b strings.Builder
 	b.WriteString("UPDATE " + table + " SET ")
 	for i, c := range columns {
@@ -322,11 +461,31 @@ func (sqlite) UpdateLocated(table string, columns []string, values []any, locato
 		b.WriteByte('?')
 	}
 	b.WriteByte(')')
-	return b.String(), append(append([]any(nil), values...), stringArgs(locators)...)
+	args := append(append([]any(nil), values...), stringArgs(locators)...)
+	if lease != 0 {
+		b.WriteString(" AND available_after = ? AND pending IS NULL")
+		args = append(args, lease)
+	}
+	return b.String(), args
 }
 
-func (d sqlite) DeleteLocated(table string, locators []string) (string, []any) {
-	return d.DeleteByIDs(table, len(locators)), stringArgs(locators)
+func (d sqlite) DeleteLocated(table string, locators []string, lease int64) (string, []any) {
+	q, args := d.DeleteByIDs(table, len(locators)), stringArgs(locators)
+	if lease != 0 {
+		q += " AND available_after = ? AND pending IS NULL"
+		args = append(args, lease)
+	}
+	return q, args
+}
+
+// ClaimSQL is "": SQLite's UPDATE … RETURNING cannot return a row's values from before the
+// update (its due time). The claim's transaction is short, so it holds the write lock only
+// for a SELECT and an UPDATE.
+func (sqlite) ClaimSQL(string, int) string { return "" }
+
+// UniqueViolation matches by text, as Retryable does.
+func (sqlite) UniqueViolation(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed")
 }
 
 func (sqlite) Retryable(err error) bool {

@@ -1,0 +1,285 @@
+package asyncmonolith
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+
+	"github.com/asyncmonolith/asyncmonolith/internal/dialect"
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+)
+
+// One claimed message's run, on a goroutine of its own: check the consumer's breaker,
+// call the consumer under its timeout (a panic becomes a *PanicError), then settle — a
+// success whose consumer used Message.Tx completes in that transaction at once, anything
+// else is handed to the completer as an outcome. A consumer that outlives its timeout and
+// then AbandonGrace (it ignores its context) is abandoned: its run is recorded as a
+// timeout, its Message.Tx is closed, and its slot is freed while its goroutine is left
+// behind.
+
+// outcome is what one run decided, for the completer.
+type outcome struct {
+	row     *ConsumerMessage
+	locator string
+	lease   int64
+	info    MessageInfo
+	ctx     context.Context // the consumer's context as BeforeConsume returned it
+	err     error
+	took    time.Duration
+	// done is set when the run's completion is recorded already (a Message.Tx success);
+	// the completer only reports it.
+	done bool
+	// release is set when the run was cut short by a hard stop: the message is due again
+	// at once, without an attempt counted.
+	release bool
+	// setAside is set (and nothing ran) when the consumer's breaker is open: the message
+	// is moved to this time without counting an attempt.
+	setAside time.Time
+	tripped  time.Time // this run tripped the consumer's breaker until then
+
+	// Decided by the completer.
+	poisoned bool
+	retryAt  time.Time
+}
+
+// run states: a run ends once, by its consumer returning or by being abandoned.
+const (
+	runRunning int32 = iota
+	runEnded
+)
+
+// run is one message's run.
+type run struct {
+	p       *Plugin
+	o       outcome
+	reg     *registration
+	env     envelope
+	mtx     *messageTx      // Message.Tx's connection (from the claim's slab)
+	txDB    *gorm.DB        // Message.Tx itself
+	txStmt  *gorm.Statement // its statement
+	msgCtx  context.Context
+	cancel  context.CancelFunc
+	workCtx context.Context // the processor's: done at a hard stop
+	timeout time.Duration
+	start   time.Time
+	state   atomic.Int32
+	report  func(outcome) // hands the outcome on and frees the run's slot; called once
+}
+
+// newRuns makes the runs of claim c, in one allocation, each handing its outcome to report.
+func (p *Plugin) newRuns(workCtx context.Context, c *claimed, report func(outcome)) []run {
+	runs := make([]run, len(c.rows))
+	mtxs, dbs, stmts := make([]messageTx, len(runs)), make([]gorm.DB, len(runs)), make([]gorm.Statement, len(runs))
+	for i := range runs {
+		r := &runs[i]
+		r.p, r.workCtx, r.report = p, workCtx, report
+		r.mtx, r.txDB, r.txStmt = &mtxs[i], &dbs[i], &stmts[i]
+		r.o = outcome{row: &c.rows[i], locator: c.locators[i], lease: c.lease, ctx: workCtx}
+	}
+	return runs
+}
+
+// workers run a processor's runs on goroutines that outlive one run: a goroutine made for
+// every message spent a tenth of a no-op message's CPU growing its stack again.
+type workers struct {
+	ch   chan *run     // unbuffered: a send succeeds only when a worker is idle
+	done chan struct{} // closed when the processor stops: idle workers exit
+}
+
+// workerIdle is how long an idle worker waits for another run before it exits.
+const workerIdle = 10 * time.Second
+
+func newWorkers() *workers { return &workers{ch: make(chan *run), done: make(chan struct{})} }
+
+// start runs r on an idle worker, or on a new one.
+func (w *workers) start(r *run) {
+	select {
+	case w.ch <- r:
+	default:
+		go w.loop(r)
+	}
+}
+
+func (w *workers) loop(r *run) {
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for {
+		r.execute()
+		idle.Reset(workerIdle)
+		select {
+		case r = <-w.ch:
+		case <-idle.C:
+			return
+		case <-w.done:
+			return
+		}
+	}
+}
+
+// stop lets idle workers exit.
+func (w *workers) stop() { close(w.done) }
+
+func (r *run) execute() {
+	p := r.p
+	row := r.o.row
+	if until := p.breaker.pausedUntil(row.ConsumerType, p.now()); !until.IsZero() {
+		r.o.setAside = until
+		r.report(r.o)
+		return
+	}
+	if !r.prepare() {
+		r.report(r.o)
+		return
+	}
+	stopWatch := context.AfterFunc(r.msgCtx, r.watch)
+	err := r.invoke()
+	stopWatch()
+	if !r.state.CompareAndSwap(runRunning, runEnded) {
+		r.cancel() // abandoned: its outcome was reported already
+		return
+	}
+	r.report(r.conclude(err, false))
+}
+
+// watch runs when the consumer's context ends (its timeout, or a hard stop): a consumer
+// still running AbandonGrace later is abandoned.
+func (r *run) watch() {
+	time.AfterFunc(r.p.cfg.AbandonGrace, func() {
+		if !r.state.CompareAndSwap(runRunning, runEnded) {
+			return
+		}
+		r.mtx.abandon()
+		p := r.p
+		p.log.ErrorContext(r.o.ctx, "asyncmonolith: consumer ignored its cancelled context and was abandoned",
+			"message_id", r.o.row.ID, "consumer", r.o.row.ConsumerType, "timeout", r.timeout)
+		r.report(r.conclude(fmt.Errorf("%w after %s; it ignored its context and was abandoned (still running)", ErrConsumerTimeout, r.timeout), true))
+	})
+}
+
+// prepare sets the run up: its consumer, limits, context and Message.Tx. When the message
+// cannot run (its consumer is unknown here), it returns false and r.o is its outcome.
+func (r *run) prepare() bool {
+	p := r.p
+	cfg := p.cfg
+	row := r.o.row
+	attempt := max(row.Attempts, 0) + 1
+	reg, known := p.registry.consumer(row.ConsumerType)
+	maxAttempts, timeout := cfg.MaxAttempts, cfg.DefaultConsumerTimeout
+	if known && reg.attempts > 0 {
+		maxAttempts = reg.attempts
+	}
+	if known && reg.timeout > 0 {
+		timeout = reg.timeout
+	}
+	r.reg, r.timeout = reg, timeout
+	r.o.info = MessageInfo{
+		ID: row.ID, InsertID: row.InsertID, ConsumerType: row.ConsumerType, PayloadType: row.PayloadType,
+		Attempt: attempt, MaxAttempts: maxAttempts,
+		CreatedAt: time.UnixMilli(row.CreatedAt), Due: time.UnixMilli(row.AvailableAfter),
+	}
+	if row.TraceID != nil {
+		r.o.info.TraceID = *row.TraceID
+	}
+	if row.SpanID != nil {
+		r.o.info.SpanID = *row.SpanID
+	}
+	if !known {
+		r.o.err = fmt.Errorf("%w: %q (register it with asyncmonolith.Register)", ErrUnknownConsumer, row.ConsumerType)
+		return false
+	}
+	ctx := r.workCtx
+	if p.hooks.BeforeConsume != nil {
+		ctx = p.hooks.BeforeConsume(ctx, r.o.info)
+		r.o.ctx = ctx
+	}
+	r.start = time.Now()
+	deadline := r.start.Add(timeout)
+	r.msgCtx, r.cancel = context.WithDeadline(ctx, deadline)
+	r.mtx.p, r.mtx.parent, r.mtx.deadline = p, r.workCtx, deadline.Add(cfg.AbandonGrace+max(cfg.LeaseMargin, leaseMarginMin))
+	r.env = envelope{row: row, attempt: attempt, maxAttempts: maxAttempts, tx: messageDB(p.db, r.mtx, r.msgCtx, r.txDB, r.txStmt)}
+	return true
+}
+
+// invoke calls the consumer, turning a panic into a *PanicError.
+func (r *run) invoke() (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &PanicError{Value: v, Stack: debug.Stack()}
+		}
+	}()
+	return r.reg.run(r.msgCtx, r.env)
+}
+
+// conclude turns a finished (or abandoned) run into its outcome: it names timeouts, logs
+// panics, ends Message.Tx (committing it with the completion on success) and feeds the
+// consumer's breaker.
+func (r *run) conclude(err error, abandoned bool) outcome {
+	p := r.p
+	defer r.cancel()
+	o := r.o
+	o.took = time.Since(r.start)
+	row := o.row
+	stopped := r.workCtx.Err() != nil
+	if err != nil && !errors.Is(err, ErrConsumerTimeout) && errors.Is(r.msgCtx.Err(), context.DeadlineExceeded) && !stopped {
+		err = fmt.Errorf("%w after %s: %w", ErrConsumerTimeout, r.timeout, err)
+	}
+	if pe := (*PanicError)(nil); errors.As(err, &pe) {
+		p.log.ErrorContext(o.ctx, "asyncmonolith: consumer panicked", "message_id", row.ID, "consumer", row.ConsumerType,
+			"panic", fmt.Sprint(pe.Value), "stack", string(pe.Stack))
+	}
+	timedOut := errors.Is(err, ErrConsumerTimeout)
+	lost := false
+	switch {
+	case abandoned:
+		// Message.Tx was closed already; the stuck consumer may hold its lock.
+	case err == nil && r.mtx.begun():
+		err = r.mtx.finish(o.lease, o.locator)
+		if err == nil || errors.Is(err, ErrLeaseLost) {
+			o.done = true // recorded, or nothing left to record: the message is another run's now
+			o.err = err
+			p.breaker.record(row.ConsumerType, nil, p.now())
+			return o
+		}
+		// A deadlock or a lost connection at the completion: a conflict, not the
+		// consumer's failure (its writes were rolled back; it runs again).
+		lost = dialect.Unavailable(err) || p.dialect.Retryable(err)
+	default:
+		lost = r.mtx.rollback()
+	}
+	o.err = err
+	if err != nil && (stopped || (lost && !timedOut)) {
+		// A hard stop cut the run short, or the database went away under its Message.Tx:
+		// that says nothing about the consumer, and the message is due again at once,
+		// without an attempt counted. (A statement that outlived the consumer's timeout
+		// also loses its connection, but that is the consumer's failure.)
+		o.release = true
+		return o
+	}
+	until, recovered := p.breaker.record(row.ConsumerType, err, p.now())
+	switch {
+	case !until.IsZero():
+		o.tripped = until
+		p.log.WarnContext(o.ctx, "asyncmonolith: consumer keeps failing; its messages are set aside until a probe succeeds",
+			"consumer", row.ConsumerType, "paused_until", until, "error", err)
+	case recovered:
+		p.log.InfoContext(o.ctx, "asyncmonolith: paused consumer succeeded again; resumed", "consumer", row.ConsumerType)
+	}
+	return o
+}
+
+// messageDB is a Message.Tx: a new-statement session (as Session(&gorm.Session{NewDB:
+// true}) makes) of base, on conn, with ctx. A *gorm.DB whose clone mode is "new statement"
+// gives every chained call a fresh Statement holding only its template's ConnPool,
+// Context, SkipHooks and Unscoped, so the template needs nothing else: building it
+// directly costs a third of what Session with a Context does.
+func messageDB(base *gorm.DB, conn gorm.ConnPool, ctx context.Context, db *gorm.DB, stmt *gorm.Statement) *gorm.DB {
+	*db = *base // shares base's Config, as every chained call does
+	*stmt = gorm.Statement{DB: db, ConnPool: conn, Context: ctx, Clauses: map[string]clause.Clause{},
+		SkipHooks: base.Statement.SkipHooks, Unscoped: base.Statement.Unscoped}
+	db.Statement = stmt
+	return db
+}
