@@ -251,6 +251,14 @@ func (r *run) conclude(err error, abandoned bool) outcome {
 		lost = r.mtx.rollback()
 	}
 	o.err = err
+	if errors.Is(err, errNoTxSlot) && !stopped {
+		// The plugin's own limit kept the consumer from its Message.Tx until its timeout:
+		// backpressure, not the consumer's failure.
+		p.log.WarnContext(o.ctx, "asyncmonolith: a consumer's Message.Tx waited for a free slot until its timeout; the message is due again without an attempt counted (raise Config.MaxMessageTxs, with the pool's limit)",
+			"message_id", row.ID, "consumer", row.ConsumerType, "max_message_txs", p.cfg.MaxMessageTxs)
+		o.release = true
+		return o
+	}
 	if err != nil && (stopped || (lost && !timedOut)) {
 		// A hard stop cut the run short, or the database went away under its Message.Tx:
 		// that says nothing about the consumer, and the message is due again at once,

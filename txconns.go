@@ -3,6 +3,7 @@ package asyncmonolith
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -53,9 +54,13 @@ func (t *txConns) acquire(ctx context.Context) error {
 	case t.slots <- struct{}{}:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("asyncmonolith: waiting for a Message.Tx slot (Config.MaxMessageTxs): %w", ctx.Err())
+		return fmt.Errorf("%w: %w", errNoTxSlot, ctx.Err())
 	}
 }
+
+// errNoTxSlot marks a run whose context ended while its Message.Tx waited for a slot: the
+// plugin's own limit stopped it, not its consumer.
+var errNoTxSlot = errors.New("asyncmonolith: waiting for a Message.Tx slot (Config.MaxMessageTxs)")
 
 // release gives a slot back.
 func (t *txConns) release() { <-t.slots }
