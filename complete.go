@@ -533,9 +533,17 @@ func lostLease(runErr error) error {
 
 // updateLocatedN is updateLocated returning the rows it touched.
 func (p *Plugin) updateLocatedN(ctx context.Context, conn gorm.ConnPool, columns []string, values []any, locators []string, lease int64) (int64, error) {
+	return execChunked(ctx, conn, locators, func(chunk []string) (string, []any) {
+		return p.dialect.UpdateLocated("consumer_messages", columns, values, chunk, lease)
+	})
+}
+
+// execChunked runs the statement build makes for each insertBatchRows locators and returns
+// the rows they touched.
+func execChunked(ctx context.Context, conn gorm.ConnPool, locators []string, build func([]string) (string, []any)) (int64, error) {
 	var total int64
 	for start := 0; start < len(locators); start += insertBatchRows {
-		q, args := p.dialect.UpdateLocated("consumer_messages", columns, values, locators[start:min(start+insertBatchRows, len(locators))], lease)
+		q, args := build(locators[start:min(start+insertBatchRows, len(locators))])
 		res, err := conn.ExecContext(ctx, q, args...)
 		if err != nil {
 			return total, err
@@ -557,18 +565,7 @@ func (p *Plugin) updateLocated(ctx context.Context, conn gorm.ConnPool, columns 
 
 // deleteLocated deletes claimed messages by their locators, fenced by lease, in tx.
 func (p *Plugin) deleteLocated(tx *gorm.DB, locators []string, lease int64) (int64, error) {
-	var total int64
-	for start := 0; start < len(locators); start += insertBatchRows {
-		q, args := p.dialect.DeleteLocated("consumer_messages", locators[start:min(start+insertBatchRows, len(locators))], lease)
-		res, err := tx.Statement.ConnPool.ExecContext(tx.Statement.Context, q, args...)
-		if err != nil {
-			return total, err
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return total, err
-		}
-		total += n
-	}
-	return total, nil
+	return execChunked(tx.Statement.Context, tx.Statement.ConnPool, locators, func(chunk []string) (string, []any) {
+		return p.dialect.DeleteLocated("consumer_messages", chunk, lease)
+	})
 }

@@ -183,16 +183,24 @@ func (m *messageTx) end(err error) {
 	m.tx, m.conn_ = nil, nil
 }
 
+// ending closes the handle as its run ends (m.mu is held); the function it returns, to be
+// deferred, cancels the transaction's context and gives its slot back.
+func (m *messageTx) ending() func() {
+	m.closed.Store(true)
+	return func() {
+		if m.cancel != nil {
+			m.cancel()
+		}
+		m.freeSlot()
+	}
+}
+
 // rollback ends Message.Tx after a failed run. It reports whether the transaction's
 // connection was lost (or never made): the database failed the run, not its consumer.
 func (m *messageTx) rollback() (lost bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.closed.Store(true)
-	if m.cancel != nil {
-		defer m.cancel()
-	}
-	defer m.freeSlot()
+	defer m.ending()()
 	if m.err != nil {
 		return dialect.Unavailable(m.err)
 	}
@@ -212,11 +220,7 @@ func (m *messageTx) rollback() (lost bool) {
 func (m *messageTx) finish(lease int64, locator string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.closed.Store(true)
-	if m.cancel != nil {
-		defer m.cancel()
-	}
-	defer m.freeSlot()
+	defer m.ending()()
 	if m.err != nil {
 		return m.err
 	}
