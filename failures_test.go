@@ -292,8 +292,17 @@ func runFailureCase(t *testing.T, dialect string, c failureCase) {
 	// DefaultConsumerTimeout is generous: only the cases that time out on purpose set one, and
 	// the multi-MB payloads take seconds to decode under the race detector. The pool is
 	// capped because every Message.Tx holds a connection and the servers are shared.
-	e := setup(t, dialect, quiet(am.Config{AttemptDelay: time.Minute, AbandonGrace: 200 * time.Millisecond,
-		DefaultConsumerTimeout: time.Minute}), testdb.Options{MaxOpenConns: 10})
+	//
+	// On SQLite, where the application's write lock stalls every writer, the 20 healthy
+	// consumers would otherwise hold all of MaxMessageTxs while they wait, and the failing
+	// one would time out waiting for a slot (the plugin's backpressure: released without an
+	// attempt) instead of in its own statement; a file database has no connection limit.
+	cfg, pool := am.Config{AttemptDelay: time.Minute, AbandonGrace: 200 * time.Millisecond,
+		DefaultConsumerTimeout: time.Minute}, 10
+	if dialect == "sqlite" {
+		cfg.MaxMessageTxs, pool = 32, 40
+	}
+	e := setup(t, dialect, quiet(cfg), testdb.Options{MaxOpenConns: pool})
 	if err := e.db.AutoMigrate(&Written{}); err != nil {
 		t.Fatal(err)
 	}

@@ -80,8 +80,10 @@ func (pr *processor) loop(fetchCtx, workCtx context.Context) {
 		case <-timer.C:
 		}
 		free := pr.free()
-		if free == 0 {
-			continue // a run ending signals freed
+		if free == 0 || p.txConns.waiting.Load() > 0 {
+			// A run ending signals freed. While runs wait for a Message.Tx slot, more
+			// messages would only queue behind them, their timeouts running.
+			continue
 		}
 		if free < pr.claimThreshold() {
 			// Runs ending one by one must not each cost a claim, but slots that long runs

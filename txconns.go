@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gorm.io/gorm"
@@ -20,6 +21,9 @@ type txConns struct {
 	db    *sql.DB // nil when the *gorm.DB's pool is not a *sql.DB: transactions begin on it
 	gorm  *gorm.DB
 	slots chan struct{}
+	// waiting counts runs waiting for a slot: while any does, processors claim no more
+	// (the messages would only queue behind them, their timeouts running).
+	waiting atomic.Int32
 
 	mu   sync.Mutex
 	idle []idleConn // most recently used last
@@ -50,6 +54,13 @@ func newTxConns(db *gorm.DB, n int) *txConns {
 
 // acquire waits, with ctx, for one of the MaxMessageTxs slots.
 func (t *txConns) acquire(ctx context.Context) error {
+	select {
+	case t.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	t.waiting.Add(1)
+	defer t.waiting.Add(-1)
 	select {
 	case t.slots <- struct{}{}:
 		return nil

@@ -97,8 +97,8 @@ type Dialect interface {
 // than that it refused a statement. Such an error says nothing about a message or its
 // consumer.
 func Unavailable(err error) bool {
-	if err == nil {
-		return false
+	if err == nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return false // a timeout or a cancellation (context.DeadlineExceeded is a net.Error too)
 	}
 	var ne net.Error
 	if errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) || errors.Is(err, io.ErrUnexpectedEOF) ||
