@@ -252,11 +252,12 @@ func (p *Plugin) Stats(ctx context.Context) ([]QueueStats, error) {
 		return nil, err
 	}
 	now := p.now()
+	// Columns named in tags: the application's NamingStrategy also maps these fields.
 	var pending []struct {
-		ConsumerType string
-		Pending      int64
-		Due          int64
-		OldestDue    *int64
+		ConsumerType string `gorm:"column:consumer_type"`
+		Pending      int64  `gorm:"column:pending"`
+		Due          int64  `gorm:"column:due"`
+		OldestDue    *int64 `gorm:"column:oldest_due"`
 	}
 	err = db.Model(&ConsumerMessage{}).
 		Select("consumer_type, COUNT(*) AS pending, "+
@@ -267,8 +268,8 @@ func (p *Plugin) Stats(ctx context.Context) ([]QueueStats, error) {
 		return nil, fmt.Errorf("asyncmonolith: stats: %w", err)
 	}
 	var poisoned []struct {
-		ConsumerType string
-		N            int64
+		ConsumerType string `gorm:"column:consumer_type"`
+		N            int64  `gorm:"column:n"`
 	}
 	if err := db.Model(&PoisonedMessage{}).Select("consumer_type, COUNT(*) AS n").Group("consumer_type").Scan(&poisoned).Error; err != nil {
 		return nil, fmt.Errorf("asyncmonolith: stats: %w", err)

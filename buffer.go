@@ -48,7 +48,7 @@ func (l *leakReport) report() {
 		return
 	}
 	sort.Strings(types)
-	l.log.Error("asyncmonolith: produced messages were never written: the session they were buffered on was dropped without a Create, Save, Update, Delete or Flush",
+	l.log.Error("asyncmonolith: produced messages were never written: the session they were buffered on was dropped without a write that changed rows (Create, Save, Update, Delete, Exec) or a Flush; call Discard to drop them on purpose",
 		"count", n, "payload_types", types)
 }
 

@@ -31,11 +31,6 @@ const maxErrorLen = 4000
 // maxCompleteBatch bounds how many outcomes one completion records.
 const maxCompleteBatch = 1000
 
-// completeAttempts is how often a completion that hit a conflict or a lost connection is
-// tried before its messages are left to their lease (they then run again, without an
-// attempt counted).
-const completeAttempts = 4
-
 // completeTimeout bounds one completion transaction.
 const completeTimeout = 30 * time.Second
 
@@ -152,20 +147,36 @@ func (p *Plugin) record(ctx context.Context, outcomes []outcome) error {
 	if plan.empty() {
 		return nil
 	}
+	// A database that is down is waited for until the first lease ends (then the messages
+	// are claimable again anyway), so that the outcomes land as soon as it is back.
+	giveUp := plan.firstLease()
 	var err error
 	for attempt := 1; ; attempt++ {
 		var short bool
-		short, err = p.inTx(ctx, func(tx *gorm.DB) (bool, error) { return p.write(tx, plan, now) })
+		if plan.oneDelete() {
+			// One statement is its own transaction: no BEGIN and COMMIT round trips.
+			short, err = p.deleteAlone(ctx, plan)
+			if err == nil {
+				return nil
+			}
+		} else {
+			short, err = p.inTx(ctx, func(tx *gorm.DB) (bool, error) { return p.write(tx, plan, now) })
+		}
 		if err == nil && !short {
 			return nil
 		}
 		if err == nil || (!p.dialect.Retryable(err) && !isConnError(err)) {
 			break // a lost lease, or a refusal: find which outcome
 		}
-		if attempt == completeAttempts || ctx.Err() != nil {
+		wait := backoff(attempt, 10*time.Millisecond, time.Second)
+		if ctx.Err() != nil || p.now().Add(wait).UnixMilli() >= giveUp {
 			return err
 		}
-		time.Sleep(backoff(attempt, 10*time.Millisecond, time.Second))
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
 	}
 	if err != nil {
 		p.log.WarnContext(ctx, "asyncmonolith: recording a batch of outcomes failed; recording them one by one", "error", err)
@@ -220,6 +231,65 @@ const (
 type plan struct{ items []item }
 
 func (pl plan) empty() bool { return len(pl.items) == 0 }
+
+// oneDelete reports whether the plan is one fenced DELETE: successes of one claim.
+func (pl plan) oneDelete() bool {
+	if len(pl.items) > insertBatchRows {
+		return false
+	}
+	for _, it := range pl.items {
+		if it.kind != itemDelete || it.o.lease != pl.items[0].o.lease {
+			return false
+		}
+	}
+	return true
+}
+
+// deleteAlone runs a oneDelete plan in autocommit. When it deleted fewer rows than it was
+// given, the runs whose message is still there (claimed by another processor since) lost
+// their lease; the others are done (by this delete, or by the run that claimed them next).
+func (p *Plugin) deleteAlone(ctx context.Context, pl plan) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, completeTimeout)
+	defer cancel()
+	db := p.db.WithContext(ctx)
+	locs := make([]string, len(pl.items))
+	for i, it := range pl.items {
+		locs[i] = it.o.locator
+	}
+	n, err := p.deleteLocated(db, locs, pl.items[0].o.lease)
+	if err != nil || n == int64(len(locs)) {
+		return false, p.wrapIfDBError("delete completed messages", err)
+	}
+	ids := make([]string, len(pl.items))
+	for i, it := range pl.items {
+		ids[i] = it.o.row.ID
+	}
+	var still []string
+	if err := db.Model(&ConsumerMessage{}).Where("id IN ?", ids).Pluck("id", &still).Error; err != nil {
+		return false, err
+	}
+	lost := map[string]bool{}
+	for _, id := range still {
+		lost[id] = true
+	}
+	for _, it := range pl.items {
+		if lost[it.o.row.ID] {
+			it.o.err = lostLease(it.o.err)
+		}
+	}
+	return false, nil
+}
+
+// firstLease is the earliest lease end among the plan's messages.
+func (pl plan) firstLease() int64 {
+	first := int64(0)
+	for _, it := range pl.items {
+		if first == 0 || it.o.lease < first {
+			first = it.o.lease
+		}
+	}
+	return first
+}
 
 // decide turns outcomes into writes and fills in what each outcome's report says.
 func (p *Plugin) decide(outcomes []outcome, now time.Time) plan {
@@ -345,6 +415,16 @@ func (p *Plugin) writeGroup(tx *gorm.DB, k groupKey, its []*item, now time.Time)
 // a payload near the server's packet limit is copied as easily as a small one).
 func (p *Plugin) poison(tx *gorm.DB, its []*item, k groupKey, now time.Time) (int64, error) {
 	d := p.dialect
+	// A message poisoned again (its earlier copy restored, or written by hand) replaces
+	// its earlier copy: the primary key would refuse the copy, and the message would be
+	// left claimed, to run once more every lease.
+	ids := make([]any, len(its))
+	for i, it := range its {
+		ids[i] = it.o.row.ID
+	}
+	if _, err := tx.Statement.ConnPool.ExecContext(tx.Statement.Context, d.DeleteByIDs("poisoned_messages", len(ids)), ids...); err != nil {
+		return 0, err
+	}
 	var b strings.Builder
 	var args []any
 	ph := func(v any) string {
@@ -453,9 +533,17 @@ func lostLease(runErr error) error {
 
 // updateLocatedN is updateLocated returning the rows it touched.
 func (p *Plugin) updateLocatedN(ctx context.Context, conn gorm.ConnPool, columns []string, values []any, locators []string, lease int64) (int64, error) {
+	return execChunked(ctx, conn, locators, func(chunk []string) (string, []any) {
+		return p.dialect.UpdateLocated("consumer_messages", columns, values, chunk, lease)
+	})
+}
+
+// execChunked runs the statement build makes for each insertBatchRows locators and returns
+// the rows they touched.
+func execChunked(ctx context.Context, conn gorm.ConnPool, locators []string, build func([]string) (string, []any)) (int64, error) {
 	var total int64
 	for start := 0; start < len(locators); start += insertBatchRows {
-		q, args := p.dialect.UpdateLocated("consumer_messages", columns, values, locators[start:min(start+insertBatchRows, len(locators))], lease)
+		q, args := build(locators[start:min(start+insertBatchRows, len(locators))])
 		res, err := conn.ExecContext(ctx, q, args...)
 		if err != nil {
 			return total, err
@@ -477,18 +565,7 @@ func (p *Plugin) updateLocated(ctx context.Context, conn gorm.ConnPool, columns 
 
 // deleteLocated deletes claimed messages by their locators, fenced by lease, in tx.
 func (p *Plugin) deleteLocated(tx *gorm.DB, locators []string, lease int64) (int64, error) {
-	var total int64
-	for start := 0; start < len(locators); start += insertBatchRows {
-		q, args := p.dialect.DeleteLocated("consumer_messages", locators[start:min(start+insertBatchRows, len(locators))], lease)
-		res, err := tx.Statement.ConnPool.ExecContext(tx.Statement.Context, q, args...)
-		if err != nil {
-			return total, err
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return total, err
-		}
-		total += n
-	}
-	return total, nil
+	return execChunked(tx.Statement.Context, tx.Statement.ConnPool, locators, func(chunk []string) (string, []any) {
+		return p.dialect.DeleteLocated("consumer_messages", chunk, lease)
+	})
 }

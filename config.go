@@ -3,6 +3,8 @@ package asyncmonolith
 import (
 	"log/slog"
 	"time"
+
+	"github.com/asyncmonolith/asyncmonolith/internal/dialect"
 )
 
 // Documented defaults: a zero Config field takes these values.
@@ -40,7 +42,7 @@ const (
 	BreakerMaxCooldownDefault = 5 * time.Minute
 	// MaxMessageTxsDefault is how many Message.Tx transactions one plugin keeps open at
 	// once: each holds a database connection, and a server has a few hundred at most.
-	MaxMessageTxsDefault = 20
+	MaxMessageTxsDefault = 10
 	// LeaseMarginDefault is how much longer than its longest possible run a claim holds
 	// its messages, for the completion to land.
 	LeaseMarginDefault = 10 * time.Second
@@ -127,6 +129,21 @@ type Config struct {
 	Hooks Hooks
 	// Now is the clock. Nil means time.Now. Tests inject a fake clock here.
 	Now func() time.Time
+
+	// PollOnly turns commit notifications off: processors find messages committed by other
+	// processes by polling alone, every ProcessorMaxDelay at most (a commit in this process
+	// still wakes them at once), and no connection is held for a listener. Use it behind a
+	// pooler that cannot relay LISTEN (PgBouncer in transaction mode) when no ListenDSN can
+	// reach the server. The default (false) listens where the database can notify:
+	// PostgreSQL (LISTEN, one connection) and SQLite (a data_version watcher, one connection).
+	PollOnly bool
+	// ListenDSN (PostgreSQL only) is a pgx DSN straight to the server, for the notification
+	// listener: it then holds a connection of its own, outside the pool, instead of one of
+	// the pool's. Set it when the pool goes through a pooler in transaction mode
+	// (PgBouncer), whose connections cannot LISTEN. Empty (the default): the listener takes
+	// one connection of the pool, and none with a pool of one (SetMaxOpenConns(1)), where it
+	// would starve the application.
+	ListenDSN string
 }
 
 // withDefaults returns c with zero fields replaced by their defaults.
@@ -211,7 +228,7 @@ func (c Config) validate() error {
 	case c.ConsumerConcurrency < 1 || c.ConsumerConcurrency > ConsumerConcurrencyMax:
 		return &ConfigError{"ConsumerConcurrency", c.ConsumerConcurrency, "must be between 1 and 10000 (0 means 200)"}
 	case c.MaxMessageTxs < 1 || c.MaxMessageTxs > ConsumerConcurrencyMax:
-		return &ConfigError{"MaxMessageTxs", c.MaxMessageTxs, "must be between 1 and 10000 (0 means 20)"}
+		return &ConfigError{"MaxMessageTxs", c.MaxMessageTxs, "must be between 1 and 10000 (0 means 10)"}
 	case c.DefaultConsumerTimeout < 0 || c.DefaultConsumerTimeout > ConsumerTimeoutMax:
 		return &ConfigError{"DefaultConsumerTimeout", c.DefaultConsumerTimeout, "must be between 0 (default 10s) and 1h"}
 	case c.ScheduleProcessors < 1 || c.ScheduleProcessors > 100:
@@ -230,6 +247,22 @@ func (c Config) validate() error {
 		return &ConfigError{"BreakerCooldown", c.BreakerCooldown, "must not be negative"}
 	case c.BreakerMaxCooldown < c.BreakerCooldown:
 		return &ConfigError{"BreakerMaxCooldown", c.BreakerMaxCooldown, "must not be shorter than BreakerCooldown (" + c.BreakerCooldown.String() + ")"}
+	case c.PollOnly && c.ListenDSN != "":
+		return &ConfigError{"ListenDSN", redactedDSN, "must be empty with PollOnly (a poll-only plugin does not listen)"}
+	}
+	return nil
+}
+
+// redactedDSN stands for a DSN in errors: it may hold a password.
+const redactedDSN = "(redacted)"
+
+// validateFor checks the fields whose validity depends on the database.
+func (c Config) validateFor(d dialect.Dialect) error {
+	if c.ListenDSN == "" {
+		return nil
+	}
+	if err := d.CheckListenDSN(c.ListenDSN); err != nil {
+		return &ConfigError{"ListenDSN", redactedDSN, err.Error()}
 	}
 	return nil
 }

@@ -52,6 +52,8 @@ func (m *Message[T]) IsLastAttempt() bool { return m.Attempt >= m.MaxAttempts }
 
 // PayloadTyper lets a payload choose its stored type name. Without it the name is the Go
 // type's name (without package). Pick a name once and keep it: stored rows refer to it.
+// Declare the method on the value receiver: on the pointer receiver it names *T only, and
+// T keeps its Go name.
 type PayloadTyper interface{ PayloadType() string }
 
 // ConsumerTyper lets a consumer choose its stored name. Without it the name is the Go
@@ -109,6 +111,9 @@ func Register[T any](p *Plugin, c Consumer[T], opts ...ConsumerOption) error {
 	if o.timeout < 0 || o.timeout > ConsumerTimeoutMax {
 		return fmt.Errorf("%w: WithTimeout(%s): must be between 1ns and 1h", ErrInvalidOption, o.timeout)
 	}
+	if c == nil || nilThroughValueMethod(c, reflect.TypeFor[Consumer[T]]()) {
+		return fmt.Errorf("%w: consumer is nil (or a nil pointer to a type whose Consume has a value receiver)", ErrInvalidOption)
+	}
 	goType := reflect.TypeFor[T]()
 	payloadType, err := payloadTypeName(goType)
 	if err != nil {
@@ -163,8 +168,8 @@ func payloadTypeName(t reflect.Type) (string, error) {
 		return "", fmt.Errorf("%w: payload is nil", ErrInvalidPayload)
 	}
 	var name string
-	if t.Implements(reflect.TypeFor[PayloadTyper]()) {
-		name = reflect.Zero(t).Interface().(PayloadTyper).PayloadType()
+	if t.Implements(payloadTyperType) {
+		name = zeroOf(t).Interface().(PayloadTyper).PayloadType()
 	} else {
 		name = t.Name()
 		if t.Kind() == reflect.Pointer {
@@ -177,9 +182,31 @@ func payloadTypeName(t reflect.Type) (string, error) {
 	return name, nil
 }
 
+var payloadTyperType = reflect.TypeFor[PayloadTyper]()
+
+// zeroOf is a value of type t to call a naming method on: the zero value, or for a
+// pointer type a pointer to a zero value, so that a method declared on the value receiver
+// is never called through a nil pointer (which panics).
+func zeroOf(t reflect.Type) reflect.Value {
+	if t.Kind() == reflect.Pointer {
+		return reflect.New(t.Elem())
+	}
+	return reflect.Zero(t)
+}
+
+// nilThroughValueMethod reports whether v is a nil pointer whose methods of iface are
+// declared on the value receiver: calling any of them panics.
+func nilThroughValueMethod(v any, iface reflect.Type) bool {
+	rv := reflect.ValueOf(v)
+	return rv.Kind() == reflect.Pointer && rv.IsNil() && rv.Type().Elem().Implements(iface)
+}
+
 // typeName is the stored name of consumer c.
 func typeName(c any, t reflect.Type) string {
 	if ct, ok := c.(ConsumerTyper); ok {
+		if nilThroughValueMethod(c, reflect.TypeFor[ConsumerTyper]()) {
+			return zeroOf(t).Interface().(ConsumerTyper).ConsumerType()
+		}
 		return ct.ConsumerType()
 	}
 	for t.Kind() == reflect.Pointer {

@@ -53,7 +53,12 @@ type env struct {
 
 func setup(t *testing.T, dialect string, cfg am.Config, opts ...testdb.Options) *env {
 	t.Helper()
-	db := testdb.Open(t, dialect, opts...)
+	return setupOn(t, testdb.Open(t, dialect, opts...), cfg)
+}
+
+// setupOn is setup on a database the test opened itself.
+func setupOn(t *testing.T, db *gorm.DB, cfg am.Config) *env {
+	t.Helper()
 	c := newClock()
 	if cfg.Now == nil {
 		cfg.Now = c.Now

@@ -29,11 +29,12 @@ type messageTx struct {
 	mu     sync.Mutex
 	txCtx  context.Context
 	cancel context.CancelFunc // set with txCtx; guarded by mu, and called by abandon via stop
-	tx     *gorm.DB           // nil until the first statement
+	tx     txHandle           // nil until the first statement
+	conn_  *sql.Conn          // tx's kept connection (see txConns), if any
 	err    error              // the begin failed: every statement reports it
 	closed atomic.Bool
 	stop   atomic.Pointer[context.CancelFunc] // cancel, for abandon (which must not wait for mu)
-	slot   atomic.Bool                        // holds one of the plugin's txSlots
+	slot   atomic.Bool                        // holds one of the plugin's Message.Tx slots
 }
 
 var (
@@ -48,29 +49,44 @@ func (m *messageTx) conn(ctx context.Context) (gorm.ConnPool, error) {
 		return nil, ErrConsumerAbandoned
 	}
 	if m.tx == nil && m.err == nil {
-		select {
-		case m.p.txSlots <- struct{}{}:
-			m.slot.Store(true)
-		case <-ctx.Done():
-			return nil, fmt.Errorf("asyncmonolith: waiting for a Message.Tx slot (Config.MaxMessageTxs): %w", ctx.Err())
+		if err := m.p.txConns.acquire(ctx); err != nil {
+			return nil, err
 		}
-		m.txCtx, m.cancel = context.WithDeadline(m.parent, m.deadline)
+		m.slot.Store(true)
+		// The transaction outlives the consumer's context (txCtx), but waiting for a pooled
+		// connection to begin it must end with the statement's: a consumer that honours its
+		// context would otherwise stay blocked here past its timeout, and be abandoned.
+		txCtx, cancelTx := context.WithDeadline(m.parent, m.deadline)
+		m.txCtx, m.cancel = context.WithCancel(txCtx)
+		cancelBegin := m.cancel
+		m.cancel = func() { cancelBegin(); cancelTx() }
 		m.stop.Store(&m.cancel)
-		if m.closed.Load() { // abandoned meanwhile
+		if m.closed.Load() { // abandoned meanwhile: abandon may have run before the slot was marked held
 			m.cancel()
+			m.freeSlot()
 			return nil, ErrConsumerAbandoned
 		}
-		tx := m.p.db.WithContext(m.txCtx).Begin(m.p.dialect.ProcessorTxOptions())
-		if tx.Error != nil {
-			m.err = fmt.Errorf("asyncmonolith: begin Message.Tx: %w", tx.Error)
-		} else {
-			m.tx = tx
+		endWait := context.AfterFunc(ctx, cancelBegin)
+		tx, c, err := m.p.txConns.begin(m.txCtx, m.p.dialect.ProcessorTxOptions())
+		switch {
+		case !endWait():
+			// The statement's context ended during the begin: a transaction begun on the
+			// cancelled context is rolled back already.
+			if tx != nil {
+				_ = tx.Rollback()
+			}
+			m.p.txConns.put(c, false)
+			m.err = fmt.Errorf("asyncmonolith: begin Message.Tx: waiting for a connection: %w", context.Cause(ctx))
+		case err != nil:
+			m.err = fmt.Errorf("asyncmonolith: begin Message.Tx: %w", err)
+		default:
+			m.tx, m.conn_ = tx, c
 		}
 	}
 	if m.err != nil {
 		return nil, m.err
 	}
-	return m.tx.Statement.ConnPool, nil
+	return m.tx, nil
 }
 
 func (m *messageTx) PrepareContext(ctx context.Context, query string) (*sql.Stmt, error) {
@@ -108,8 +124,13 @@ func (m *messageTx) QueryRowContext(ctx context.Context, query string, args ...a
 	defer m.mu.Unlock()
 	c, err := m.conn(ctx)
 	if err != nil {
-		// *sql.Row cannot carry an error of ours: run the query on a dead context of the
-		// plugin's pool so that Scan reports the failure.
+		// *sql.Row cannot carry an error of ours: run the query on a context that is done
+		// with err, so that Scan reports it. (database/sql reports ctx.Err(), not a
+		// cancellation's cause: a plain cancelled context would make every failure here a
+		// bare context.Canceled.)
+		if sqlDB, dbErr := m.p.db.DB(); dbErr == nil {
+			return sqlDB.QueryRowContext(failedContext{ctx, fmt.Errorf("%w (%w)", err, context.Canceled)}, query, args...)
+		}
 		dead, cancel := context.WithCancelCause(ctx)
 		cancel(err)
 		return m.p.db.Statement.ConnPool.QueryRowContext(dead, query, args...)
@@ -138,12 +159,39 @@ func (m *messageTx) abandon() {
 		(*c)()
 	}
 	m.freeSlot()
+	go func() { // once the stuck statement has returned (its context is cancelled)
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if m.tx != nil {
+			_ = m.tx.Rollback()
+		}
+		m.p.txConns.put(m.conn_, false)
+		m.tx, m.conn_ = nil, nil
+	}()
 }
 
 // freeSlot gives the transaction's slot back, once.
 func (m *messageTx) freeSlot() {
 	if m.slot.CompareAndSwap(true, false) {
-		<-m.p.txSlots
+		m.p.txConns.release()
+	}
+}
+
+// end gives the transaction's connection back after its commit or rollback; m.mu is held.
+func (m *messageTx) end(err error) {
+	m.p.txConns.put(m.conn_, err == nil)
+	m.tx, m.conn_ = nil, nil
+}
+
+// ending closes the handle as its run ends (m.mu is held); the function it returns, to be
+// deferred, cancels the transaction's context and gives its slot back.
+func (m *messageTx) ending() func() {
+	m.closed.Store(true)
+	return func() {
+		if m.cancel != nil {
+			m.cancel()
+		}
+		m.freeSlot()
 	}
 }
 
@@ -152,16 +200,14 @@ func (m *messageTx) freeSlot() {
 func (m *messageTx) rollback() (lost bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.closed.Store(true)
-	if m.cancel != nil {
-		defer m.cancel()
-	}
-	defer m.freeSlot()
+	defer m.ending()()
 	if m.err != nil {
 		return dialect.Unavailable(m.err)
 	}
 	if m.tx != nil {
-		if err := m.tx.Rollback().Error; err != nil && dialect.Unavailable(err) {
+		err := m.tx.Rollback()
+		m.end(err)
+		if err != nil && dialect.Unavailable(err) {
 			return true
 		}
 	}
@@ -174,27 +220,38 @@ func (m *messageTx) rollback() (lost bool) {
 func (m *messageTx) finish(lease int64, locator string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.closed.Store(true)
-	if m.cancel != nil {
-		defer m.cancel()
-	}
-	defer m.freeSlot()
+	defer m.ending()()
 	if m.err != nil {
 		return m.err
 	}
-	conn := m.tx.Statement.ConnPool
+	if m.tx == nil {
+		return ErrConsumerAbandoned
+	}
 	q, args := m.p.dialect.DeleteLocated("consumer_messages", []string{locator}, lease)
-	res, err := conn.ExecContext(m.txCtx, q, args...)
+	res, err := m.tx.ExecContext(m.txCtx, q, args...)
 	if err != nil {
-		m.tx.Rollback()
+		m.end(m.tx.Rollback())
 		return fmt.Errorf("asyncmonolith: complete message: %w", err)
 	}
 	if n, err := res.RowsAffected(); err != nil || n != 1 {
-		m.tx.Rollback()
+		m.end(m.tx.Rollback())
 		return ErrLeaseLost
 	}
-	if err := m.tx.Commit().Error; err != nil {
+	if err := m.tx.Commit(); err != nil {
+		m.end(err)
 		return fmt.Errorf("asyncmonolith: commit Message.Tx: %w", err)
 	}
+	m.end(nil)
 	return nil
 }
+
+// failedContext is a context that is done, with err (which wraps context.Canceled).
+type failedContext struct {
+	context.Context
+	err error
+}
+
+var closedDone = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+func (c failedContext) Done() <-chan struct{} { return closedDone }
+func (c failedContext) Err() error            { return c.err }

@@ -4,27 +4,31 @@ import "time"
 
 // Times in the three tables are Unix milliseconds (UTC), set by the application's clock
 // (Config.Now), never by the database's: the same rule holds on every database.
+//
+// Every column is named in its tag (and every table by TableName), because the plugin's SQL
+// names them itself: whatever NamingStrategy the application's *gorm.DB uses (NoLowerCase,
+// TablePrefix, SingularTable), the tables are the same.
 
 // ConsumerMessage is a row of consumer_messages: one delivery of a payload to one consumer,
 // pending or running. Produce writes one row per consumer of the payload type; a processor
 // claims it for a lease, and deletes it when the consumer succeeds.
 type ConsumerMessage struct {
-	ID             string  `gorm:"primaryKey;size:64;index:idx_consumer_messages_fetch,priority:3"`
-	CreatedAt      int64   `gorm:"not null;autoCreateTime:false;index:idx_consumer_messages_fetch,priority:2"`
-	AvailableAfter int64   `gorm:"not null;index:idx_consumer_messages_fetch,priority:1"`
-	Attempts       int     `gorm:"not null;default:0"`
-	ConsumerType   string  `gorm:"size:255;not null;uniqueIndex:ux_consumer_messages_pending_insert_id,priority:2"`
-	PayloadType    string  `gorm:"size:255;not null"`
-	Payload        string  `gorm:"not null"`
+	ID             string  `gorm:"column:id;primaryKey;size:64;index:idx_consumer_messages_fetch,priority:3"`
+	CreatedAt      int64   `gorm:"column:created_at;not null;autoCreateTime:false;index:idx_consumer_messages_fetch,priority:2"`
+	AvailableAfter int64   `gorm:"column:available_after;not null;index:idx_consumer_messages_fetch,priority:1"`
+	Attempts       int     `gorm:"column:attempts;not null;default:0"`
+	ConsumerType   string  `gorm:"column:consumer_type;size:255;not null;uniqueIndex:ux_consumer_messages_pending_insert_id,priority:2"`
+	PayloadType    string  `gorm:"column:payload_type;size:255;not null"`
+	Payload        string  `gorm:"column:payload;not null"`
 	InsertID       string  `gorm:"column:insert_id;size:255;not null;uniqueIndex:ux_consumer_messages_pending_insert_id,priority:1"`
-	TraceID        *string `gorm:"size:32"`
-	SpanID         *string `gorm:"size:16"`
-	LastError      *string
+	TraceID        *string `gorm:"column:trace_id;size:32"`
+	SpanID         *string `gorm:"column:span_id;size:16"`
+	LastError      *string `gorm:"column:last_error"`
 	// Pending is true while the message waits and NULL while a processor has claimed it
 	// (a claim also moves AvailableAfter to the end of its lease). The unique index on
 	// (insert_id, consumer_type, pending) so allows one pending message per insert id
 	// beside any running ones: every database treats NULLs as distinct in a unique index.
-	Pending *bool `gorm:"default:true;uniqueIndex:ux_consumer_messages_pending_insert_id,priority:3"`
+	Pending *bool `gorm:"column:pending;default:true;check:chk_consumer_messages_pending,pending IS NULL OR pending;uniqueIndex:ux_consumer_messages_pending_insert_id,priority:3"`
 
 	// freshID marks a row whose insert id this process generated: it cannot collide with
 	// a pending row, so its INSERT needs no duplicate handling (cheaper on PostgreSQL).
@@ -40,18 +44,18 @@ func (m ConsumerMessage) Due() time.Time { return time.UnixMilli(m.AvailableAfte
 // PoisonedMessage is a row of poisoned_messages: a message that failed on its last
 // attempt. It keeps the original id, created_at, payload and insert id, and the error.
 type PoisonedMessage struct {
-	ID             string  `gorm:"primaryKey;size:64"`
-	CreatedAt      int64   `gorm:"not null;autoCreateTime:false"`
-	AvailableAfter int64   `gorm:"not null"`
-	Attempts       int     `gorm:"not null;default:0"`
-	ConsumerType   string  `gorm:"size:255;not null;index:idx_poisoned_messages_consumer_type"`
-	PayloadType    string  `gorm:"size:255;not null"`
-	Payload        string  `gorm:"not null"`
+	ID             string  `gorm:"column:id;primaryKey;size:64"`
+	CreatedAt      int64   `gorm:"column:created_at;not null;autoCreateTime:false"`
+	AvailableAfter int64   `gorm:"column:available_after;not null"`
+	Attempts       int     `gorm:"column:attempts;not null;default:0"`
+	ConsumerType   string  `gorm:"column:consumer_type;size:255;not null;index:idx_poisoned_messages_consumer_type"`
+	PayloadType    string  `gorm:"column:payload_type;size:255;not null"`
+	Payload        string  `gorm:"column:payload;not null"`
 	InsertID       string  `gorm:"column:insert_id;size:255;not null"`
-	TraceID        *string `gorm:"size:32"`
-	SpanID         *string `gorm:"size:16"`
-	LastError      string  `gorm:"not null"`
-	PoisonedAt     int64   `gorm:"not null;index:idx_poisoned_messages_poisoned_at"`
+	TraceID        *string `gorm:"column:trace_id;size:32"`
+	SpanID         *string `gorm:"column:span_id;size:16"`
+	LastError      string  `gorm:"column:last_error;not null"`
+	PoisonedAt     int64   `gorm:"column:poisoned_at;not null;index:idx_poisoned_messages_poisoned_at"`
 }
 
 // TableName is poisoned_messages.
@@ -60,13 +64,13 @@ func (PoisonedMessage) TableName() string { return "poisoned_messages" }
 // ScheduledMessage is a row of scheduled_messages: a payload produced on a cron schedule.
 // AvailableAfter is the next firing time.
 type ScheduledMessage struct {
-	ID              string  `gorm:"primaryKey;size:64"`
-	Tag             *string `gorm:"size:255;index:idx_scheduled_messages_tag"`
-	AvailableAfter  int64   `gorm:"not null;index:idx_scheduled_messages_available_after"`
+	ID              string  `gorm:"column:id;primaryKey;size:64"`
+	Tag             *string `gorm:"column:tag;size:255;index:idx_scheduled_messages_tag"`
+	AvailableAfter  int64   `gorm:"column:available_after;not null;index:idx_scheduled_messages_available_after"`
 	ChronExpression string  `gorm:"column:chron_expression;size:255;not null"`
 	ChronTimezone   string  `gorm:"column:chron_timezone;size:64;not null"`
-	PayloadType     string  `gorm:"size:255;not null"`
-	Payload         string  `gorm:"not null"`
+	PayloadType     string  `gorm:"column:payload_type;size:255;not null"`
+	Payload         string  `gorm:"column:payload;not null"`
 }
 
 // TableName is scheduled_messages.

@@ -38,7 +38,7 @@ type Plugin struct {
 
 	wake *waker
 
-	txSlots chan struct{} // one per open Message.Tx (Config.MaxMessageTxs)
+	txConns *txConns // the connections of Message.Tx transactions
 }
 
 // New returns a plugin with the given config. The config is validated when the plugin is
@@ -69,6 +69,9 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	if err != nil {
 		return fmt.Errorf("asyncmonolith: %w", err)
 	}
+	if err := cfg.validateFor(d); err != nil {
+		return err
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.db != nil {
@@ -79,8 +82,8 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	p.now = cfg.Now
 	p.dialect = d
 	p.breaker = newBreakers(cfg)
-	p.txSlots = make(chan struct{}, cfg.MaxMessageTxs)
 	p.db = db.Session(&gorm.Session{NewDB: true})
+	p.txConns = newTxConns(p.db, cfg.MaxMessageTxs)
 	if err := p.buildStatements(db); err != nil {
 		return fmt.Errorf("asyncmonolith: build statements: %w", err)
 	}
@@ -91,7 +94,9 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 // The same schema, as SQL for each database, is in the migrations package.
 //
 // On PostgreSQL it also installs the trigger that notifies processors in other processes
-// of new messages (migrations/postgres/0002_notify.up.sql).
+// of new messages (migrations/postgres/0002_notify.up.sql); on MySQL/MariaDB it gives the
+// id and name columns a NO PAD binary collation, so that they compare exactly
+// (migrations/mysql/0003_exact_names.up.sql).
 func (p *Plugin) Migrate(ctx context.Context, db *gorm.DB) error {
 	if err := db.WithContext(ctx).AutoMigrate(models()...); err != nil {
 		return fmt.Errorf("asyncmonolith: migrate: %w", err)
@@ -105,6 +110,9 @@ func (p *Plugin) Migrate(ctx context.Context, db *gorm.DB) error {
 	}
 	d, err := dialect.For(db)
 	if err != nil {
+		return fmt.Errorf("asyncmonolith: migrate: %w", err)
+	}
+	if err := d.EnsureExactNames(ctx, db); err != nil {
 		return fmt.Errorf("asyncmonolith: migrate: %w", err)
 	}
 	if err := d.EnsureNotify(ctx, db); err != nil {
@@ -145,16 +153,19 @@ func Of(db *gorm.DB) (*Plugin, error) { return pluginOf(db) }
 
 // running is the state of started processors.
 type running struct {
+	ctx       context.Context    // the Start context: cancelling it is a hard stop
 	stopFetch context.CancelFunc // no new batches
 	cancel    context.CancelFunc // cancels running consumers (hard stop)
 	detach    func() bool        // unhooks the Start context
 	wg        sync.WaitGroup
+	done      chan struct{} // closed when every processor goroutine has returned
 }
 
 // Start starts the consumer processors (and the scheduled-message processors) in the
 // background. They run until Stop, or until ctx is cancelled (which is a hard stop:
 // running consumers see their context cancelled and their messages are due again at once,
-// without counting an attempt).
+// without counting an attempt). After such a hard stop the plugin can be started again:
+// Start waits (within its own ctx) for the last processors to return.
 // On SQLite, asking for more than one processor fails with ErrConcurrencyUnsupported and
 // starts nothing.
 func (p *Plugin) Start(ctx context.Context) error {
@@ -163,16 +174,36 @@ func (p *Plugin) Start(ctx context.Context) error {
 	if p.db == nil {
 		return ErrNotRegistered
 	}
-	if p.run != nil {
-		return ErrAlreadyStarted
+	for p.run != nil {
+		r := p.run
+		if r.ctx.Err() == nil {
+			return ErrAlreadyStarted
+		}
+		// The last Start's context was cancelled: its processors are returning. They must
+		// be gone before new ones start (on SQLite, only one processor may run at a time).
+		p.mu.Unlock()
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			p.mu.Lock()
+			return fmt.Errorf("asyncmonolith: start: waiting for the processors of a cancelled Start: %w", ctx.Err())
+		}
+		p.mu.Lock()
+		if p.run == r {
+			p.run = nil
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("asyncmonolith: start: %w", err)
 	}
 	if err := p.checkConcurrency(); err != nil {
 		return err
 	}
 	workCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	fetchCtx, stopFetch := context.WithCancel(workCtx)
+	r := &running{ctx: ctx, stopFetch: stopFetch, cancel: cancel, done: make(chan struct{})}
 	// A cancelled Start context is a hard stop.
-	r := &running{stopFetch: stopFetch, cancel: cancel, detach: context.AfterFunc(ctx, cancel)}
+	r.detach = context.AfterFunc(ctx, cancel)
 	for i := range p.cfg.ConsumerProcessors {
 		pr := &processor{p: p, index: i, wakeCh: p.wake.subscribe()}
 		r.wg.Add(1)
@@ -183,10 +214,19 @@ func (p *Plugin) Start(ctx context.Context) error {
 		}()
 	}
 	p.startSchedulers(fetchCtx, workCtx, &r.wg)
-	r.wg.Add(1)
+	if !p.cfg.PollOnly {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			p.listen(fetchCtx)
+		}()
+	}
+	// A run ended by its Start context stays p.run until the next Start or Stop, which
+	// wait for done and report it.
 	go func() {
-		defer r.wg.Done()
-		p.listen(fetchCtx)
+		r.wg.Wait()
+		p.txConns.closeIdle() // kept Message.Tx connections go back to the pool
+		close(r.done)
 	}()
 	p.run = r
 	return nil
@@ -206,34 +246,52 @@ func (p *Plugin) checkConcurrency() error {
 // Stop stops the processors gracefully: no new messages are claimed, running consumers
 // finish and their outcomes are recorded. If ctx ends first, running consumers are
 // cancelled, their messages are made due again at once without counting an attempt, and
-// Stop returns ctx's error once every processor goroutine has returned.
+// Stop returns ctx's error once every processor goroutine has returned. After the context
+// given to Start was cancelled (a hard stop), Stop waits for the processors still returning
+// and reports ErrNotStarted: they were not stopped gracefully.
 func (p *Plugin) Stop(ctx context.Context) error {
 	p.mu.Lock()
 	r := p.run
-	p.run = nil
-	p.mu.Unlock()
 	if r == nil {
+		p.mu.Unlock()
 		return ErrNotStarted
 	}
-	r.stopFetch()
-	done := make(chan struct{})
-	go func() { r.wg.Wait(); close(done) }()
+	if r.ctx.Err() != nil {
+		// Hard-stopped already; r stays the plugin's run until its processors are gone, so
+		// that a new Start waits for them too.
+		p.mu.Unlock()
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			return fmt.Errorf("asyncmonolith: stop: waiting for the processors of a cancelled Start: %w", ctx.Err())
+		}
+		p.mu.Lock()
+		if p.run == r {
+			p.run = nil
+		}
+		p.mu.Unlock()
+		return fmt.Errorf("%w: the processors stopped when the context given to Start ended (%w)", ErrNotStarted, context.Cause(r.ctx))
+	}
+	p.run = nil
+	p.mu.Unlock()
 	defer r.detach()
+	r.stopFetch()
 	select {
-	case <-done:
+	case <-r.done:
 		r.cancel()
 		return nil
 	case <-ctx.Done():
 		r.cancel()
-		<-done
+		<-r.done
 		return fmt.Errorf("asyncmonolith: stop: %w", ctx.Err())
 	}
 }
 
-// ProcessBatch claims and processes one batch of due messages synchronously (its consumers
-// run concurrently, up to ConsumerConcurrency), records their outcomes, and returns how
-// many messages it claimed. It is for tests and tools
-// that drive the queue without Start; it may run beside started processors.
+// ProcessBatch processes up to ProcessorBatchSize due messages synchronously, records their
+// outcomes, and returns how many messages it claimed. Its consumers run concurrently, up to
+// ConsumerConcurrency: it claims no more at a time than can start at once, so that every
+// message runs within its lease. It is for tests and tools that drive the queue without
+// Start; it may run beside started processors.
 func (p *Plugin) ProcessBatch(ctx context.Context) (int, error) {
 	p.mu.Lock()
 	ready := p.db != nil
@@ -245,8 +303,9 @@ func (p *Plugin) ProcessBatch(ctx context.Context) (int, error) {
 }
 
 // listen wakes the processors when another process commits messages, where the database
-// reports commits (PostgreSQL LISTEN/NOTIFY, on one pooled connection). It reconnects with
-// backoff; processors keep polling meanwhile.
+// reports commits (PostgreSQL LISTEN/NOTIFY, on one pooled connection or on a connection of
+// its own to Config.ListenDSN). It reconnects with backoff; processors keep polling
+// meanwhile.
 func (p *Plugin) listen(ctx context.Context) {
 	sqlDB, err := p.db.DB()
 	if err != nil {
@@ -254,7 +313,12 @@ func (p *Plugin) listen(ctx context.Context) {
 	}
 	for failures := 0; ; failures++ {
 		started := time.Now()
-		err := p.dialect.Listen(ctx, sqlDB, p.wake.notify)
+		var err error
+		if p.cfg.ListenDSN != "" {
+			err = p.dialect.ListenDirect(ctx, sqlDB, p.cfg.ListenDSN, p.wake.notify)
+		} else {
+			err = p.dialect.Listen(ctx, sqlDB, p.wake.notify)
+		}
 		if ctx.Err() != nil {
 			return
 		}

@@ -25,7 +25,11 @@ type processor struct {
 	running int           // runs holding a slot
 	freed   chan struct{} // signalled when enough slots are free to claim again
 	idle    chan struct{} // closed when running drops to 0 while draining
+	workers *workers
 }
+
+// completeAfterStop is how long outcomes are still recorded after a hard stop.
+const completeAfterStop = 5 * time.Second
 
 // wakeFollowUps is how many quick re-polls follow a wake that found nothing: a message
 // produced in a caller's transaction wakes the processors before that transaction commits.
@@ -41,7 +45,14 @@ func (pr *processor) loop(fetchCtx, workCtx context.Context) {
 	log := p.log.With("processor", pr.index)
 	pr.freed = make(chan struct{}, 1)
 	c := p.newCompleter(cfg.ConsumerConcurrency)
-	go c.loop(context.WithoutCancel(workCtx))
+	// Outcomes are recorded even after a hard stop (they make the cut-short messages due
+	// again at once), for a while: a database that is down must not hold Stop forever;
+	// what is not recorded then is left to its lease.
+	completeCtx, stopCompleting := context.WithCancel(context.WithoutCancel(workCtx))
+	defer stopCompleting()
+	afterStop := context.AfterFunc(workCtx, func() { time.AfterFunc(completeAfterStop, stopCompleting) })
+	defer afterStop()
+	go c.loop(completeCtx)
 	defer func() {
 		pr.drain()
 		close(c.in)
@@ -51,9 +62,12 @@ func (pr *processor) loop(fetchCtx, workCtx context.Context) {
 		c.in <- o
 		pr.release()
 	}
+	pr.workers = newWorkers()
+	defer pr.workers.stop()
 	// A staggered start keeps processors from polling in lockstep.
 	delay := time.Duration(rand.Int64N(int64(cfg.ProcessorMinDelay) + 1))
 	followUps, failures := 0, 0
+	var lastClaim time.Time
 	timer := time.NewTimer(delay)
 	defer timer.Stop()
 	for {
@@ -66,10 +80,22 @@ func (pr *processor) loop(fetchCtx, workCtx context.Context) {
 		case <-timer.C:
 		}
 		free := pr.free()
+		if free == 0 || p.txConns.waiting.Load() > 0 {
+			// A run ending signals freed. While runs wait for a Message.Tx slot, more
+			// messages would only queue behind them, their timeouts running.
+			continue
+		}
 		if free < pr.claimThreshold() {
-			continue // a run ending signals freed
+			// Runs ending one by one must not each cost a claim, but slots that long runs
+			// leave free must not stay idle either: claim what fits at most every
+			// ProcessorMinDelay.
+			if wait := time.Until(lastClaim.Add(cfg.ProcessorMinDelay)); wait > 0 {
+				resetTimer(timer, wait)
+				continue
+			}
 		}
 		want := min(free, cfg.ProcessorBatchSize)
+		lastClaim = time.Now()
 		n, err := pr.claimAndRun(workCtx, want, report)
 		switch {
 		case fetchCtx.Err() != nil:
@@ -95,15 +121,21 @@ func (pr *processor) loop(fetchCtx, workCtx context.Context) {
 			failures = 0
 			followUps = 0
 			delay = jitter(cfg.ProcessorMaxDelay)
+			p.txConns.trim() // a quiet queue: kept Message.Tx connections go back to the pool
 		}
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
-			}
-		}
-		timer.Reset(delay)
+		resetTimer(timer, delay)
 	}
+}
+
+// resetTimer sets t to fire after d, discarding a firing not yet received.
+func resetTimer(t *time.Timer, d time.Duration) {
+	if !t.Stop() {
+		select {
+		case <-t.C:
+		default:
+		}
+	}
+	t.Reset(d)
 }
 
 // claimThreshold is how many slots must be free before the processor claims again: half a
@@ -123,17 +155,14 @@ func (pr *processor) free() int {
 func (pr *processor) release() {
 	pr.mu.Lock()
 	pr.running--
-	free := pr.p.cfg.ConsumerConcurrency - pr.running
 	if pr.running == 0 && pr.idle != nil {
 		close(pr.idle)
 		pr.idle = nil
 	}
 	pr.mu.Unlock()
-	if free == pr.claimThreshold() || free == pr.p.cfg.ConsumerConcurrency {
-		select {
-		case pr.freed <- struct{}{}:
-		default:
-		}
+	select { // coalesced: one pending signal stands for any number of ended runs
+	case pr.freed <- struct{}{}:
+	default:
 	}
 }
 
@@ -162,16 +191,36 @@ func (pr *processor) claimAndRun(workCtx context.Context, n int, report func(out
 	pr.mu.Lock()
 	pr.running += len(c.rows)
 	pr.mu.Unlock()
-	for i := range c.rows {
-		p.startRun(workCtx, &c, i, report)
+	runs := p.newRuns(workCtx, &c, report)
+	for i := range runs {
+		pr.workers.start(&runs[i])
 	}
 	return len(c.rows), nil
 }
 
-// processBatch claims one batch, runs it (up to ConsumerConcurrency at once), records its
-// outcomes and returns how many messages it claimed.
+// processBatch runs up to ProcessorBatchSize due messages and records their outcomes; it
+// returns how many it claimed. A claim's lease covers one run from the claim, so it claims
+// no more at a time than can start at once (ConsumerConcurrency) and records them when
+// they have ended: a message claimed to wait for a slot, or left unrecorded behind a batch's
+// slower runs, could see its lease end and another instance run it too.
 func (p *Plugin) processBatch(ctx context.Context) (int, error) {
-	c, err := p.claim(ctx, p.cfg.ProcessorBatchSize)
+	limit := p.cfg.ProcessorBatchSize
+	total := 0
+	for total < limit {
+		want := min(limit-total, p.cfg.ConsumerConcurrency)
+		n, err := p.processClaim(ctx, want)
+		total += n
+		if err != nil || n < want || ctx.Err() != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// processClaim claims up to n messages (n runs can start at once), runs them, records
+// their outcomes and returns how many it claimed.
+func (p *Plugin) processClaim(ctx context.Context, n int) (int, error) {
+	c, err := p.claim(ctx, n)
 	p.counters.batch(len(c.rows), err)
 	if err != nil {
 		return 0, p.wrapDBError("claim messages", err)
@@ -179,17 +228,18 @@ func (p *Plugin) processBatch(ctx context.Context) (int, error) {
 	if len(c.rows) == 0 {
 		return 0, nil
 	}
-	slots := make(chan struct{}, p.cfg.ConsumerConcurrency)
-	outcomes := make([]outcome, len(c.rows))
+	outcomes := make([]outcome, 0, len(c.rows))
 	var wg sync.WaitGroup
-	for i := range c.rows {
-		slots <- struct{}{}
-		wg.Add(1)
-		p.startRun(ctx, &c, i, func(o outcome) {
-			outcomes[i] = o
-			<-slots
-			wg.Done()
-		})
+	var mu sync.Mutex
+	wg.Add(len(c.rows))
+	runs := p.newRuns(ctx, &c, func(o outcome) {
+		mu.Lock()
+		outcomes = append(outcomes, o)
+		mu.Unlock()
+		wg.Done()
+	})
+	for i := range runs {
+		go runs[i].execute()
 	}
 	wg.Wait()
 	return len(c.rows), p.settle(context.WithoutCancel(ctx), outcomes)

@@ -42,10 +42,14 @@ func InsertID(id string) ProduceOption { return func(o *produceOptions) { o.inse
 // in that transaction: they commit or roll back with it.
 //
 // On a *gorm.DB outside a transaction the rows are buffered on the returned session and
-// written inside the transaction of the next Create, Save, Update or Delete run on it (or
-// on anything chained from it), before that commits: Produce(db, ev).Save(&order) commits
-// both or neither. If that write fails, the rows stay buffered (see Pending and Flush).
-// With SkipDefaultTransaction the plugin opens the transaction itself.
+// written inside the transaction of the next write run on it (or on anything chained
+// from it) that changes rows, before that commits: Produce(db, ev).Save(&order) commits
+// both or neither. A write is a Create, Save, Update, Delete, or an Exec of an INSERT,
+// UPDATE, DELETE, REPLACE or MERGE; one that affected no row (an Update or Delete that
+// matched nothing, a Create whose ON CONFLICT DO NOTHING skipped its row) leaves them
+// buffered, as does a write that fails or whose transaction (or savepoint) rolls back —
+// see Pending, Flush and Discard. With SkipDefaultTransaction, and for Exec, the plugin
+// opens the transaction itself.
 func Produce(db *gorm.DB, payload any, opts ...ProduceOption) *gorm.DB {
 	return produce(db, []any{payload}, opts)
 }
@@ -69,8 +73,13 @@ func ProduceTx(tx *gorm.DB, payload any, opts ...ProduceOption) error {
 	return produce(tx, []any{payload}, opts).Error
 }
 
-// ProduceNow writes payload in a transaction of its own and commits it, retrying
-// deadlocks. Use it for messages that go with no domain write.
+// ProduceNow writes payload at once. Use it for messages that go with no domain write.
+//
+// On a *gorm.DB outside a transaction it writes in a transaction of its own and commits
+// it, retrying deadlocks and lock-wait timeouts. On a transaction it writes there, like
+// ProduceTx, and never retries: a conflict may have aborted the whole transaction (on
+// MySQL/MariaDB a deadlock rolls it back, and later statements would run outside it), so
+// it is returned wrapping ErrRetryable for the caller to roll back and retry as a whole.
 func ProduceNow(ctx context.Context, db *gorm.DB, payload any, opts ...ProduceOption) error {
 	p, err := pluginOf(db)
 	if err != nil {
@@ -79,6 +88,13 @@ func ProduceNow(ctx context.Context, db *gorm.DB, payload any, opts ...ProduceOp
 	rows, err := p.buildRows(ctx, []any{payload}, opts)
 	if err != nil {
 		return err
+	}
+	if inTx(db) {
+		if err := p.insertRows(db.WithContext(ctx), rows); err != nil {
+			return err
+		}
+		p.wake.notify() // the commit is still ahead: woken processors retry briefly
+		return nil
 	}
 	return p.insertOwnTx(ctx, db, rows)
 }
@@ -91,8 +107,22 @@ func Pending(db *gorm.DB) int {
 	return 0
 }
 
-// Flush writes the messages buffered on db in a transaction of its own, retrying
-// deadlocks. On failure they stay buffered.
+// Discard drops the messages buffered on db and returns how many there were: those of a
+// write that changed nothing (see Produce), which announce nothing. Without it such a
+// session is reported, when it is collected, as dropped with unwritten messages.
+func Discard(db *gorm.DB) int {
+	if b := bufferOf(db); b != nil {
+		return len(b.take())
+	}
+	return 0
+}
+
+// Flush writes the messages buffered on db. On failure they stay buffered.
+//
+// Outside a transaction it writes them in a transaction of its own, retrying deadlocks.
+// On a transaction begun on the producing session (s.Transaction, s.Begin) it writes them
+// there without retrying, like ProduceNow: they go back to the buffer if that transaction
+// rolls back, and a conflict is returned wrapping ErrRetryable.
 func Flush(ctx context.Context, db *gorm.DB) error {
 	p, err := pluginOf(db)
 	if err != nil {
@@ -106,11 +136,20 @@ func Flush(ctx context.Context, db *gorm.DB) error {
 	if len(rows) == 0 {
 		return nil
 	}
-	if err := p.insertOwnTx(ctx, db, rows); err != nil {
-		b.putBack(rows)
-		return err
+	if inTx(db) {
+		db = db.WithContext(ctx)
+		err = p.insertRows(db, rows)
+		if err == nil {
+			p.settleWith(db, b, rows)
+			return nil
+		}
+	} else {
+		err = p.insertOwnTx(ctx, db, rows)
 	}
-	return nil
+	if err != nil {
+		b.putBack(rows)
+	}
+	return err
 }
 
 func produce(db *gorm.DB, payloads []any, opts []ProduceOption) *gorm.DB {
@@ -138,7 +177,17 @@ func produce(db *gorm.DB, payloads []any, opts []ProduceOption) *gorm.DB {
 		db = db.Set(bufferKey, b)
 	}
 	b.add(rows)
-	return db.Session(&gorm.Session{})
+	s := db.Session(&gorm.Session{})
+	watchPool(s)
+	return s
+}
+
+// derefType is t without one level of pointer: T and *T are one payload type.
+func derefType(t reflect.Type) reflect.Type {
+	if t.Kind() == reflect.Pointer {
+		return t.Elem()
+	}
+	return t
 }
 
 func withError(db *gorm.DB, err error) *gorm.DB {
@@ -180,13 +229,23 @@ func (p *Plugin) buildRows(ctx context.Context, payloads []any, opts []ProduceOp
 	}
 	rows := make([]ConsumerMessage, 0, len(payloads))
 	for _, payload := range payloads {
-		name, err := p.registry.payloadName(reflect.TypeOf(payload))
+		goType := reflect.TypeOf(payload)
+		name, err := p.registry.payloadName(goType)
 		if err != nil {
 			return nil, err
+		}
+		if goType.Kind() == reflect.Pointer && reflect.ValueOf(payload).IsNil() {
+			return nil, fmt.Errorf("%w: %s is a nil pointer", ErrInvalidPayload, goType)
 		}
 		consumers := p.registry.consumersOf(name)
 		if len(consumers) == 0 {
 			return nil, fmt.Errorf("%w: %q (register a consumer with asyncmonolith.Register)", ErrNoConsumers, name)
+		}
+		if reg := consumers[0].payloadGo; derefType(reg) != derefType(goType) {
+			// Two Go types with one stored name (same type name in two packages): the
+			// consumers would decode this payload into the other type.
+			return nil, fmt.Errorf("%w: payload type %q is the name of %s, registered first; %s would be delivered to its consumers (give one of them a PayloadType() method)",
+				ErrInvalidName, name, reg, goType)
 		}
 		body, err := json.Marshal(payload)
 		if err != nil {
@@ -223,7 +282,11 @@ const insertBatchRows = 1000
 
 // insertRows writes rows on db's connection (a transaction), skipping duplicates.
 func (p *Plugin) insertRows(db *gorm.DB, rows []ConsumerMessage) error {
-	if err := p.execInsert(db.Statement.Context, db.Statement.ConnPool, rows); err != nil {
+	conn := db.Statement.ConnPool
+	if w, ok := conn.(*watchedTx); ok {
+		conn = w.ConnPool // the *sql.Tx, for the prepared insert
+	}
+	if err := p.execInsert(db.Statement.Context, conn, rows); err != nil {
 		return p.wrapDBError("produce", err)
 	}
 	if p.hooks.Produced != nil {

@@ -57,7 +57,7 @@ func (r *registry) add(reg *registration) error {
 	if _, ok := old.byConsumer[reg.consumerType]; ok {
 		return fmt.Errorf("%w: %q", ErrDuplicateConsumer, reg.consumerType)
 	}
-	if t, ok := old.payloadGoOf[reg.payloadType]; ok && t != reg.payloadGo {
+	if t, ok := old.payloadGoOf[reg.payloadType]; ok && derefType(t) != derefType(reg.payloadGo) {
 		return fmt.Errorf("%w: payload type %q is already the name of %s, not %s", ErrInvalidName, reg.payloadType, t, reg.payloadGo)
 	}
 	next := &registrySnapshot{

@@ -58,7 +58,9 @@ type run struct {
 	o       outcome
 	reg     *registration
 	env     envelope
-	mtx     *messageTx
+	mtx     *messageTx      // Message.Tx's connection (from the claim's slab)
+	txDB    *gorm.DB        // Message.Tx itself
+	txStmt  *gorm.Statement // its statement
 	msgCtx  context.Context
 	cancel  context.CancelFunc
 	workCtx context.Context // the processor's: done at a hard stop
@@ -68,14 +70,58 @@ type run struct {
 	report  func(outcome) // hands the outcome on and frees the run's slot; called once
 }
 
-// startRun runs the i-th message of c on a goroutine of its own and calls report with its
-// outcome.
-func (p *Plugin) startRun(workCtx context.Context, c *claimed, i int, report func(outcome)) {
-	row := &c.rows[i]
-	r := &run{p: p, workCtx: workCtx, report: report}
-	r.o = outcome{row: row, locator: c.locators[i], lease: c.lease, ctx: workCtx}
-	go r.execute()
+// newRuns makes the runs of claim c, in one allocation, each handing its outcome to report.
+func (p *Plugin) newRuns(workCtx context.Context, c *claimed, report func(outcome)) []run {
+	runs := make([]run, len(c.rows))
+	mtxs, dbs, stmts := make([]messageTx, len(runs)), make([]gorm.DB, len(runs)), make([]gorm.Statement, len(runs))
+	for i := range runs {
+		r := &runs[i]
+		r.p, r.workCtx, r.report = p, workCtx, report
+		r.mtx, r.txDB, r.txStmt = &mtxs[i], &dbs[i], &stmts[i]
+		r.o = outcome{row: &c.rows[i], locator: c.locators[i], lease: c.lease, ctx: workCtx}
+	}
+	return runs
 }
+
+// workers run a processor's runs on goroutines that outlive one run: a goroutine made for
+// every message spent a tenth of a no-op message's CPU growing its stack again.
+type workers struct {
+	ch   chan *run     // unbuffered: a send succeeds only when a worker is idle
+	done chan struct{} // closed when the processor stops: idle workers exit
+}
+
+// workerIdle is how long an idle worker waits for another run before it exits.
+const workerIdle = 10 * time.Second
+
+func newWorkers() *workers { return &workers{ch: make(chan *run), done: make(chan struct{})} }
+
+// start runs r on an idle worker, or on a new one.
+func (w *workers) start(r *run) {
+	select {
+	case w.ch <- r:
+	default:
+		go w.loop(r)
+	}
+}
+
+func (w *workers) loop(r *run) {
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for {
+		r.execute()
+		idle.Reset(workerIdle)
+		select {
+		case r = <-w.ch:
+		case <-idle.C:
+			return
+		case <-w.done:
+			return
+		}
+	}
+}
+
+// stop lets idle workers exit.
+func (w *workers) stop() { close(w.done) }
 
 func (r *run) execute() {
 	p := r.p
@@ -153,8 +199,8 @@ func (r *run) prepare() bool {
 	r.start = time.Now()
 	deadline := r.start.Add(timeout)
 	r.msgCtx, r.cancel = context.WithDeadline(ctx, deadline)
-	r.mtx = &messageTx{p: p, parent: r.workCtx, deadline: deadline.Add(cfg.AbandonGrace + max(cfg.LeaseMargin, leaseMarginMin))}
-	r.env = envelope{row: row, attempt: attempt, maxAttempts: maxAttempts, tx: messageDB(p.db, r.mtx, r.msgCtx)}
+	r.mtx.p, r.mtx.parent, r.mtx.deadline = p, r.workCtx, deadline.Add(cfg.AbandonGrace+max(cfg.LeaseMargin, leaseMarginMin))
+	r.env = envelope{row: row, attempt: attempt, maxAttempts: maxAttempts, tx: messageDB(p.db, r.mtx, r.msgCtx, r.txDB, r.txStmt)}
 	return true
 }
 
@@ -198,11 +244,21 @@ func (r *run) conclude(err error, abandoned bool) outcome {
 			p.breaker.record(row.ConsumerType, nil, p.now())
 			return o
 		}
-		lost = dialect.Unavailable(err)
+		// A deadlock or a lost connection at the completion: a conflict, not the
+		// consumer's failure (its writes were rolled back; it runs again).
+		lost = dialect.Unavailable(err) || p.dialect.Retryable(err)
 	default:
 		lost = r.mtx.rollback()
 	}
 	o.err = err
+	if errors.Is(err, errNoTxSlot) && !stopped {
+		// The plugin's own limit kept the consumer from its Message.Tx until its timeout:
+		// backpressure, not the consumer's failure.
+		p.log.WarnContext(o.ctx, "asyncmonolith: a consumer's Message.Tx waited for a free slot until its timeout; the message is due again without an attempt counted (raise Config.MaxMessageTxs, with the pool's limit)",
+			"message_id", row.ID, "consumer", row.ConsumerType, "max_message_txs", p.cfg.MaxMessageTxs)
+		o.release = true
+		return o
+	}
 	if err != nil && (stopped || (lost && !timedOut)) {
 		// A hard stop cut the run short, or the database went away under its Message.Tx:
 		// that says nothing about the consumer, and the message is due again at once,
@@ -228,10 +284,10 @@ func (r *run) conclude(err error, abandoned bool) outcome {
 // gives every chained call a fresh Statement holding only its template's ConnPool,
 // Context, SkipHooks and Unscoped, so the template needs nothing else: building it
 // directly costs a third of what Session with a Context does.
-func messageDB(base *gorm.DB, conn gorm.ConnPool, ctx context.Context) *gorm.DB {
-	db := new(gorm.DB)
+func messageDB(base *gorm.DB, conn gorm.ConnPool, ctx context.Context, db *gorm.DB, stmt *gorm.Statement) *gorm.DB {
 	*db = *base // shares base's Config, as every chained call does
-	db.Statement = &gorm.Statement{DB: db, ConnPool: conn, Context: ctx, Clauses: map[string]clause.Clause{},
+	*stmt = gorm.Statement{DB: db, ConnPool: conn, Context: ctx, Clauses: map[string]clause.Clause{},
 		SkipHooks: base.Statement.SkipHooks, Unscoped: base.Statement.Unscoped}
+	db.Statement = stmt
 	return db
 }

@@ -96,10 +96,12 @@ func parseCron(expr, zone string) (cronSchedule, error) {
 // time repeats; robfig/cron would fire it twice, so an occurrence with the same wall
 // clock as prev (the occurrence that just fired) is skipped: 01:30 fires once that night.
 // A wall-clock time that does not exist (skipped when clocks go forward) does not fire
-// that day, as robfig/cron defines.
+// that day, as robfig/cron defines. An @every interval is elapsed time, not wall-clock
+// time: its repeated wall clock is a real hour later and fires.
 func (c cronSchedule) next(t, prev time.Time) (time.Time, error) {
 	n := c.sched.Next(t.In(c.loc))
-	if !prev.IsZero() && !n.IsZero() {
+	_, elapsed := c.sched.(cron.ConstantDelaySchedule)
+	if !prev.IsZero() && !n.IsZero() && !elapsed {
 		p := prev.In(c.loc)
 		if n.Format(time.DateTime) == p.Format(time.DateTime) && !n.Equal(p) {
 			n = c.sched.Next(n)

@@ -163,9 +163,9 @@ func Version(ctx context.Context, db *gorm.DB) (int, bool, error) {
 	if !db.Migrator().HasTable(VersionTable) {
 		return 0, false, nil
 	}
-	var row struct {
-		Version int
-		Dirty   bool
+	var row struct { // columns named in tags, whatever the application's NamingStrategy
+		Version int  `gorm:"column:version"`
+		Dirty   bool `gorm:"column:dirty"`
 	}
 	err := db.Table(VersionTable).Select("version, dirty").Order("version DESC").Limit(1).Scan(&row).Error
 	return row.Version, row.Dirty, err

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	am "github.com/asyncmonolith/asyncmonolith"
+	"github.com/asyncmonolith/asyncmonolith/internal/dialect"
 	"github.com/asyncmonolith/asyncmonolith/internal/testdb"
 	"github.com/asyncmonolith/asyncmonolith/migrations"
 	"gorm.io/gorm"
@@ -18,6 +19,9 @@ import (
 )
 
 var tables = []string{"consumer_messages", "poisoned_messages", "scheduled_messages"}
+
+// exactColumns must compare byte for byte on every database.
+var exactColumns = dialect.ExactColumns
 
 // schema describes tables as the database's catalog reports them.
 func schema(t *testing.T, db *gorm.DB) string {
@@ -38,6 +42,7 @@ func schema(t *testing.T, db *gorm.DB) string {
 				table, c.Name(), strings.ToLower(c.DatabaseTypeName()), length, null, pk, def))
 		}
 		lines = append(lines, indexes(t, db, table)...)
+		lines = append(lines, collations(t, db, table)...)
 	}
 	sort.Strings(lines)
 	return strings.Join(lines, "\n")
@@ -93,6 +98,37 @@ func indexes(t *testing.T, db *gorm.DB, table string) []string {
 	return out
 }
 
+// collations lists the collation of each text column where the catalog reports it
+// (PostgreSQL and MySQL); SQLite's columns all compare BINARY unless declared otherwise,
+// which the CREATE statements would show.
+func collations(t *testing.T, db *gorm.DB, table string) []string {
+	t.Helper()
+	var where string
+	switch db.Dialector.Name() {
+	case "postgres":
+		where = "table_schema = current_schema()"
+	case "mysql":
+		where = "table_schema = DATABASE()"
+	default:
+		return nil
+	}
+	var cols []struct {
+		Col       string
+		Collation *string
+	}
+	if err := db.Raw(`SELECT column_name AS col, collation_name AS collation FROM information_schema.columns
+		WHERE `+where+` AND table_name = ? ORDER BY ordinal_position`, table).Scan(&cols).Error; err != nil {
+		t.Fatalf("collations of %s: %v", table, err)
+	}
+	var out []string
+	for _, c := range cols {
+		if c.Collation != nil {
+			out = append(out, fmt.Sprintf("%s.%s collate %s", table, c.Col, *c.Collation))
+		}
+	}
+	return out
+}
+
 // ddlRecorder records the DDL a session sends.
 type ddlRecorder struct {
 	logger.Interface
@@ -133,6 +169,15 @@ func TestSQLFilesMatchAutoMigrate(t *testing.T) {
 			if !strings.Contains(a, "ux_consumer_messages_pending_insert_id [insert_id consumer_type pending] unique=true") ||
 				!strings.Contains(a, "idx_consumer_messages_fetch [available_after created_at id]") {
 				t.Fatalf("indexes missing:\n%s", a)
+			}
+			if dialect == "mysql" {
+				for table, cols := range exactColumns {
+					for _, c := range cols {
+						if !strings.Contains(a, table+"."+c+" collate utf8mb4_nopad_bin") {
+							t.Fatalf("%s.%s does not compare exactly:\n%s", table, c, a)
+						}
+					}
+				}
 			}
 			// AutoMigrate over the SQL-created schema has nothing to change.
 			var mu sync.Mutex
@@ -227,7 +272,69 @@ func ExampleSQL() {
 	// CREATE OR REPLACE FUNCTION asyncmonolith_notify() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_notify('asyncmonolith:' || TG_TABLE_SCHEMA, ''); RETURN NULL; END $$
 	// DROP TRIGGER IF EXISTS asyncmonolith_notify ON consumer_messages
 	// CREATE TRIGGER asyncmonolith_notify AFTER INSERT ON consumer_messages FOR EACH STATEMENT EXECUTE FUNCTION asyncmonolith_notify()
-	// ALTER TABLE "consumer_messages" ADD COLUMN "pending" boolean DEFAULT true
+	// ALTER TABLE "consumer_messages" ADD COLUMN "pending" boolean DEFAULT true CONSTRAINT "chk_consumer_messages_pending" CHECK
 	// DROP INDEX IF EXISTS "ux_consumer_messages_insert_id_consumer_type"
 	// CREATE UNIQUE INDEX "ux_consumer_messages_pending_insert_id" ON "consumer_messages"
+}
+
+// TestUpgradeMakesNamesExact upgrades a database made by the first release (0001 only,
+// with a pending message), through the SQL files and through Plugin.Migrate: afterwards
+// insert ids and consumer types that differ only in case or a trailing space are distinct
+// keys, and the existing row is intact.
+func TestUpgradeMakesNamesExact(t *testing.T) {
+	t.Parallel()
+	for _, dialect := range testdb.Dialects {
+		for _, path := range []string{"sql", "automigrate"} {
+			t.Run(dialect+"/"+path, func(t *testing.T) {
+				t.Parallel()
+				ctx := context.Background()
+				db := testdb.Open(t, dialect)
+				all, err := migrations.List(dialect)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, stmt := range migrations.Statements(all[0].Up) {
+					if err := db.Exec(stmt).Error; err != nil {
+						t.Fatal(err)
+					}
+				}
+				old := am.ConsumerMessage{ID: "a", CreatedAt: 1, AvailableAfter: 1, ConsumerType: "Audit", PayloadType: "P", Payload: "{}", InsertID: "Order:42"}
+				if err := db.Omit("Pending").Create(&old).Error; err != nil { // 0001 has no pending column
+					t.Fatal(err)
+				}
+				switch path {
+				case "sql":
+					if err := db.Exec("CREATE TABLE " + migrations.VersionTable + " (version bigint NOT NULL PRIMARY KEY, dirty boolean NOT NULL)").Error; err != nil {
+						t.Fatal(err)
+					}
+					if err := db.Exec("INSERT INTO "+migrations.VersionTable+" (version, dirty) VALUES (?, ?)", all[0].Version, false).Error; err != nil {
+						t.Fatal(err)
+					}
+					if err := migrations.Up(ctx, db); err != nil {
+						t.Fatal(err)
+					}
+				case "automigrate":
+					if err := am.New(am.Config{}).Migrate(ctx, db); err != nil {
+						t.Fatal(err)
+					}
+				}
+				for i, k := range [][2]string{{"order:42", "Audit"}, {"Order:42 ", "Audit"}, {"ORDER:42", "Audit"}, {"Order:42", "audit"}} {
+					row := old
+					row.ID, row.InsertID, row.ConsumerType = fmt.Sprint("b", i), k[0], k[1]
+					if err := db.Create(&row).Error; err != nil {
+						t.Fatalf("(%q, %q) after the upgrade: %v", k[0], k[1], err)
+					}
+				}
+				var kept am.ConsumerMessage
+				if err := db.Where("id = ?", "a").Take(&kept).Error; err != nil || kept.InsertID != "Order:42" || kept.ConsumerType != "Audit" {
+					t.Fatalf("the existing row after the upgrade: %+v, %v", kept, err)
+				}
+				dup := old
+				dup.ID = "c"
+				if err := db.Create(&dup).Error; err == nil {
+					t.Fatal("an exact duplicate of a pending (insert_id, consumer_type) was accepted after the upgrade")
+				}
+			})
+		}
+	}
 }

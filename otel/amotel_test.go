@@ -133,7 +133,7 @@ func TestBreakerMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, p := observedFailing(t, "sqlite", inst, am.Config{Hooks: inst.Hooks(), BreakerFailures: 1})
+	db, p := observedFailing(t, "sqlite", inst, am.Config{Hooks: inst.Hooks(), BreakerFailures: 1, ConsumerConcurrency: 1}) // one at a time: the second is set aside
 	for _, id := range []string{"1", "2"} {
 		if err := am.ProduceNow(context.Background(), db, Shipped{OrderID: id}); err != nil {
 			t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,7 +37,10 @@ func TestHostileInput(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := map[string]string{}
+			var mu sync.Mutex // consumers run concurrently
 			if err := am.Register[Blob](p, am.ConsumerFunc[Blob](func(ctx context.Context, m *am.Message[Blob]) error {
+				mu.Lock()
+				defer mu.Unlock()
 				got[m.InsertID] = m.Payload.Data
 				return nil
 			}), am.WithName("Blobs")); err != nil {

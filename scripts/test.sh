@@ -6,8 +6,10 @@
 # module of the repository. Outside CI an unreachable server is reported loudly and its
 # tests are skipped; under CI=true it is a failure.
 #
-# Servers: AM_POSTGRES_DSN (default host=127.0.0.1 port=5432 user=postgres dbname=test)
-#          AM_MYSQL_DSN    (default root:@tcp(127.0.0.1:3306)/)
+# Servers: AM_POSTGRES_DSN  (default host=127.0.0.1 port=5432 user=postgres dbname=test)
+#          AM_MYSQL_DSN     (default root:@tcp(127.0.0.1:3306)/)
+#          AM_PGBOUNCER_DSN (default: a PgBouncer in transaction mode that this script
+#                            starts on a free port, in front of 127.0.0.1:5432)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,6 +45,89 @@ if [ -n "$missing" ]; then
   fi
   red "!!! Their tests will be SKIPPED; only the rest runs."
   red "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+fi
+
+# 1b. PgBouncer in transaction mode, in front of the local PostgreSQL, for the pooler test
+# (TestPgBouncerTransactionMode reads AM_PGBOUNCER_DSN). It is installed when missing (as
+# root, from the distribution: Debian's pgbouncer package) and started on a free port with
+# a config of its own in a temp dir; it is stopped when the script ends.
+pgbouncer_problem=""
+start_pgbouncer() {
+  if ! command -v pgbouncer >/dev/null 2>&1; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+      say "installing pgbouncer (apt-get)"
+      { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y pgbouncer; } >/tmp/am-pgbouncer-apt.log 2>&1 ||
+        { pgbouncer_problem="apt-get install pgbouncer failed (see /tmp/am-pgbouncer-apt.log)"; return 1; }
+    else
+      pgbouncer_problem="pgbouncer is not installed (apt-get install pgbouncer, as root)"
+      return 1
+    fi
+  fi
+  pgb_dir=$(mktemp -d /tmp/am-pgbouncer.XXXXXX)
+  printf '"postgres" ""\n' >"$pgb_dir/users.txt"
+  local as_user=()
+  if [ "$(id -u)" = "0" ]; then
+    # PgBouncer refuses to run as root.
+    id postgres >/dev/null 2>&1 || { pgbouncer_problem="running as root and there is no postgres user to run pgbouncer as"; return 1; }
+    chown postgres "$pgb_dir"
+    as_user=(-u postgres)
+  fi
+  local port
+  for port in $(shuf -i 20000-29999 -n 10); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && continue # taken
+    cat >"$pgb_dir/pgbouncer.ini" <<INI
+[databases]
+* = host=127.0.0.1 port=5432
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir =
+auth_type = trust
+auth_file = $pgb_dir/users.txt
+pool_mode = transaction
+max_client_conn = 1000
+default_pool_size = 20
+logfile = $pgb_dir/pgbouncer.log
+pidfile = $pgb_dir/pgbouncer.pid
+INI
+    chmod a+r "$pgb_dir"/*
+    pgbouncer -d "${as_user[@]}" "$pgb_dir/pgbouncer.ini" >>"$pgb_dir/start.log" 2>&1 || continue
+    for _ in $(seq 1 50); do
+      (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && {
+        export AM_PGBOUNCER_DSN="host=127.0.0.1 port=$port user=postgres sslmode=disable"
+        say "PgBouncer $(pgbouncer --version | head -n1) (transaction mode) on 127.0.0.1:$port, config in $pgb_dir"
+        return 0
+      }
+      sleep 0.1
+    done
+    stop_pgbouncer
+  done
+  pgbouncer_problem="pgbouncer did not start: $(tail -n 3 "$pgb_dir/start.log" "$pgb_dir/pgbouncer.log" 2>/dev/null | tr '\n' ' ')"
+  return 1
+}
+stop_pgbouncer() {
+  if [ -n "${pgb_dir:-}" ] && [ -s "$pgb_dir/pgbouncer.pid" ]; then
+    kill "$(cat "$pgb_dir/pgbouncer.pid")" 2>/dev/null || true
+    rm -f "$pgb_dir/pgbouncer.pid"
+  fi
+}
+cleanup_pgbouncer() {
+  stop_pgbouncer
+  [ -z "${pgb_dir:-}" ] || rm -rf "$pgb_dir"
+}
+if [ -z "${AM_PGBOUNCER_DSN:-}" ]; then
+  trap cleanup_pgbouncer EXIT
+  if ! start_pgbouncer; then
+    red "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+    red "!!! NO PGBOUNCER: $pgbouncer_problem"
+    if [ "${CI:-}" = "true" ]; then
+      red "!!! CI=true: a PgBouncer that cannot be installed or started is a failure."
+      exit 1
+    fi
+    red "!!! The PgBouncer test will be SKIPPED."
+    red "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+    missing="$missing PgBouncer"
+  fi
 fi
 
 status=0

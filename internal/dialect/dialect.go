@@ -72,9 +72,24 @@ type Dialect interface {
 	// processes (PostgreSQL: a statement trigger calling pg_notify), without DDL when it
 	// is there already. A no-op elsewhere.
 	EnsureNotify(ctx context.Context, db *gorm.DB) error
+	// EnsureExactNames makes the identifier columns (ids, insert ids, consumer and payload
+	// types, tags) compare byte for byte, trailing spaces included, without DDL when they do
+	// already. MySQL/MariaDB: a NO PAD binary collation. A no-op where the default
+	// comparison is exact (PostgreSQL's deterministic collations, SQLite's BINARY).
+	EnsureExactNames(ctx context.Context, db *gorm.DB) error
 	// Listen blocks until ctx is done, calling wake for every commit of new messages that
-	// the database reports. It returns ErrNoListen where the database cannot report them.
+	// the database reports, on one connection of the pool db. It returns ErrNoListen where
+	// the database cannot report them, and where the pool has a single connection (the
+	// listener would hold it for good and starve the application).
 	Listen(ctx context.Context, db *sql.DB, wake func()) error
+	// ListenDirect is Listen on a connection of its own, opened with dsn outside the pool
+	// (the pool may go through a pooler that cannot relay notifications). The pool db
+	// answers which channel to listen on. It returns ErrNoListen where the database cannot
+	// report commits.
+	ListenDirect(ctx context.Context, db *sql.DB, dsn string, wake func()) error
+	// CheckListenDSN reports why dsn cannot serve ListenDirect (its text never appears in
+	// the error: it may hold a password).
+	CheckListenDSN(dsn string) error
 }
 
 // Unavailable reports whether err says the database could not be reached or used — a
@@ -82,8 +97,8 @@ type Dialect interface {
 // than that it refused a statement. Such an error says nothing about a message or its
 // consumer.
 func Unavailable(err error) bool {
-	if err == nil {
-		return false
+	if err == nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return false // a timeout or a cancellation (context.DeadlineExceeded is a net.Error too)
 	}
 	var ne net.Error
 	if errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) || errors.Is(err, io.ErrUnexpectedEOF) ||
@@ -110,6 +125,17 @@ func Unavailable(err error) bool {
 
 // ErrNoListen reports a database without commit notifications: processors poll.
 var ErrNoListen = errors.New("dialect: no commit notifications on this database")
+
+var errListenDSN = errors.New("is for PostgreSQL only: this database has no LISTEN")
+
+// poolHasSpare refuses to take a connection of a pool of one for a listener: it would hold
+// it until Stop, and every query of the application would wait for it forever.
+func poolHasSpare(db *sql.DB) error {
+	if db.Stats().MaxOpenConnections == 1 {
+		return fmt.Errorf("%w: the pool has one connection (SetMaxOpenConns(1)); a listener would hold it", ErrNoListen)
+	}
+	return nil
+}
 
 // deleteIn is DELETE … WHERE id IN (…).
 func deleteIn(d Dialect, table string, n int) string {
@@ -252,6 +278,10 @@ type mysqlDialect struct{}
 
 func (mysqlDialect) EnsureNotify(context.Context, *gorm.DB) error  { return nil }
 func (mysqlDialect) Listen(context.Context, *sql.DB, func()) error { return ErrNoListen }
+func (mysqlDialect) ListenDirect(context.Context, *sql.DB, string, func()) error {
+	return ErrNoListen
+}
+func (mysqlDialect) CheckListenDSN(string) error { return errListenDSN }
 
 func (mysqlDialect) Name() string   { return "mysql" }
 func (mysqlDialect) RowLocks() bool { return true }
@@ -354,7 +384,12 @@ func (mysqlDialect) Retryable(err error) bool {
 
 type sqlite struct{}
 
-func (sqlite) EnsureNotify(context.Context, *gorm.DB) error { return nil }
+func (sqlite) EnsureNotify(context.Context, *gorm.DB) error     { return nil }
+func (sqlite) EnsureExactNames(context.Context, *gorm.DB) error { return nil }
+func (sqlite) ListenDirect(context.Context, *sql.DB, string, func()) error {
+	return ErrNoListen
+}
+func (sqlite) CheckListenDSN(string) error { return errListenDSN }
 
 // sqliteWatchInterval is how often the SQLite watcher reads PRAGMA data_version: a read of
 // an in-memory counter, with no I/O and no lock.
@@ -364,8 +399,8 @@ const sqliteWatchInterval = 5 * time.Millisecond
 // process, or this one's pool) commits, on one connection of the pool. With a pool of one
 // connection it does not listen: it would starve the processors.
 func (sqlite) Listen(ctx context.Context, db *sql.DB, wake func()) error {
-	if db.Stats().MaxOpenConnections == 1 {
-		return fmt.Errorf("%w: the pool has one connection", ErrNoListen)
+	if err := poolHasSpare(db); err != nil {
+		return err
 	}
 	conn, err := db.Conn(ctx)
 	if err != nil {

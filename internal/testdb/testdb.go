@@ -95,16 +95,7 @@ type Options struct {
 // Open returns a *gorm.DB on a fresh, empty database of the given dialect.
 func Open(t testing.TB, dialect string, opts ...Options) *gorm.DB {
 	t.Helper()
-	var o Options
-	if len(opts) > 0 {
-		o = opts[0]
-	}
-	cfg := o.Config
-	if cfg == nil {
-		cfg = quiet()
-	} else if cfg.Logger == nil {
-		cfg.Logger = logger.Discard
-	}
+	o, cfg := options(opts)
 	if dialect != "sqlite" {
 		if err := reachable(dialect); err != nil {
 			msg := fmt.Sprintf("!!! %s is NOT reachable (%v): its tests do not run. Start it (see README) or set AM_%s_DSN.",
@@ -147,6 +138,28 @@ func Open(t testing.TB, dialect string, opts ...Options) *gorm.DB {
 	if err != nil {
 		t.Fatalf("testdb: open %s: %v", dialect, err)
 	}
+	o.pool(t, db)
+	return db
+}
+
+// options returns the Options given (or none) and the gorm.Config to open with.
+func options(opts []Options) (Options, *gorm.Config) {
+	var o Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	cfg := o.Config
+	if cfg == nil {
+		cfg = quiet()
+	} else if cfg.Logger == nil {
+		cfg.Logger = logger.Discard
+	}
+	return o, cfg
+}
+
+// pool applies MaxOpenConns to db's pool and closes it when the test ends.
+func (o Options) pool(t testing.TB, db *gorm.DB) {
+	t.Helper()
 	sqlDB, err := db.DB()
 	if err != nil {
 		t.Fatal(err)
@@ -155,7 +168,6 @@ func Open(t testing.TB, dialect string, opts ...Options) *gorm.DB {
 		sqlDB.SetMaxOpenConns(o.MaxOpenConns)
 	}
 	t.Cleanup(func() { sqlDB.Close() })
-	return db
 }
 
 // MySQLDSN is the DSN of database name on the MySQL server, with the settings the library

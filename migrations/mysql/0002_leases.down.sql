@@ -3,6 +3,8 @@
 
 ALTER TABLE `consumer_messages` DROP INDEX `ux_consumer_messages_pending_insert_id`;
 
+ALTER TABLE `consumer_messages` DROP CONSTRAINT `chk_consumer_messages_pending`;
+
 ALTER TABLE `consumer_messages` DROP COLUMN `pending`;
 
 CREATE UNIQUE INDEX `ux_consumer_messages_insert_id_consumer_type` ON `consumer_messages` (`insert_id`,`consumer_type`);

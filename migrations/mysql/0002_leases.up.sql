@@ -1,9 +1,9 @@
 -- Leases: a claimed message is marked running (pending = NULL) instead of being held in an
 -- open transaction, and the insert id is unique among pending messages only, so a message
 -- produced while its twin runs is kept. Every database treats NULLs as distinct in a unique
--- index.
+-- index. A CHECK refuses pending = false, which would escape deduplication.
 
-ALTER TABLE `consumer_messages` ADD COLUMN `pending` boolean DEFAULT true;
+ALTER TABLE `consumer_messages` ADD COLUMN `pending` boolean DEFAULT true, ADD CONSTRAINT `chk_consumer_messages_pending` CHECK (pending IS NULL OR pending);
 
 ALTER TABLE `consumer_messages` DROP INDEX `ux_consumer_messages_insert_id_consumer_type`;
 

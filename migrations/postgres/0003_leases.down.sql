@@ -5,6 +5,8 @@ DROP INDEX IF EXISTS "ux_consumer_messages_pending_insert_id";
 
 UPDATE "consumer_messages" SET "pending" = true WHERE "pending" IS NULL;
 
+ALTER TABLE "consumer_messages" DROP CONSTRAINT IF EXISTS "chk_consumer_messages_pending";
+
 ALTER TABLE "consumer_messages" DROP COLUMN "pending";
 
 CREATE UNIQUE INDEX "ux_consumer_messages_insert_id_consumer_type" ON "consumer_messages" ("insert_id","consumer_type");
