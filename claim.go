@@ -1,6 +1,7 @@
 package asyncmonolith
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"slices"
@@ -173,27 +174,12 @@ func sortClaimed(c *claimed) {
 	}
 	slices.SortFunc(idx, func(a, b int) int {
 		ra, rb := &c.rows[a], &c.rows[b]
-		switch {
-		case ra.AvailableAfter != rb.AvailableAfter:
-			return cmpInt64(ra.AvailableAfter, rb.AvailableAfter)
-		case ra.CreatedAt != rb.CreatedAt:
-			return cmpInt64(ra.CreatedAt, rb.CreatedAt)
-		}
-		return strings.Compare(ra.ID, rb.ID)
+		return cmp.Or(cmp.Compare(ra.AvailableAfter, rb.AvailableAfter), cmp.Compare(ra.CreatedAt, rb.CreatedAt),
+			strings.Compare(ra.ID, rb.ID))
 	})
 	rows, locs := make([]ConsumerMessage, len(idx)), make([]string, len(idx))
 	for i, j := range idx {
 		rows[i], locs[i] = c.rows[j], c.locators[j]
 	}
 	c.rows, c.locators = rows, locs
-}
-
-func cmpInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	am "github.com/asyncmonolith/asyncmonolith"
@@ -262,7 +263,9 @@ func ExampleFlush() {
 // row: its other messages are set aside, without using up their attempts, until a probe
 // run after the cooldown succeeds. Messages of other consumers are not held up.
 func ExampleConfig_breaker() {
-	db, p, cleanup := exampleDBWith(am.Config{BreakerFailures: 3, BreakerCooldown: time.Minute,
+	// One consumer at a time, so that exactly BreakerFailures runs fail before the breaker
+	// trips (runs already going when it trips finish and count).
+	db, p, cleanup := exampleDBWith(am.Config{BreakerFailures: 3, BreakerCooldown: time.Minute, ConsumerConcurrency: 1,
 		Logger: slog.New(slog.DiscardHandler)})
 	defer cleanup()
 	err := am.Register[PaymentFailed](p, am.ConsumerFunc[PaymentFailed](func(ctx context.Context, m *am.Message[PaymentFailed]) error {
@@ -283,6 +286,41 @@ func ExampleConfig_breaker() {
 	// The three failed messages keep their attempt and are set aside with the seven
 	// that never ran.
 	// Output: runs failed: 3, set aside: 10, poisoned: 0
+}
+
+// A processor runs up to ConsumerConcurrency consumers at once; a consumer that waits (an
+// HTTP call) holds no database connection while it waits. Here three consumers each wait
+// until all three are running.
+func ExampleConfig_consumerConcurrency() {
+	db, p, cleanup := exampleDBWith(am.Config{ConsumerConcurrency: 3})
+	defer cleanup()
+	var mu sync.Mutex
+	running, most := 0, 0
+	all := make(chan struct{})
+	err := am.Register[PaymentFailed](p, am.ConsumerFunc[PaymentFailed](func(ctx context.Context, m *am.Message[PaymentFailed]) error {
+		mu.Lock()
+		running++
+		most = max(most, running)
+		if running == 3 {
+			close(all)
+		}
+		mu.Unlock()
+		select { // stands for a call to another service
+		case <-all:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		return nil
+	}))
+	if err != nil {
+		panic(err)
+	}
+	if err := db.Transaction(func(tx *gorm.DB) error { return am.ProduceBatch(tx, make([]PaymentFailed, 3)).Error }); err != nil {
+		panic(err)
+	}
+	n, err := p.ProcessBatch(context.Background())
+	fmt.Println(n, err, "consumers at once:", most)
+	// Output: 3 <nil> consumers at once: 3
 }
 
 // Counters tell contention (Conflicts) from failure, for monitoring.

@@ -10,10 +10,9 @@ import (
 	"gorm.io/gorm"
 )
 
-// The hot paths — fetching a batch, inserting messages, deleting completed ones — run
-// prepared-once SQL straight on the connection (the caller's transaction or the batch's),
-// bypassing GORM's per-call reflection; everything else goes through GORM. The fetch
-// statement itself is built by GORM, with clause.Locking, once at Initialize.
+// Inserting messages runs SQL built once per shape straight on the connection (the caller's
+// transaction), bypassing GORM's per-call reflection, as claims (claim.go) and completions
+// (complete.go) do; everything else goes through GORM.
 
 // messageColumns is the column order of inserted rows.
 const messageColumns = "id, created_at, available_after, attempts, consumer_type, payload_type, payload, insert_id, trace_id, span_id"
