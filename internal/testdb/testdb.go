@@ -167,7 +167,20 @@ func (o Options) pool(t testing.TB, db *gorm.DB) {
 	if o.MaxOpenConns > 0 {
 		sqlDB.SetMaxOpenConns(o.MaxOpenConns)
 	}
-	t.Cleanup(func() { sqlDB.Close() })
+	t.Cleanup(func() {
+		sqlDB.Close()
+		// Close does not wait for a connection that is still being opened or used (the
+		// plugin prepares its inserts in the background); on SQLite such a connection can
+		// recreate files in the test's directory while it is being removed. Wait for the
+		// last one to close.
+		for deadline := time.Now().Add(10 * time.Second); sqlDB.Stats().OpenConnections > 0; {
+			if time.Now().After(deadline) {
+				t.Errorf("testdb: %d connections still open 10 s after Close", sqlDB.Stats().OpenConnections)
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	})
 }
 
 // MySQLDSN is the DSN of database name on the MySQL server, with the settings the library
