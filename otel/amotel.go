@@ -184,11 +184,26 @@ func (i *Instrumentation) ObserveQueue(p *am.Plugin) (metric.Registration, error
 	if err != nil {
 		return nil, err
 	}
+	batchErrors, err := i.meter.Int64ObservableCounter("asyncmonolith.batches.errors", metric.WithDescription("Claims that failed other than by a transient conflict (a lost connection)."), metric.WithUnit("{batch}"))
+	if err != nil {
+		return nil, err
+	}
+	leaseLost, err := i.meter.Int64ObservableCounter("asyncmonolith.messages.lease_lost", metric.WithDescription("Runs whose completion was refused because their message's lease had ended and another processor had claimed it; their Message.Tx writes were rolled back."), metric.WithUnit("{message}"))
+	if err != nil {
+		return nil, err
+	}
+	released, err := i.meter.Int64ObservableCounter("asyncmonolith.messages.released", metric.WithDescription("Runs cut short by a hard stop, a lost connection under Message.Tx or a wait for a Message.Tx slot: their messages are due again without an attempt counted."), metric.WithUnit("{message}"))
+	if err != nil {
+		return nil, err
+	}
 	return i.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
 		system := metric.WithAttributes(attribute.String("messaging.system", System))
 		c := p.Counters()
 		o.ObserveInt64(conflicts, int64(c.Conflicts), system)
 		o.ObserveInt64(setAside, int64(c.SetAside), system)
+		o.ObserveInt64(batchErrors, int64(c.BatchErrors), system)
+		o.ObserveInt64(leaseLost, int64(c.LeaseLost), system)
+		o.ObserveInt64(released, int64(c.Released), system)
 		for name := range p.Paused() {
 			o.ObserveInt64(paused, 1, metric.WithAttributes(attribute.String("messaging.system", System), attribute.String("messaging.destination.name", name)))
 		}
@@ -206,5 +221,5 @@ func (i *Instrumentation) ObserveQueue(p *am.Plugin) (metric.Registration, error
 			o.ObserveInt64(poisoned, s.Poisoned, attrs)
 		}
 		return nil
-	}, depth, due, age, poisoned, paused, conflicts, setAside)
+	}, depth, due, age, poisoned, paused, conflicts, setAside, batchErrors, leaseLost, released)
 }

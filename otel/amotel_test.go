@@ -157,6 +157,61 @@ func TestBreakerMetrics(t *testing.T) {
 	}
 }
 
+// A run cut short by a hard stop shows in asyncmonolith.messages.released, not as a
+// failure.
+func TestReleasedMetric(t *testing.T) {
+	t.Parallel()
+	reader := sdkmetric.NewManualReader()
+	inst, err := amotel.New(amotel.WithMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := testdb.Open(t, "sqlite")
+	p := am.New(am.Config{Hooks: inst.Hooks()})
+	if err := db.Use(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Migrate(context.Background(), db); err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{})
+	if err := am.Register[Shipped](p, am.ConsumerFunc[Shipped](func(ctx context.Context, m *am.Message[Shipped]) error {
+		close(started)
+		<-ctx.Done() // waits for the stop
+		return ctx.Err()
+	}), am.WithName("Waiter")); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := inst.ObserveQueue(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = reg.Unregister() })
+	if err := am.ProduceNow(context.Background(), db, Shipped{OrderID: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-started; cancel() }()
+	if _, err := p.ProcessBatch(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	if got := sum(rm, "asyncmonolith.messages.released"); got != 1 {
+		t.Fatalf("released = %v, want 1 (counters %+v)", got, p.Counters())
+	}
+	for _, name := range []string{"asyncmonolith.messages.lease_lost", "asyncmonolith.batches.errors"} {
+		if got := sum(rm, name); got != 0 {
+			t.Fatalf("%s = %v, want 0", name, got)
+		}
+	}
+	if c := p.Counters(); c.Failed != 0 || c.Released != 1 {
+		t.Fatalf("counters %+v: the stop was counted as a failure", c)
+	}
+}
+
 // observedFailing opens a fresh database with a plugin of cfg whose only consumer,
 // "Notify", always fails, and observes its queue with inst until the test ends.
 func observedFailing(t *testing.T, dialect string, inst *amotel.Instrumentation, cfg am.Config) (*gorm.DB, *am.Plugin) {
