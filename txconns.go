@@ -27,6 +27,11 @@ type txConns struct {
 
 	mu   sync.Mutex
 	idle []idleConn // most recently used last
+	// sweep gives kept connections back once they have been idle for txConnIdle when
+	// nothing else does (ProcessBatch called once, then not again); nil when none is kept.
+	sweep *time.Timer
+	// idleFor is txConnIdle (shorter in tests).
+	idleFor time.Duration
 }
 
 type idleConn struct {
@@ -45,7 +50,7 @@ type txHandle interface {
 }
 
 func newTxConns(db *gorm.DB, n int) *txConns {
-	t := &txConns{gorm: db, slots: make(chan struct{}, n)}
+	t := &txConns{gorm: db, slots: make(chan struct{}, n), idleFor: txConnIdle}
 	if sqlDB, err := db.DB(); err == nil {
 		t.db = sqlDB
 	}
@@ -106,7 +111,7 @@ func (t *txConns) get(ctx context.Context) (*sql.Conn, error) {
 	for len(t.idle) > 0 && c == nil {
 		last := t.idle[len(t.idle)-1]
 		t.idle = t.idle[:len(t.idle)-1]
-		if now.Sub(last.since) < txConnIdle {
+		if now.Sub(last.since) < t.idleFor {
 			c = last.c
 		} else {
 			last.c.Close()
@@ -135,14 +140,29 @@ func (t *txConns) put(c *sql.Conn, healthy bool) {
 	t.mu.Lock()
 	t.idle = append(t.idle, idleConn{c: c, since: time.Now()})
 	t.trimLocked(time.Now())
+	if t.sweep == nil {
+		t.sweep = time.AfterFunc(t.idleFor, t.sweepIdle)
+	}
 	t.mu.Unlock()
+}
+
+// sweepIdle is the sweep timer's: it trims, and comes back while connections are kept.
+func (t *txConns) sweepIdle() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := time.Now()
+	t.trimLocked(now)
+	t.sweep = nil
+	if len(t.idle) > 0 {
+		t.sweep = time.AfterFunc(t.idleFor-now.Sub(t.idle[0].since), t.sweepIdle)
+	}
 }
 
 // trimLocked gives the connections idle longer than txConnIdle back to the pool (the
 // oldest are first).
 func (t *txConns) trimLocked(now time.Time) {
 	n := 0
-	for n < len(t.idle) && now.Sub(t.idle[n].since) >= txConnIdle {
+	for n < len(t.idle) && now.Sub(t.idle[n].since) >= t.idleFor {
 		t.idle[n].c.Close()
 		n++
 	}
@@ -166,4 +186,8 @@ func (t *txConns) closeIdle() {
 		ic.c.Close()
 	}
 	t.idle = nil
+	if t.sweep != nil {
+		t.sweep.Stop()
+		t.sweep = nil
+	}
 }

@@ -131,7 +131,7 @@ func Open(t testing.TB, dialect string, opts ...Options) *gorm.DB {
 			closeDB(admin)
 		})
 	case "sqlite":
-		db, err = gorm.Open(sqlite.Open(SQLiteDSN(filepath.Join(t.TempDir(), name+".db"))), cfg)
+		db, err = gorm.Open(sqlite.Open(SQLiteDSN(filepath.Join(tempDir(t), name+".db"))), cfg)
 	default:
 		t.Fatalf("testdb: unknown dialect %q", dialect)
 	}
@@ -167,20 +167,7 @@ func (o Options) pool(t testing.TB, db *gorm.DB) {
 	if o.MaxOpenConns > 0 {
 		sqlDB.SetMaxOpenConns(o.MaxOpenConns)
 	}
-	t.Cleanup(func() {
-		sqlDB.Close()
-		// Close does not wait for a connection that is still being opened or used (the
-		// plugin prepares its inserts in the background); on SQLite such a connection can
-		// recreate files in the test's directory while it is being removed. Wait for the
-		// last one to close.
-		for deadline := time.Now().Add(10 * time.Second); sqlDB.Stats().OpenConnections > 0; {
-			if time.Now().After(deadline) {
-				t.Errorf("testdb: %d connections still open 10 s after Close", sqlDB.Stats().OpenConnections)
-				return
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	})
+	t.Cleanup(func() { sqlDB.Close() })
 }
 
 // MySQLDSN is the DSN of database name on the MySQL server, with the settings the library
@@ -192,6 +179,30 @@ func MySQLDSN(name string) string {
 		base = base[:i]
 	}
 	return base + "/" + name + "?parseTime=true&interpolateParams=true"
+}
+
+// tempDir is t.TempDir, but its removal tries again for a while: database/sql's Close does
+// not wait for a connection still being opened (the plugin prepares its inserts in the
+// background), and SQLite can create a file in the directory while it is being removed
+// ("directory not empty").
+func tempDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "amtest")
+	if err != nil {
+		t.Fatalf("testdb: %v", err)
+	}
+	t.Cleanup(func() {
+		var err error
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if err = os.RemoveAll(dir); err == nil || time.Now().After(deadline) {
+				break
+			}
+		}
+		if err != nil {
+			t.Errorf("testdb: remove %s: %v", dir, err)
+		}
+	})
+	return dir
 }
 
 // SQLiteDSN is the recommended DSN for a SQLite file used with concurrency.
