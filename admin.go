@@ -82,6 +82,15 @@ func (p *Plugin) ListPoisoned(ctx context.Context, f MessageFilter) ([]PoisonedM
 }
 
 func (p *Plugin) filterPoisoned(q *gorm.DB, f MessageFilter) *gorm.DB {
+	q = f.whereIdentity(q)
+	if f.OlderThan > 0 {
+		q = q.Where("poisoned_at <= ?", p.now().Add(-f.OlderThan).UnixMilli())
+	}
+	return q
+}
+
+// whereIdentity applies the filter's conditions that both message tables share.
+func (f MessageFilter) whereIdentity(q *gorm.DB) *gorm.DB {
 	if f.ConsumerType != "" {
 		q = q.Where("consumer_type = ?", f.ConsumerType)
 	}
@@ -90,9 +99,6 @@ func (p *Plugin) filterPoisoned(q *gorm.DB, f MessageFilter) *gorm.DB {
 	}
 	if f.InsertID != "" {
 		q = q.Where("insert_id = ?", f.InsertID)
-	}
-	if f.OlderThan > 0 {
-		q = q.Where("poisoned_at <= ?", p.now().Add(-f.OlderThan).UnixMilli())
 	}
 	return q
 }

@@ -49,15 +49,7 @@ func parseCursor(s string) (pageCursor, error) {
 // filterMessages applies f's conditions (not its limit or offset) to a consumer_messages query.
 func (p *Plugin) filterMessages(q *gorm.DB, f MessageFilter) *gorm.DB {
 	now := p.now()
-	if f.ConsumerType != "" {
-		q = q.Where("consumer_type = ?", f.ConsumerType)
-	}
-	if f.PayloadType != "" {
-		q = q.Where("payload_type = ?", f.PayloadType)
-	}
-	if f.InsertID != "" {
-		q = q.Where("insert_id = ?", f.InsertID)
-	}
+	q = f.whereIdentity(q)
 	if f.OlderThan > 0 {
 		q = q.Where("created_at <= ?", now.Add(-f.OlderThan).UnixMilli())
 	}
