@@ -308,7 +308,7 @@ func TestDashboardScreenshotForREADME(t *testing.T) {
 	s := serve(t, "sqlite")
 	b := newBrowser(t)
 	b.shots = t.TempDir()
-	b.do(t, chromedp.EmulateViewport(1100, 700), chromedp.Navigate(s.url+"poisoned"), chromedp.WaitVisible(chromedp.CSS("table")))
+	b.do(t, chromedp.Navigate(s.url+"poisoned"), chromedp.WaitVisible(chromedp.CSS("table")))
 	path := b.shot(t, "readme")
 	png, err := os.ReadFile(path)
 	if err != nil {
