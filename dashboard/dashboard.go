@@ -16,6 +16,7 @@ import (
 	"html/template"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"strings"
 
 	am "github.com/asyncmonolith/asyncmonolith"
@@ -104,7 +105,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // pages are the parsed templates, one set per page (each with the shared layout). They
 // are read-only after init.
 var pages = func() map[string]*template.Template {
-	funcs := template.FuncMap{"deref": deref, "ms": msTime, "age": age, "join": strings.Join, "dur": dur}
+	funcs := template.FuncMap{"deref": deref, "ms": msTime, "age": age, "join": strings.Join, "dur": dur, "pathesc": url.PathEscape}
 	layout := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html"))
 	out := map[string]*template.Template{}
 	names, _ := fs.Glob(templateFS, "templates/*.html")

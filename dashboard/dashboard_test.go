@@ -283,3 +283,41 @@ func TestDashboardReadOnly(t *testing.T) {
 		t.Fatalf("read-only POST deleted: %d left", n)
 	}
 }
+
+func TestDashboardOddIDsAndBytes(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, "sqlite")
+	now := time.Now().UnixMilli()
+	odd := "odd/id?x=1#frag <b>"
+	if err := f.db.Create(&am.PoisonedMessage{ID: odd, ConsumerType: "Failing", PayloadType: "Job", Payload: "\x00\xff<b>bold</b>\xfe",
+		InsertID: "\x00nul", LastError: "bad \xff bytes <b>x</b>", PoisonedAt: now}).Error; err != nil {
+		t.Fatal(err)
+	}
+	_, body := f.get(t, "/am/poisoned")
+	link := `href="/am/poisoned/odd%2Fid%3Fx=1%23frag%20%3Cb%3E"`
+	if !strings.Contains(body, link) || strings.Contains(body, "<b>") {
+		t.Fatalf("list: want the link %s and no raw tag:\n%s", link, body)
+	}
+	status, body := f.get(t, "/am/poisoned/odd%2Fid%3Fx=1%23frag%20%3Cb%3E")
+	if status != http.StatusOK || !strings.Contains(body, "&lt;b&gt;bold&lt;/b&gt;") || strings.Contains(body, "<b>") {
+		t.Fatalf("detail of an odd id: %d\n%s", status, body)
+	}
+	// Requeue it by its odd id, through the form.
+	tok := f.token(t)
+	status, body = f.post(t, "/am/poisoned/requeue", url.Values{"csrf": {tok}, "id": {odd}, "confirm": {"yes"}}, nil)
+	if status != http.StatusOK || !strings.Contains(body, "Requeued 1 message") {
+		t.Fatalf("requeue of an odd id: %d\n%s", status, body)
+	}
+	if n := len(f.poisonedIDs(t)); n != 3 {
+		t.Fatalf("after requeue: %d poisoned, want 3", n)
+	}
+	// A long error is shown whole (the page scrolls it), not cut.
+	long := strings.Repeat("very long error ", 20000)
+	if err := f.db.Create(&am.PoisonedMessage{ID: "long", ConsumerType: "Failing", PayloadType: "Job", Payload: "{}",
+		InsertID: "long", LastError: long, PoisonedAt: now}).Error; err != nil {
+		t.Fatal(err)
+	}
+	if status, body := f.get(t, "/am/poisoned/long"); status != http.StatusOK || !strings.Contains(body, long) {
+		t.Fatalf("long error: %d, %d bytes", status, len(body))
+	}
+}
