@@ -243,6 +243,17 @@ func TestDashboardRendersScriptAsText(t *testing.T) {
 	b.shot(t, "message-detail")
 	b.do(t, chromedp.Navigate(s.url+"messages"), chromedp.WaitVisible(chromedp.CSS("table")))
 	b.shot(t, "messages")
+	// On a phone: the page fits its width (wide tables scroll inside their box).
+	b.do(t, chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile), chromedp.Navigate(s.url+"poisoned"), chromedp.WaitVisible(chromedp.CSS("table")))
+	if w := get(t, b, chromedp.Evaluate[int](`document.documentElement.scrollWidth`)); w > 390 {
+		t.Fatalf("on a 390 px phone the page is %d px wide", w)
+	}
+	b.shot(t, "poisoned-phone")
+	b.do(t, chromedp.Navigate(s.url), chromedp.WaitVisible(chromedp.CSS("#live table")))
+	if w := get(t, b, chromedp.Evaluate[int](`document.documentElement.scrollWidth`)); w > 390 {
+		t.Fatalf("on a 390 px phone the overview is %d px wide", w)
+	}
+	b.shot(t, "overview-phone")
 	// Give a dialog that escaped the escaping a moment to open.
 	b.do(t, chromedp.Sleep(300*time.Millisecond))
 	b.noDialogs(t)
