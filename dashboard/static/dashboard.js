@@ -3,14 +3,19 @@
   "use strict";
   var base = document.body.getAttribute("data-base") || "";
 
-  // The overview refreshes its table in place every 5 seconds.
+  // The overview refreshes its table in place every 5 seconds: one request at a time, and
+  // none while the tab is hidden (the counts scan the whole queue).
   var live = document.getElementById("live");
   if (live) {
+    var busy = false;
     setInterval(function () {
+      if (busy || document.hidden) { return; }
+      busy = true;
       fetch(base + "/overview/live", { credentials: "same-origin", headers: { Accept: "text/html" } })
         .then(function (r) { if (!r.ok) { throw new Error(r.status); } return r.text(); })
         .then(function (html) { live.innerHTML = html; live.removeAttribute("data-stale"); })
-        .catch(function () { live.setAttribute("data-stale", "true"); });
+        .catch(function () { live.setAttribute("data-stale", "true"); })
+        .finally(function () { busy = false; });
     }, 5000);
   }
 
