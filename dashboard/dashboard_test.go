@@ -321,3 +321,30 @@ func TestDashboardOddIDsAndBytes(t *testing.T) {
 		t.Fatalf("long error: %d, %d bytes", status, len(body))
 	}
 }
+
+func TestDashboardShowsABreakerPause(t *testing.T) {
+	t.Parallel()
+	db := testdb.Open(t, "sqlite")
+	p := am.New(am.Config{MaxAttempts: 10, BreakerFailures: 2, BreakerCooldown: time.Hour})
+	ctx := context.Background()
+	if err := errors.Join(db.Use(p), p.Migrate(ctx, db), am.Register[Job](p, Failing{})); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		if err := am.ProduceNow(ctx, db, Job{N: i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := p.ProcessBatch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	until, ok := p.Paused()["Failing"]
+	if !ok {
+		t.Fatal("the breaker did not trip")
+	}
+	rec := httptest.NewRecorder()
+	dashboard.New(p).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/overview/live", nil))
+	if want := "paused until " + until.UTC().Format("2006-01-02 15:04:05 UTC"); !strings.Contains(rec.Body.String(), want) {
+		t.Fatalf("overview lacks %q:\n%s", want, rec.Body.String())
+	}
+}

@@ -133,7 +133,7 @@ func parseFilter(r *http.Request) (filter, am.MessageFilter, error) {
 	return f, mf, nil
 }
 
-// query encodes the filter (with the cursor after, if any) for a link.
+// Query encodes the filter (with the cursor after, if any) as a link's query string.
 func (f filter) Query(after string) string {
 	v := url.Values{}
 	for k, s := range map[string]string{"consumer": f.Consumer, "payload": f.Payload, "insert_id": f.InsertID,
