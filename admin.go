@@ -18,6 +18,7 @@ import (
 type MessageFilter struct {
 	ConsumerType string        // only this consumer
 	PayloadType  string        // only this payload type
+	InsertID     string        // only messages with this insert id
 	OlderThan    time.Duration // poisoned: poisoned at least this long ago; queue: created at least this long ago
 	Due          *bool         // queue only: true for due messages, false for delayed ones
 	Limit        int           // at most this many rows (default 100, at most 10,000)
@@ -81,31 +82,45 @@ func (p *Plugin) ListPoisoned(ctx context.Context, f MessageFilter) ([]PoisonedM
 }
 
 func (p *Plugin) filterPoisoned(q *gorm.DB, f MessageFilter) *gorm.DB {
-	if f.ConsumerType != "" {
-		q = q.Where("consumer_type = ?", f.ConsumerType)
-	}
-	if f.PayloadType != "" {
-		q = q.Where("payload_type = ?", f.PayloadType)
-	}
+	q = f.whereIdentity(q)
 	if f.OlderThan > 0 {
 		q = q.Where("poisoned_at <= ?", p.now().Add(-f.OlderThan).UnixMilli())
 	}
 	return q
 }
 
+// whereIdentity applies the filter's conditions that both message tables share.
+func (f MessageFilter) whereIdentity(q *gorm.DB) *gorm.DB {
+	if f.ConsumerType != "" {
+		q = q.Where("consumer_type = ?", f.ConsumerType)
+	}
+	if f.PayloadType != "" {
+		q = q.Where("payload_type = ?", f.PayloadType)
+	}
+	if f.InsertID != "" {
+		q = q.Where("insert_id = ?", f.InsertID)
+	}
+	return q
+}
+
 // GetPoisoned returns one poisoned message, or ErrMessageNotFound.
 func (p *Plugin) GetPoisoned(ctx context.Context, id string) (PoisonedMessage, error) {
-	var row PoisonedMessage
+	return getByID[PoisonedMessage](ctx, p, id, "poisoned message")
+}
+
+// getByID reads one row of T's table by id; what names it in errors.
+func getByID[T any](ctx context.Context, p *Plugin, id, what string) (T, error) {
+	var row T
 	db, err := p.adminDB(ctx)
 	if err != nil {
 		return row, err
 	}
 	err = db.Where("id = ?", id).Take(&row).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
-		return row, fmt.Errorf("%w: poisoned message %q", ErrMessageNotFound, id)
+		return row, fmt.Errorf("%w: %s %q", ErrMessageNotFound, what, id)
 	}
 	if err != nil {
-		return row, fmt.Errorf("asyncmonolith: get poisoned: %w", err)
+		return row, fmt.Errorf("asyncmonolith: get %s: %w", what, err)
 	}
 	return row, nil
 }
@@ -205,24 +220,7 @@ func (p *Plugin) ListMessages(ctx context.Context, f MessageFilter) ([]ConsumerM
 	if err != nil {
 		return nil, err
 	}
-	q := db.Model(&ConsumerMessage{})
-	now := p.now()
-	if f.ConsumerType != "" {
-		q = q.Where("consumer_type = ?", f.ConsumerType)
-	}
-	if f.PayloadType != "" {
-		q = q.Where("payload_type = ?", f.PayloadType)
-	}
-	if f.OlderThan > 0 {
-		q = q.Where("created_at <= ?", now.Add(-f.OlderThan).UnixMilli())
-	}
-	if f.Due != nil {
-		if *f.Due {
-			q = q.Where("available_after <= ?", now.UnixMilli())
-		} else {
-			q = q.Where("available_after > ?", now.UnixMilli())
-		}
-	}
+	q := p.filterMessages(db.Model(&ConsumerMessage{}), f)
 	var rows []ConsumerMessage
 	if err := q.Order(fetchOrder).Limit(f.limit()).Offset(f.Offset).Find(&rows).Error; err != nil {
 		return nil, fmt.Errorf("asyncmonolith: list messages: %w", err)
@@ -315,11 +313,15 @@ func (p *Plugin) ListSchedules(ctx context.Context, tag string) ([]ScheduleInfo,
 	if err := q.Order("available_after, id").Find(&rows).Error; err != nil {
 		return nil, fmt.Errorf("asyncmonolith: list schedules: %w", err)
 	}
+	return scheduleInfos(rows), nil
+}
+
+func scheduleInfos(rows []ScheduledMessage) []ScheduleInfo {
 	out := make([]ScheduleInfo, len(rows))
 	for i, r := range rows {
 		out[i] = ScheduleInfo{ScheduledMessage: r, NextRun: time.UnixMilli(r.AvailableAfter).UTC()}
 	}
-	return out, nil
+	return out
 }
 
 func uniq(ss []string) []string {

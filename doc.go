@@ -37,6 +37,9 @@
 //
 // Recurring messages: Schedule, Reschedule, DeleteSchedule, DeleteSchedulesByTag.
 //
+// Operating the queue: Stats, PageMessages, PagePoisoned, RequeuePoisoned, PurgePoisoned and
+// their kin; package dashboard puts a web page on them, and cmd/asyncmonolith a CLI.
+//
 // Delivery is at least once; database writes made through Message.Tx happen exactly once.
 // See the README for the guarantees, the settings and the limits of each database.
 package asyncmonolith

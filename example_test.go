@@ -342,3 +342,47 @@ func ExamplePlugin_Counters() {
 	// notify customer: payment p-1 failed (attempt 1)
 	// batches 1, succeeded 1, failed 0, conflicts 0
 }
+
+// PageMessages reads a listing one page at a time: Next is the cursor of the following
+// page, and "" ends it.
+func ExamplePlugin_PageMessages() {
+	db, p, done := exampleDB()
+	defer done()
+	_ = am.Register[PaymentFailed](p, NotifyCustomer{})
+	for _, id := range []string{"p1", "p2", "p3"} {
+		_ = am.ProduceNow(context.Background(), db, PaymentFailed{PaymentID: id})
+	}
+	cursor := ""
+	for {
+		page, err := p.PageMessages(context.Background(), am.MessageFilter{ConsumerType: "NotifyCustomer", Limit: 2}, cursor)
+		if err != nil {
+			panic(err)
+		}
+		fmt.Println("page of", len(page.Rows))
+		if page.Next == "" {
+			break
+		}
+		cursor = page.Next
+	}
+	n, _ := p.CountMessages(context.Background(), am.MessageFilter{ConsumerType: "NotifyCustomer"})
+	fmt.Println("total", n)
+	// Output:
+	// page of 2
+	// page of 1
+	// total 3
+}
+
+// PagePoisoned pages poisoned messages, most recently poisoned first; CountPoisoned says
+// how many a filter matches (what PurgePoisoned would delete).
+func ExamplePlugin_PagePoisoned() {
+	db, p, done := exampleDBWith(am.Config{MaxAttempts: 1})
+	defer done()
+	_ = am.Register[PaymentFailed](p, am.ConsumerFunc[PaymentFailed](func(ctx context.Context, m *am.Message[PaymentFailed]) error {
+		return errors.New("card declined")
+	}))
+	_ = am.ProduceNow(context.Background(), db, PaymentFailed{PaymentID: "p1"}, am.InsertID("payment:p1"))
+	_, _ = p.ProcessBatch(context.Background())
+	page, _ := p.PagePoisoned(context.Background(), am.MessageFilter{InsertID: "payment:p1"}, "")
+	fmt.Println(len(page.Rows), page.Rows[0].LastError, page.Next == "")
+	// Output: 1 card declined true
+}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	am "github.com/asyncmonolith/asyncmonolith"
+	"github.com/asyncmonolith/asyncmonolith/dashboard"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 )
@@ -145,8 +146,11 @@ func (a *app) register(p *am.Plugin) error {
 
 // HTTP API.
 
-func (a *app) routes() http.Handler {
+// routes serves the API and, under /asyncmonolith/, the queue's dashboard (in a real
+// application, behind its admin authentication).
+func (a *app) routes(p *am.Plugin) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("/asyncmonolith/", dashboard.New(p, dashboard.BasePath("/asyncmonolith")))
 	mux.HandleFunc("POST /orders", a.placeOrder)
 	mux.HandleFunc("POST /orders/{id}/cancel", a.cancelOrder)
 	mux.HandleFunc("GET /products/{id}", a.viewProduct)

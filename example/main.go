@@ -5,7 +5,7 @@
 //	go run ./example                       # SQLite in a temporary directory, no set-up
 //	go run ./example -db postgres          # the local PostgreSQL (database test)
 //	go run ./example -db mysql -dsn 'root:@tcp(127.0.0.1:3306)/test?parseTime=true&interpolateParams=true'
-//	go run ./example -serve -addr :8080    # keep the API up
+//	go run ./example -serve -addr :8080    # keep the API up; the dashboard is at /asyncmonolith/
 package main
 
 import (
@@ -165,7 +165,7 @@ func run(ctx context.Context, o options, out io.Writer) (summary, error) {
 	if err != nil {
 		return summary{}, err
 	}
-	srv := &http.Server{Handler: a.routes(), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: a.routes(p), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	defer func() {
 		shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -176,6 +176,7 @@ func run(ctx context.Context, o options, out io.Writer) (summary, error) {
 
 	if o.serve {
 		say("🌐 serving on %s: POST /orders, POST /orders/{id}/cancel, GET /products/{id}, GET /stats (Ctrl-C stops gracefully)", base)
+		say("📋 dashboard: open %s/asyncmonolith/ in a browser", base)
 		<-ctx.Done()
 		say("🛑 stopping: no new batches; waiting for running consumers")
 		return summary{}, nil

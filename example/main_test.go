@@ -3,8 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"net/http"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/asyncmonolith/asyncmonolith/internal/testdb"
 )
@@ -42,4 +46,54 @@ func TestDemo(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestServeMountsTheDashboard runs -serve and opens the dashboard at the address it prints.
+func TestServeMountsTheDashboard(t *testing.T) {
+	t.Parallel()
+	db := testdb.Open(t, "sqlite")
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		_, err := run(ctx, options{db: db, serve: true, addr: "127.0.0.1:0"}, out)
+		done <- err
+	}()
+	var url string
+	testdb.Eventually(t, 20*time.Second, func() bool {
+		_, rest, ok := strings.Cut(out.String(), "dashboard: open ")
+		url, _, _ = strings.Cut(rest, " ")
+		return ok && strings.HasSuffix(url, "/asyncmonolith/")
+	}, "-serve printed no dashboard address:\n%s", out.String())
+	res, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || !strings.Contains(string(body), "<h1>Overview</h1>") {
+		t.Fatalf("GET %s = %d:\n%s", url, res.StatusCode, body)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the demo's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

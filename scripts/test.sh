@@ -10,6 +10,7 @@
 #          AM_MYSQL_DSN     (default root:@tcp(127.0.0.1:3306)/)
 #          AM_PGBOUNCER_DSN (default: a PgBouncer in transaction mode that this script
 #                            starts on a free port, in front of 127.0.0.1:5432)
+#          AM_CHROMIUM      (default /usr/bin/chromium, installed when missing)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -127,6 +128,32 @@ if [ -z "${AM_PGBOUNCER_DSN:-}" ]; then
     red "!!! The PgBouncer test will be SKIPPED."
     red "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
     missing="$missing PgBouncer"
+  fi
+fi
+
+# 1c. Headless Chromium for the dashboard's browser tests (dashboard/browsertest finds it
+# through AM_CHROMIUM, default /usr/bin/chromium). Installed when missing (as root, from
+# the distribution: Debian's chromium package).
+if [ -z "${AM_CHROMIUM:-}" ] && [ ! -x /usr/bin/chromium ]; then
+  chromium_problem="chromium is not installed (apt-get install chromium, as root)"
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing chromium (apt-get)"
+    if { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; } >/tmp/am-chromium-apt.log 2>&1; then
+      chromium_problem=""
+    else
+      chromium_problem="apt-get install chromium failed (see /tmp/am-chromium-apt.log)"
+    fi
+  fi
+  if [ -n "$chromium_problem" ]; then
+    red "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+    red "!!! NO CHROMIUM: $chromium_problem"
+    if [ "${CI:-}" = "true" ]; then
+      red "!!! CI=true: a browser that cannot be installed is a failure."
+      exit 1
+    fi
+    red "!!! The dashboard's browser tests will be SKIPPED."
+    red "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+    missing="$missing Chromium"
   fi
 fi
 

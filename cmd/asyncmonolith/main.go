@@ -12,6 +12,7 @@
 //	poisoned delete ID...
 //	poisoned purge --older-than D [--consumer C] [--payload P]
 //	schedules list [--tag T]
+//	ui [--addr HOST:PORT] [--read-only]   serve the web dashboard (default 127.0.0.1:8080)
 //
 // The database comes from --db/--dsn or AM_DB/AM_DSN. Exit codes: 0 success, 1 the
 // operation failed, 2 usage error, 3 not found, 4 requeue conflict.
@@ -25,7 +26,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -48,7 +51,10 @@ const (
 )
 
 func main() {
-	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
 type usageError struct{ msg string }
@@ -70,6 +76,8 @@ commands:
   stats                                  per consumer: pending, due, oldest due age, poisoned
   poisoned list|show|requeue|delete|purge
   schedules list [--tag T]
+  ui [--addr HOST:PORT] [--read-only]    serve the web dashboard (default 127.0.0.1:8080;
+                                         basic auth from AM_UI_USER and AM_UI_PASSWORD)
 
 Run 'asyncmonolith COMMAND --help' for a command's flags. The database also comes from the
 AM_DB and AM_DSN environment variables.
@@ -121,6 +129,9 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 	sub := ""
 	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
 		sub, rest = rest[0], rest[1:]
+	}
+	if cmd == "ui" {
+		return c.ui(ctx, args[1:])
 	}
 	switch cmd + " " + sub {
 	case "migrate up", "migrate down":

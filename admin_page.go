@@ -1,0 +1,187 @@
+package asyncmonolith
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"gorm.io/gorm"
+)
+
+// Keyset paging for dashboards and scripts: a page is read from the index after the last
+// row of the previous page, so page 1,000 of a million-row table costs what page 1 costs
+// (MessageFilter.Offset would read and skip every row before it).
+
+// Page is one page of a keyset-paged listing.
+type Page[T any] struct {
+	Rows []T `json:"rows"`
+	// Next is the cursor of the following page, or "" when this page is the last.
+	Next string `json:"next"`
+}
+
+// pageCursor is a decoded cursor: the sort key of a page's last row.
+type pageCursor struct {
+	at, created int64
+	id          string
+}
+
+// String encodes c as "at.created.id"; the id is everything after the second dot, so an
+// id may hold dots itself.
+func (c pageCursor) String() string {
+	return strconv.FormatInt(c.at, 10) + "." + strconv.FormatInt(c.created, 10) + "." + c.id
+}
+
+func parseCursor(s string) (pageCursor, error) {
+	parts := strings.SplitN(s, ".", 3)
+	if len(parts) != 3 || parts[2] == "" {
+		return pageCursor{}, fmt.Errorf("%w: cursor %q", ErrInvalidOption, s)
+	}
+	at, err1 := strconv.ParseInt(parts[0], 10, 64)
+	created, err2 := strconv.ParseInt(parts[1], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return pageCursor{}, fmt.Errorf("%w: cursor %q", ErrInvalidOption, s)
+	}
+	return pageCursor{at: at, created: created, id: parts[2]}, nil
+}
+
+// filterMessages applies f's conditions (not its limit or offset) to a consumer_messages query.
+func (p *Plugin) filterMessages(q *gorm.DB, f MessageFilter) *gorm.DB {
+	now := p.now()
+	q = f.whereIdentity(q)
+	if f.OlderThan > 0 {
+		q = q.Where("created_at <= ?", now.Add(-f.OlderThan).UnixMilli())
+	}
+	if f.Due != nil {
+		if *f.Due {
+			q = q.Where("available_after <= ?", now.UnixMilli())
+		} else {
+			q = q.Where("available_after > ?", now.UnixMilli())
+		}
+	}
+	return q
+}
+
+// PageMessages returns one page of pending messages matching f, in fetch order (due
+// first), starting after cursor ("" for the first page; Page.Next for the following
+// one). f.Limit sizes the page; f.Offset is ignored. A malformed cursor fails with
+// ErrInvalidOption.
+func (p *Plugin) PageMessages(ctx context.Context, f MessageFilter, cursor string) (Page[ConsumerMessage], error) {
+	var page Page[ConsumerMessage]
+	db, err := p.adminDB(ctx)
+	if err != nil {
+		return page, err
+	}
+	q := p.filterMessages(db.Model(&ConsumerMessage{}), f)
+	if cursor != "" {
+		c, err := parseCursor(cursor)
+		if err != nil {
+			return page, err
+		}
+		q = q.Where("(available_after, created_at, id) > (?, ?, ?)", c.at, c.created, c.id)
+	}
+	n := f.limit()
+	if err := q.Order(fetchOrder).Limit(n + 1).Find(&page.Rows).Error; err != nil {
+		return page, fmt.Errorf("asyncmonolith: page messages: %w", err)
+	}
+	if len(page.Rows) > n {
+		page.Rows = page.Rows[:n]
+		last := page.Rows[n-1]
+		page.Next = pageCursor{at: last.AvailableAfter, created: last.CreatedAt, id: last.ID}.String()
+	}
+	return page, nil
+}
+
+// PagePoisoned returns one page of poisoned messages matching f, most recently poisoned
+// first, starting after cursor ("" for the first page). f.Limit sizes the page.
+func (p *Plugin) PagePoisoned(ctx context.Context, f MessageFilter, cursor string) (Page[PoisonedMessage], error) {
+	var page Page[PoisonedMessage]
+	db, err := p.adminDB(ctx)
+	if err != nil {
+		return page, err
+	}
+	q := p.filterPoisoned(db.Model(&PoisonedMessage{}), f)
+	if cursor != "" {
+		c, err := parseCursor(cursor)
+		if err != nil {
+			return page, err
+		}
+		q = q.Where("(poisoned_at, id) < (?, ?)", c.at, c.id)
+	}
+	n := f.limit()
+	if err := q.Order("poisoned_at DESC, id DESC").Limit(n + 1).Find(&page.Rows).Error; err != nil {
+		return page, fmt.Errorf("asyncmonolith: page poisoned: %w", err)
+	}
+	if len(page.Rows) > n {
+		page.Rows = page.Rows[:n]
+		last := page.Rows[n-1]
+		page.Next = pageCursor{at: last.PoisonedAt, id: last.ID}.String()
+	}
+	return page, nil
+}
+
+// PageSchedules returns one page of schedules (all, or those with tag), soonest next run
+// first, starting after cursor ("" for the first page). limit is capped like
+// MessageFilter.Limit.
+func (p *Plugin) PageSchedules(ctx context.Context, tag string, limit int, cursor string) (Page[ScheduleInfo], error) {
+	var page Page[ScheduleInfo]
+	db, err := p.adminDB(ctx)
+	if err != nil {
+		return page, err
+	}
+	q := db.Model(&ScheduledMessage{})
+	if tag != "" {
+		q = q.Where("tag = ?", tag)
+	}
+	if cursor != "" {
+		c, err := parseCursor(cursor)
+		if err != nil {
+			return page, err
+		}
+		q = q.Where("(available_after, id) > (?, ?)", c.at, c.id)
+	}
+	n := MessageFilter{Limit: limit}.limit()
+	var rows []ScheduledMessage
+	if err := q.Order("available_after, id").Limit(n + 1).Find(&rows).Error; err != nil {
+		return page, fmt.Errorf("asyncmonolith: page schedules: %w", err)
+	}
+	if len(rows) > n {
+		rows = rows[:n]
+		page.Next = pageCursor{at: rows[n-1].AvailableAfter, id: rows[n-1].ID}.String()
+	}
+	page.Rows = scheduleInfos(rows)
+	return page, nil
+}
+
+// CountMessages counts the pending messages matching f (its limit and offset ignored).
+func (p *Plugin) CountMessages(ctx context.Context, f MessageFilter) (int64, error) {
+	db, err := p.adminDB(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	if err := p.filterMessages(db.Model(&ConsumerMessage{}), f).Count(&n).Error; err != nil {
+		return 0, fmt.Errorf("asyncmonolith: count messages: %w", err)
+	}
+	return n, nil
+}
+
+// CountPoisoned counts the poisoned messages matching f (its limit and offset ignored):
+// for example what PurgePoisoned(f) would delete.
+func (p *Plugin) CountPoisoned(ctx context.Context, f MessageFilter) (int64, error) {
+	db, err := p.adminDB(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	if err := p.filterPoisoned(db.Model(&PoisonedMessage{}), f).Count(&n).Error; err != nil {
+		return 0, fmt.Errorf("asyncmonolith: count poisoned: %w", err)
+	}
+	return n, nil
+}
+
+// GetMessage returns one pending (or running) message, or ErrMessageNotFound.
+func (p *Plugin) GetMessage(ctx context.Context, id string) (ConsumerMessage, error) {
+	return getByID[ConsumerMessage](ctx, p, id, "message")
+}

@@ -1,0 +1,120 @@
+// Package dashboard is a web dashboard for an asyncmonolith queue: an http.Handler that an
+// application mounts on its own mux to see pending, poisoned and scheduled messages and to
+// requeue, delete or purge them.
+//
+//	mux.Handle("/asyncmonolith/", dashboard.New(plugin, dashboard.BasePath("/asyncmonolith")))
+//
+// It is built on the standard library only (html/template, embedded assets). Every action is
+// a POST that needs a CSRF token and a same-origin request, and a confirmation step;
+// ReadOnly hides the actions and refuses them with 403. It is an admin surface: put it
+// behind the application's authentication.
+package dashboard
+
+import (
+	"crypto/rand"
+	"embed"
+	"html/template"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"strings"
+
+	am "github.com/asyncmonolith/asyncmonolith"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// PageSizeDefault is how many rows a list shows per page unless ?limit= says otherwise
+// (at most PageSizeMax).
+const (
+	PageSizeDefault = 50
+	PageSizeMax     = 500
+)
+
+// Option configures New.
+type Option func(*Handler)
+
+// ReadOnly hides every action and refuses POST requests with 403 Forbidden.
+func ReadOnly() Option { return func(h *Handler) { h.readOnly = true } }
+
+// BasePath is the prefix the handler is mounted under ("/asyncmonolith"), used in links
+// and stripped from request paths. The default is "" (mounted at the root).
+func BasePath(path string) Option {
+	return func(h *Handler) { h.base = strings.TrimRight(path, "/") }
+}
+
+// Handler serves the dashboard of one plugin. Build it with New.
+type Handler struct {
+	p        *am.Plugin
+	base     string
+	readOnly bool
+	csrfKey  []byte
+	pages    map[string]*template.Template
+	mux      http.Handler
+}
+
+// New returns the dashboard of p (a plugin registered on a *gorm.DB with db.Use; it need
+// not be started).
+func New(p *am.Plugin, opts ...Option) *Handler {
+	h := &Handler{p: p, csrfKey: make([]byte, 32), pages: pages}
+	_, _ = rand.Read(h.csrfKey) // crypto/rand.Read never fails (Go 1.24+)
+	for _, o := range opts {
+		o(h)
+	}
+	mux := http.NewServeMux()
+	static, _ := fs.Sub(staticFS, "static")
+	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	mux.HandleFunc("GET /{$}", h.overview)
+	mux.HandleFunc("GET /overview/live", h.overviewLive)
+	mux.HandleFunc("GET /messages", h.messages)
+	mux.HandleFunc("GET /messages/{id}", h.message)
+	mux.HandleFunc("GET /poisoned", h.poisonedList)
+	mux.HandleFunc("GET /poisoned/{id}", h.poisonedOne)
+	mux.HandleFunc("GET /schedules", h.schedules)
+	mux.HandleFunc("POST /poisoned/requeue", h.requeue)
+	mux.HandleFunc("POST /poisoned/delete", h.deletePoisoned)
+	mux.HandleFunc("POST /poisoned/purge", h.purge)
+	mux.HandleFunc("POST /schedules/delete", h.deleteSchedule)
+	h.mux = mux
+	if h.base != "" {
+		h.mux = http.StripPrefix(h.base, mux)
+	}
+	return h
+}
+
+// ServeHTTP serves a page or an action, with the security headers on every response.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	setSecurityHeaders(w)
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		if h.readOnly {
+			http.Error(w, "read-only dashboard: actions are disabled", http.StatusForbidden)
+			return
+		}
+		if err := h.checkPost(r); err != nil {
+			http.Error(w, err.Error(), http.StatusForbidden)
+			return
+		}
+	}
+	h.mux.ServeHTTP(w, r)
+}
+
+// pages are the parsed templates, one set per page (each with the shared layout). They
+// are read-only after init.
+var pages = func() map[string]*template.Template {
+	funcs := template.FuncMap{"deref": deref, "ms": msTime, "age": age, "join": strings.Join, "dur": dur, "pathesc": url.PathEscape}
+	layout := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html"))
+	out := map[string]*template.Template{}
+	names, _ := fs.Glob(templateFS, "templates/*.html")
+	for _, name := range names {
+		base := strings.TrimPrefix(name, "templates/")
+		if base == "layout.html" {
+			continue
+		}
+		out[strings.TrimSuffix(base, ".html")] = template.Must(template.Must(layout.Clone()).ParseFS(templateFS, name))
+	}
+	return out
+}()
