@@ -130,7 +130,14 @@ func samePlugins(a, b map[string]gorm.Plugin) bool {
 // of new messages (migrations/postgres/0002_notify.up.sql); on MySQL/MariaDB it gives the
 // id and name columns a NO PAD binary collation, so that they compare exactly
 // (migrations/mysql/0003_exact_names.up.sql).
+//
+// Every statement runs in one transaction, so that a resolver plugin keeps them all on the
+// source (source.go); MySQL/MariaDB still commit each DDL statement as it runs.
 func (p *Plugin) Migrate(ctx context.Context, db *gorm.DB) error {
+	return db.WithContext(ctx).Transaction(func(tx *gorm.DB) error { return migrate(ctx, tx) })
+}
+
+func migrate(ctx context.Context, db *gorm.DB) error {
 	if err := db.WithContext(ctx).AutoMigrate(models()...); err != nil {
 		return fmt.Errorf("asyncmonolith: migrate: %w", err)
 	}
