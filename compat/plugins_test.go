@@ -133,4 +133,3 @@ func TestExistingSQLDB(t *testing.T) {
 		})
 	}
 }
-
