@@ -171,7 +171,7 @@ func runFlow(t *testing.T, db *gorm.DB, p *am.Plugin, c *consumers, clk *amtest.
 	}
 	mustProcess(t, p, 1)
 	poisoned, err := p.ListPoisoned(ctx, am.MessageFilter{})
-	if err != nil || len(poisoned) != 1 || poisoned[0].ConsumerType != fragileName {
+	if err != nil || len(poisoned) != 1 || poisoned[0].ConsumerType != fragileName || poisoned[0].ID == stalePoisoned {
 		t.Fatalf("ListPoisoned = %+v (%v), want the one Fragile message", poisoned, err)
 	}
 	if got, err := p.GetPoisoned(ctx, poisoned[0].ID); err != nil || got.LastError != "downstream unavailable" {
