@@ -58,23 +58,27 @@ func closeResolver(t *testing.T, dr *dbresolver.DBResolver) {
 	})
 }
 
+// resolverSetup is one way of configuring dbresolver and the *gorm.DB.
+type resolverSetup struct {
+	name          string
+	prepareStmt   bool // gorm.Config.PrepareStmt
+	listedSources bool // Config.Sources names the source (a pool of its own) instead of defaulting to db's
+}
+
 func TestDBResolverSourceAndLaggingReplica(t *testing.T) {
+	setups := []resolverSetup{{name: "default source"}, {name: "PrepareStmt", prepareStmt: true}, {name: "listed source", listedSources: true}}
 	for _, dialect := range dialects {
 		for _, order := range []string{"resolver first", "resolver second"} {
-			for _, prepare := range []bool{false, true} {
-				name := dialect + "/" + order
-				if prepare {
-					name += "/PrepareStmt"
-				}
-				t.Run(name, func(t *testing.T) {
-					testResolver(t, dialect, order == "resolver first", prepare)
+			for _, s := range setups {
+				t.Run(dialect+"/"+order+"/"+s.name, func(t *testing.T) {
+					testResolver(t, dialect, order == "resolver first", s)
 				})
 			}
 		}
 	}
 }
 
-func testResolver(t *testing.T, dialect string, resolverFirst, prepare bool) {
+func testResolver(t *testing.T, dialect string, resolverFirst bool, setup resolverSetup) {
 	ctx := context.Background()
 	sourceDSN, replicaDSN := freshDSN(t, dialect), freshDSN(t, dialect)
 	seedReplica(t, dialect, replicaDSN)
@@ -83,9 +87,13 @@ func testResolver(t *testing.T, dialect string, resolverFirst, prepare bool) {
 		t.Fatal(err)
 	}
 
-	db := open(t, dialect, sourceDSN, &gorm.Config{PrepareStmt: prepare})
+	db := open(t, dialect, sourceDSN, &gorm.Config{PrepareStmt: setup.prepareStmt})
 	p, c, clk := newPlugin(t)
-	dr := dbresolver.Register(dbresolver.Config{Replicas: []gorm.Dialector{dialector(dialect, replicaDSN)}})
+	cfg := dbresolver.Config{Replicas: []gorm.Dialector{dialector(dialect, replicaDSN)}}
+	if setup.listedSources {
+		cfg.Sources = []gorm.Dialector{dialector(dialect, sourceDSN)}
+	}
+	dr := dbresolver.Register(cfg)
 	closeResolver(t, dr)
 	plugins := []gorm.Plugin{p, dr}
 	if resolverFirst {
