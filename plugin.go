@@ -134,10 +134,16 @@ func samePlugins(a, b map[string]gorm.Plugin) bool {
 // Every statement runs in one transaction, so that a resolver plugin keeps them all on the
 // source (source.go); MySQL/MariaDB still commit each DDL statement as it runs.
 func (p *Plugin) Migrate(ctx context.Context, db *gorm.DB) error {
-	return db.WithContext(ctx).Transaction(func(tx *gorm.DB) error { return migrate(ctx, tx) })
+	d, err := dialect.For(db)
+	if err != nil {
+		return fmt.Errorf("asyncmonolith: migrate: %w", err)
+	}
+	// READ COMMITTED where the default is REPEATABLE READ (MySQL/MariaDB): each check sees
+	// the tables as they are, not as they were when the transaction began.
+	return db.WithContext(ctx).Transaction(func(tx *gorm.DB) error { return migrate(ctx, tx, d) }, d.ProcessorTxOptions())
 }
 
-func migrate(ctx context.Context, db *gorm.DB) error {
+func migrate(ctx context.Context, db *gorm.DB, d dialect.Dialect) error {
 	if err := db.WithContext(ctx).AutoMigrate(models()...); err != nil {
 		return fmt.Errorf("asyncmonolith: migrate: %w", err)
 	}
@@ -147,10 +153,6 @@ func migrate(ctx context.Context, db *gorm.DB) error {
 		if err := m.DropIndex(&ConsumerMessage{}, legacyInsertIDIndex); err != nil {
 			return fmt.Errorf("asyncmonolith: migrate: drop %s: %w", legacyInsertIDIndex, err)
 		}
-	}
-	d, err := dialect.For(db)
-	if err != nil {
-		return fmt.Errorf("asyncmonolith: migrate: %w", err)
 	}
 	if err := d.EnsureExactNames(ctx, db); err != nil {
 		return fmt.Errorf("asyncmonolith: migrate: %w", err)
