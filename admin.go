@@ -11,7 +11,7 @@ import (
 
 // Operating the queue: inspect, requeue and remove messages, and read statistics. These
 // methods work on a registered plugin without Start (the CLI uses them that way) and use
-// the plugin's clock for ages.
+// the plugin's clock for ages. They read from the source, never a replica (source.go).
 
 // MessageFilter selects messages for the listing and purge operations. Zero fields match
 // everything.
@@ -72,9 +72,11 @@ func (p *Plugin) ListPoisoned(ctx context.Context, f MessageFilter) ([]PoisonedM
 	if err != nil {
 		return nil, err
 	}
-	q := p.filterPoisoned(db.Model(&PoisonedMessage{}), f)
 	var rows []PoisonedMessage
-	err = q.Order("poisoned_at DESC, id").Limit(f.limit()).Offset(f.Offset).Find(&rows).Error
+	err = readOnSource(db, func(tx *gorm.DB) error {
+		q := p.filterPoisoned(tx.Model(&PoisonedMessage{}), f)
+		return q.Order("poisoned_at DESC, id").Limit(f.limit()).Offset(f.Offset).Find(&rows).Error
+	})
 	if err != nil {
 		return nil, fmt.Errorf("asyncmonolith: list poisoned: %w", err)
 	}
@@ -115,7 +117,7 @@ func getByID[T any](ctx context.Context, p *Plugin, id, what string) (T, error) 
 	if err != nil {
 		return row, err
 	}
-	err = db.Where("id = ?", id).Take(&row).Error
+	err = readOnSource(db, func(tx *gorm.DB) error { return tx.Where("id = ?", id).Take(&row).Error })
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return row, fmt.Errorf("%w: %s %q", ErrMessageNotFound, what, id)
 	}
@@ -222,7 +224,10 @@ func (p *Plugin) ListMessages(ctx context.Context, f MessageFilter) ([]ConsumerM
 	}
 	q := p.filterMessages(db.Model(&ConsumerMessage{}), f)
 	var rows []ConsumerMessage
-	if err := q.Order(fetchOrder).Limit(f.limit()).Offset(f.Offset).Find(&rows).Error; err != nil {
+	err = readOnSource(q, func(tx *gorm.DB) error {
+		return tx.Order(fetchOrder).Limit(f.limit()).Offset(f.Offset).Find(&rows).Error
+	})
+	if err != nil {
 		return nil, fmt.Errorf("asyncmonolith: list messages: %w", err)
 	}
 	return rows, nil
@@ -257,19 +262,22 @@ func (p *Plugin) Stats(ctx context.Context) ([]QueueStats, error) {
 		Due          int64  `gorm:"column:due"`
 		OldestDue    *int64 `gorm:"column:oldest_due"`
 	}
-	err = db.Model(&ConsumerMessage{}).
-		Select("consumer_type, COUNT(*) AS pending, "+
-			"SUM(CASE WHEN available_after <= ? THEN 1 ELSE 0 END) AS due, "+
-			"MIN(CASE WHEN available_after <= ? THEN available_after END) AS oldest_due", now.UnixMilli(), now.UnixMilli()).
-		Group("consumer_type").Scan(&pending).Error
-	if err != nil {
-		return nil, fmt.Errorf("asyncmonolith: stats: %w", err)
-	}
 	var poisoned []struct {
 		ConsumerType string `gorm:"column:consumer_type"`
 		N            int64  `gorm:"column:n"`
 	}
-	if err := db.Model(&PoisonedMessage{}).Select("consumer_type, COUNT(*) AS n").Group("consumer_type").Scan(&poisoned).Error; err != nil {
+	err = readOnSource(db, func(tx *gorm.DB) error {
+		err := tx.Model(&ConsumerMessage{}).
+			Select("consumer_type, COUNT(*) AS pending, "+
+				"SUM(CASE WHEN available_after <= ? THEN 1 ELSE 0 END) AS due, "+
+				"MIN(CASE WHEN available_after <= ? THEN available_after END) AS oldest_due", now.UnixMilli(), now.UnixMilli()).
+			Group("consumer_type").Scan(&pending).Error
+		if err != nil {
+			return err
+		}
+		return tx.Model(&PoisonedMessage{}).Select("consumer_type, COUNT(*) AS n").Group("consumer_type").Scan(&poisoned).Error
+	})
+	if err != nil {
 		return nil, fmt.Errorf("asyncmonolith: stats: %w", err)
 	}
 	by := map[string]*QueueStats{}
@@ -310,7 +318,8 @@ func (p *Plugin) ListSchedules(ctx context.Context, tag string) ([]ScheduleInfo,
 		q = q.Where("tag = ?", tag)
 	}
 	var rows []ScheduledMessage
-	if err := q.Order("available_after, id").Find(&rows).Error; err != nil {
+	err = readOnSource(q, func(tx *gorm.DB) error { return tx.Order("available_after, id").Find(&rows).Error })
+	if err != nil {
 		return nil, fmt.Errorf("asyncmonolith: list schedules: %w", err)
 	}
 	return scheduleInfos(rows), nil

@@ -265,7 +265,10 @@ func (p *Plugin) deleteAlone(ctx context.Context, pl plan) (bool, error) {
 		ids[i] = it.o.row.ID
 	}
 	var still []string
-	if err := db.Model(&ConsumerMessage{}).Where("id IN ?", ids).Pluck("id", &still).Error; err != nil {
+	err = readOnSource(db, func(tx *gorm.DB) error {
+		return tx.Model(&ConsumerMessage{}).Where("id IN ?", ids).Pluck("id", &still).Error
+	})
+	if err != nil {
 		return false, err
 	}
 	lost := map[string]bool{}

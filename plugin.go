@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"reflect"
 	"sync"
 	"time"
 
@@ -25,7 +26,8 @@ type Plugin struct {
 	ids      ident.Generator
 
 	mu      sync.Mutex
-	db      *gorm.DB // set by Initialize
+	db      *gorm.DB     // set by Initialize
+	gormCfg *gorm.Config // the Config of the *gorm.DB given to Initialize (db has a copy)
 	dialect dialect.Dialect
 	log     *slog.Logger
 	now     func() time.Time
@@ -60,7 +62,15 @@ func (p *Plugin) Name() string { return Name }
 
 // Initialize validates the config and installs the callbacks that flush buffered messages;
 // it implements gorm.Plugin and is called by db.Use.
+//
+// GORM calls it again for every *gorm.DB opened with a copy of the registered one's
+// gorm.Config, whose Plugins map it shares: dbresolver opens its sources and replicas that
+// way. Such a call is accepted and changes nothing: the plugin stays bound to the first
+// *gorm.DB, whose connections it uses. Registering the plugin on any other *gorm.DB fails.
 func (p *Plugin) Initialize(db *gorm.DB) error {
+	if bound, err := p.initializedFor(db); bound || err != nil {
+		return err
+	}
 	cfg := p.cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return err
@@ -74,7 +84,7 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.db != nil {
+	if p.db != nil { // bound meanwhile by a concurrent Initialize
 		return fmt.Errorf("asyncmonolith: plugin already initialized on a *gorm.DB; create one Plugin per database")
 	}
 	p.cfg = cfg
@@ -83,11 +93,34 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	p.dialect = d
 	p.breaker = newBreakers(cfg)
 	p.db = db.Session(&gorm.Session{NewDB: true})
+	p.gormCfg = db.Config
 	p.txConns = newTxConns(p.db, cfg.MaxMessageTxs)
 	if err := p.buildStatements(db); err != nil {
 		return fmt.Errorf("asyncmonolith: build statements: %w", err)
 	}
 	return registerCallbacks(db)
+}
+
+// initializedFor reports whether the plugin is bound already, and fails when db is not
+// one opened from the bound *gorm.DB's config.
+func (p *Plugin) initializedFor(db *gorm.DB) (bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.db == nil {
+		return false, nil
+	}
+	// A copy of the bound config (gorm.Open(d, &copied)) has a Config of its own but the
+	// same Plugins map. The very same Config opened again is not such a copy: GORM has then
+	// pointed the bound *gorm.DB at the new connection.
+	if db.Config != p.gormCfg && samePlugins(db.Config.Plugins, p.gormCfg.Plugins) {
+		return true, nil
+	}
+	return true, fmt.Errorf("asyncmonolith: plugin already initialized on a *gorm.DB; create one Plugin per database")
+}
+
+// samePlugins reports whether a and b are one map.
+func samePlugins(a, b map[string]gorm.Plugin) bool {
+	return a != nil && reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
 }
 
 // Migrate creates or updates the three tables and their indexes with GORM's AutoMigrate.
@@ -97,7 +130,20 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 // of new messages (migrations/postgres/0002_notify.up.sql); on MySQL/MariaDB it gives the
 // id and name columns a NO PAD binary collation, so that they compare exactly
 // (migrations/mysql/0003_exact_names.up.sql).
+//
+// Every statement runs in one transaction, so that a resolver plugin keeps them all on the
+// source (source.go); MySQL/MariaDB still commit each DDL statement as it runs.
 func (p *Plugin) Migrate(ctx context.Context, db *gorm.DB) error {
+	d, err := dialect.For(db)
+	if err != nil {
+		return fmt.Errorf("asyncmonolith: migrate: %w", err)
+	}
+	// READ COMMITTED where the default is REPEATABLE READ (MySQL/MariaDB): each check sees
+	// the tables as they are, not as they were when the transaction began.
+	return db.WithContext(ctx).Transaction(func(tx *gorm.DB) error { return migrate(ctx, tx, d) }, d.ProcessorTxOptions())
+}
+
+func migrate(ctx context.Context, db *gorm.DB, d dialect.Dialect) error {
 	if err := db.WithContext(ctx).AutoMigrate(models()...); err != nil {
 		return fmt.Errorf("asyncmonolith: migrate: %w", err)
 	}
@@ -107,10 +153,6 @@ func (p *Plugin) Migrate(ctx context.Context, db *gorm.DB) error {
 		if err := m.DropIndex(&ConsumerMessage{}, legacyInsertIDIndex); err != nil {
 			return fmt.Errorf("asyncmonolith: migrate: drop %s: %w", legacyInsertIDIndex, err)
 		}
-	}
-	d, err := dialect.For(db)
-	if err != nil {
-		return fmt.Errorf("asyncmonolith: migrate: %w", err)
 	}
 	if err := d.EnsureExactNames(ctx, db); err != nil {
 		return fmt.Errorf("asyncmonolith: migrate: %w", err)

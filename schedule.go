@@ -187,7 +187,7 @@ func Reschedule(db *gorm.DB, id, expr string, opts ...ScheduleOption) error {
 	}
 	var row ScheduledMessage
 	s := db.Session(&gorm.Session{NewDB: true})
-	if err := s.Where("id = ?", id).Take(&row).Error; err != nil {
+	if err := readOnSource(s, func(tx *gorm.DB) error { return tx.Where("id = ?", id).Take(&row).Error }); err != nil {
 		if errors.Is(err, gorm.ErrRecordNotFound) {
 			return fmt.Errorf("%w: %q", ErrScheduleNotFound, id)
 		}
@@ -260,7 +260,9 @@ func DeleteSchedulesByTag(db *gorm.DB, tag string) (int64, error) {
 // SchedulesByTag lists the schedules with the tag, by next due time.
 func SchedulesByTag(db *gorm.DB, tag string) ([]ScheduledMessage, error) {
 	var rows []ScheduledMessage
-	err := db.Session(&gorm.Session{NewDB: true}).Where("tag = ?", tag).Order("available_after, id").Find(&rows).Error
+	err := readOnSource(db.Session(&gorm.Session{NewDB: true}), func(tx *gorm.DB) error {
+		return tx.Where("tag = ?", tag).Order("available_after, id").Find(&rows).Error
+	})
 	if err != nil {
 		return nil, fmt.Errorf("asyncmonolith: list schedules: %w", err)
 	}
@@ -270,7 +272,9 @@ func SchedulesByTag(db *gorm.DB, tag string) ([]ScheduledMessage, error) {
 // GetSchedule returns one schedule, or ErrScheduleNotFound.
 func GetSchedule(db *gorm.DB, id string) (ScheduledMessage, error) {
 	var row ScheduledMessage
-	err := db.Session(&gorm.Session{NewDB: true}).Where("id = ?", id).Take(&row).Error
+	err := readOnSource(db.Session(&gorm.Session{NewDB: true}), func(tx *gorm.DB) error {
+		return tx.Where("id = ?", id).Take(&row).Error
+	})
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return row, fmt.Errorf("%w: %q", ErrScheduleNotFound, id)
 	}

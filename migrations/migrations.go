@@ -157,17 +157,20 @@ func Down(ctx context.Context, db *gorm.DB) error {
 	return migrate(ctx, db, false)
 }
 
-// Version returns the applied version (0: none) and whether it is dirty.
+// Version returns the applied version (0: none) and whether it is dirty. It reads in a
+// transaction, which resolver plugins (gorm.io/plugin/dbresolver) keep on the source, as
+// every statement of Up and Down is.
 func Version(ctx context.Context, db *gorm.DB) (int, bool, error) {
-	db = db.WithContext(ctx)
-	if !db.Migrator().HasTable(VersionTable) {
-		return 0, false, nil
-	}
 	var row struct { // columns named in tags, whatever the application's NamingStrategy
 		Version int  `gorm:"column:version"`
 		Dirty   bool `gorm:"column:dirty"`
 	}
-	err := db.Table(VersionTable).Select("version, dirty").Order("version DESC").Limit(1).Scan(&row).Error
+	err := db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if !tx.Migrator().HasTable(VersionTable) {
+			return nil
+		}
+		return tx.Table(VersionTable).Select("version, dirty").Order("version DESC").Limit(1).Scan(&row).Error
+	})
 	return row.Version, row.Dirty, err
 }
 

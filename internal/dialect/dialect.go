@@ -27,6 +27,10 @@ type Dialect interface {
 	// RowLocks reports whether SELECT … FOR UPDATE SKIP LOCKED is honoured; without it
 	// only one processor may run.
 	RowLocks() bool
+	// LockFreeReadTx reports whether a transaction that only reads leaves writers alone:
+	// false on SQLite, where BEGIN IMMEDIATE (the recommended _txlock) takes the database's
+	// write lock.
+	LockFreeReadTx() bool
 	// ProcessorTxOptions are the options of a processor's batch transaction.
 	ProcessorTxOptions() *sql.TxOptions
 	// Retryable reports whether err is a transient conflict (deadlock, lock wait
@@ -185,6 +189,7 @@ type postgres struct{}
 
 func (postgres) Name() string                             { return "postgres" }
 func (postgres) RowLocks() bool                           { return true }
+func (postgres) LockFreeReadTx() bool                     { return true }
 func (postgres) ProcessorTxOptions() *sql.TxOptions       { return nil }
 func (d postgres) DeleteByIDs(table string, n int) string { return deleteIn(d, table, n) }
 func (postgres) Placeholder(i int) string                 { return "$" + strconv.Itoa(i) }
@@ -283,8 +288,9 @@ func (mysqlDialect) ListenDirect(context.Context, *sql.DB, string, func()) error
 }
 func (mysqlDialect) CheckListenDSN(string) error { return errListenDSN }
 
-func (mysqlDialect) Name() string   { return "mysql" }
-func (mysqlDialect) RowLocks() bool { return true }
+func (mysqlDialect) Name() string         { return "mysql" }
+func (mysqlDialect) RowLocks() bool       { return true }
+func (mysqlDialect) LockFreeReadTx() bool { return true }
 
 // ProcessorTxOptions is READ COMMITTED: under InnoDB's default REPEATABLE READ, the locking
 // read of a near-empty queue takes gap and next-key locks that block producers' inserts.
@@ -433,6 +439,7 @@ func (sqlite) Listen(ctx context.Context, db *sql.DB, wake func()) error {
 
 func (sqlite) Name() string                       { return "sqlite" }
 func (sqlite) RowLocks() bool                     { return false }
+func (sqlite) LockFreeReadTx() bool               { return false }
 func (sqlite) ProcessorTxOptions() *sql.TxOptions { return nil }
 
 // Retryable matches SQLITE_BUSY and SQLITE_LOCKED by text, which keeps the cgo driver out

@@ -1,0 +1,24 @@
+package asyncmonolith
+
+import "gorm.io/gorm"
+
+// Reading from the source. Resolver plugins (gorm.io/plugin/dbresolver and its like) send
+// a query outside a transaction to a replica, which may lag behind, and leave every
+// statement of a transaction on the connection it was begun on. A transaction the plugin
+// begins is begun on the pool the *gorm.DB was opened on, as its processors' are: so the
+// plugin's own reads run in a transaction, and the pool the *gorm.DB was opened on must be
+// the source (dbresolver's default when Config.Sources is empty).
+
+// readOnSource runs fn, which only reads, on db's transaction, or in a transaction of its
+// own where reading in one leaves writers alone. On SQLite, where a transaction takes the
+// write lock, and on a *gorm.DB without the plugin, fn runs outside one: a resolver there
+// picks where it reads.
+func readOnSource(db *gorm.DB, fn func(tx *gorm.DB) error) error {
+	if inTx(db) {
+		return fn(db)
+	}
+	if p, err := pluginOf(db); err != nil || p.dialect == nil || !p.dialect.LockFreeReadTx() {
+		return fn(db)
+	}
+	return db.Transaction(fn)
+}
