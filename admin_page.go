@@ -82,7 +82,7 @@ func (p *Plugin) PageMessages(ctx context.Context, f MessageFilter, cursor strin
 		q = q.Where("(available_after, created_at, id) > (?, ?, ?)", c.at, c.created, c.id)
 	}
 	n := f.limit()
-	if err := q.Order(fetchOrder).Limit(n + 1).Find(&page.Rows).Error; err != nil {
+	if err := readOnSource(q, func(tx *gorm.DB) error { return tx.Order(fetchOrder).Limit(n + 1).Find(&page.Rows).Error }); err != nil {
 		return page, fmt.Errorf("asyncmonolith: page messages: %w", err)
 	}
 	if len(page.Rows) > n {
@@ -110,7 +110,9 @@ func (p *Plugin) PagePoisoned(ctx context.Context, f MessageFilter, cursor strin
 		q = q.Where("(poisoned_at, id) < (?, ?)", c.at, c.id)
 	}
 	n := f.limit()
-	if err := q.Order("poisoned_at DESC, id DESC").Limit(n + 1).Find(&page.Rows).Error; err != nil {
+	if err := readOnSource(q, func(tx *gorm.DB) error {
+		return tx.Order("poisoned_at DESC, id DESC").Limit(n + 1).Find(&page.Rows).Error
+	}); err != nil {
 		return page, fmt.Errorf("asyncmonolith: page poisoned: %w", err)
 	}
 	if len(page.Rows) > n {
@@ -143,7 +145,7 @@ func (p *Plugin) PageSchedules(ctx context.Context, tag string, limit int, curso
 	}
 	n := MessageFilter{Limit: limit}.limit()
 	var rows []ScheduledMessage
-	if err := q.Order("available_after, id").Limit(n + 1).Find(&rows).Error; err != nil {
+	if err := readOnSource(q, func(tx *gorm.DB) error { return tx.Order("available_after, id").Limit(n + 1).Find(&rows).Error }); err != nil {
 		return page, fmt.Errorf("asyncmonolith: page schedules: %w", err)
 	}
 	if len(rows) > n {
@@ -161,7 +163,7 @@ func (p *Plugin) CountMessages(ctx context.Context, f MessageFilter) (int64, err
 		return 0, err
 	}
 	var n int64
-	if err := p.filterMessages(db.Model(&ConsumerMessage{}), f).Count(&n).Error; err != nil {
+	if err := readOnSource(p.filterMessages(db.Model(&ConsumerMessage{}), f), func(tx *gorm.DB) error { return tx.Count(&n).Error }); err != nil {
 		return 0, fmt.Errorf("asyncmonolith: count messages: %w", err)
 	}
 	return n, nil
@@ -175,7 +177,7 @@ func (p *Plugin) CountPoisoned(ctx context.Context, f MessageFilter) (int64, err
 		return 0, err
 	}
 	var n int64
-	if err := p.filterPoisoned(db.Model(&PoisonedMessage{}), f).Count(&n).Error; err != nil {
+	if err := readOnSource(p.filterPoisoned(db.Model(&PoisonedMessage{}), f), func(tx *gorm.DB) error { return tx.Count(&n).Error }); err != nil {
 		return 0, fmt.Errorf("asyncmonolith: count poisoned: %w", err)
 	}
 	return n, nil

@@ -68,6 +68,22 @@ func TestReadsGoToTheSourceUnderAResolver(t *testing.T) {
 			if _, err := am.GetSchedule(e.db, id); err != nil {
 				t.Fatalf("GetSchedule of the source's schedule: %v", err)
 			}
+			// The dashboard's paged reads and counts too.
+			if pg, err := e.p.PageMessages(ctx, am.MessageFilter{}, ""); err != nil || len(pg.Rows) != 0 {
+				t.Fatalf("PageMessages on a source with none = %+v, %v", pg.Rows, err)
+			}
+			if n, err := e.p.CountMessages(ctx, am.MessageFilter{}); err != nil || n != 0 {
+				t.Fatalf("CountMessages = %d, %v; want the source's 0", n, err)
+			}
+			if pg, err := e.p.PagePoisoned(ctx, am.MessageFilter{}, ""); err != nil || len(pg.Rows) != 1 || pg.Rows[0].ID == "stale" {
+				t.Fatalf("PagePoisoned = %+v, %v; want the source's one", pg.Rows, err)
+			}
+			if n, err := e.p.CountPoisoned(ctx, am.MessageFilter{ConsumerType: "Flaky"}); err != nil || n != 1 {
+				t.Fatalf("CountPoisoned = %d, %v; want the source's 1", n, err)
+			}
+			if pg, err := e.p.PageSchedules(ctx, "", 0, ""); err != nil || len(pg.Rows) != 1 || pg.Rows[0].ID != id {
+				t.Fatalf("PageSchedules = %+v, %v; want only %s", pg.Rows, err, id)
+			}
 			// The router is live: a plain read outside a transaction is the replica's.
 			var n int64
 			if err := e.db.Model(&am.ScheduledMessage{}).Where("id = ?", "stale").Count(&n).Error; err != nil || n != 1 {
