@@ -3,6 +3,8 @@ package asyncmonolith
 import (
 	"errors"
 	"fmt"
+
+	"github.com/asyncmonolith/asyncmonolith/internal/dialect"
 )
 
 // Sentinel errors. Every error the library returns wraps one of these (or a
@@ -58,6 +60,11 @@ var (
 	// ErrRequeueConflict reports poisoned messages left poisoned because their insert id is
 	// pending again for their consumer.
 	ErrRequeueConflict = errors.New("asyncmonolith: insert id is pending again; message left poisoned")
+	// ErrMigrateLockTimeout is returned by Migrate when another instance's Migrate of the
+	// same database (MySQL/MariaDB) held its lock for longer than two minutes. Migrate calls
+	// of instances starting at once run one after another; PostgreSQL waits as long as the
+	// context allows.
+	ErrMigrateLockTimeout = dialect.ErrMigrateLockTimeout
 )
 
 // ConfigError names the Config field that failed validation. It matches ErrInvalidConfig.

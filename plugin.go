@@ -140,7 +140,15 @@ func (p *Plugin) Migrate(ctx context.Context, db *gorm.DB) error {
 	}
 	// READ COMMITTED where the default is REPEATABLE READ (MySQL/MariaDB): each check sees
 	// the tables as they are, not as they were when the transaction began.
-	return db.WithContext(ctx).Transaction(func(tx *gorm.DB) error { return migrate(ctx, tx, d) }, d.ProcessorTxOptions())
+	// Instances starting at once each call Migrate: one runs at a time.
+	return db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		unlock, err := d.LockMigrate(ctx, tx)
+		if err != nil {
+			return fmt.Errorf("asyncmonolith: migrate: %w", err)
+		}
+		defer unlock()
+		return migrate(ctx, tx, d)
+	}, d.ProcessorTxOptions())
 }
 
 func migrate(ctx context.Context, db *gorm.DB, d dialect.Dialect) error {

@@ -81,6 +81,10 @@ type Dialect interface {
 	// already. MySQL/MariaDB: a NO PAD binary collation. A no-op where the default
 	// comparison is exact (PostgreSQL's deterministic collations, SQLite's BINARY).
 	EnsureExactNames(ctx context.Context, db *gorm.DB) error
+	// LockMigrate waits, in Migrate's transaction tx, until no other Migrate of the same
+	// schema or database runs, and holds that until the returned unlock is called (before
+	// tx ends) or tx ends.
+	LockMigrate(ctx context.Context, tx *gorm.DB) (unlock func(), err error)
 	// Listen blocks until ctx is done, calling wake for every commit of new messages that
 	// the database reports, on one connection of the pool db. It returns ErrNoListen where
 	// the database cannot report them, and where the pool has a single connection (the

@@ -1,0 +1,84 @@
+package asyncmonolith_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	am "github.com/asyncmonolith/asyncmonolith"
+	"github.com/asyncmonolith/asyncmonolith/internal/testdb"
+	"gorm.io/driver/mysql"
+	"gorm.io/driver/postgres"
+	"gorm.io/driver/sqlite"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+)
+
+// Instances of an application started at once each call Migrate on a database that has
+// no tables yet: every call succeeds (they run one at a time), and the schema is whole.
+func TestConcurrentMigrate(t *testing.T) {
+	t.Parallel()
+	for _, dialect := range []string{"postgres", "mysql"} { // SQLite: one writer at a time anyway
+		t.Run(dialect, func(t *testing.T) {
+			t.Parallel()
+			dsn, first := testdb.OpenDSN(t, dialect)
+			const instances = 5
+			dbs := []*gorm.DB{first}
+			for range instances - 1 {
+				var d gorm.Dialector
+				switch dialect {
+				case "postgres":
+					d = postgres.Open(dsn)
+				case "mysql":
+					d = mysql.Open(dsn)
+				default:
+					d = sqlite.Open(dsn)
+				}
+				db, err := gorm.Open(d, &gorm.Config{Logger: logger.Discard})
+				if err != nil {
+					t.Fatal(err)
+				}
+				sqlDB, _ := db.DB()
+				t.Cleanup(func() { sqlDB.Close() })
+				dbs = append(dbs, db)
+			}
+			var wg sync.WaitGroup
+			errs := make([]error, len(dbs))
+			start := make(chan struct{})
+			for i, db := range dbs {
+				p := am.New(am.Config{})
+				if err := db.Use(p); err != nil {
+					t.Fatal(err)
+				}
+				wg.Go(func() {
+					<-start
+					errs[i] = p.Migrate(context.Background(), db)
+				})
+			}
+			close(start)
+			wg.Wait()
+			for i, err := range errs {
+				if err != nil {
+					t.Errorf("instance %d: Migrate: %v", i, err)
+				}
+			}
+			// The schema works: a message goes in.
+			p, err := am.Of(first)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := am.Register[Job](p, Flaky{&recorder[Job]{}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := am.ProduceNow(context.Background(), first, Job{N: 1}); err != nil {
+				t.Fatal(err)
+			}
+			m := first.Migrator()
+			for _, idx := range []string{"idx_consumer_messages_fetch", "ux_consumer_messages_pending_insert_id"} {
+				if !m.HasIndex(&am.ConsumerMessage{}, idx) {
+					t.Errorf("index %s is missing", idx)
+				}
+			}
+		})
+	}
+}
