@@ -4,7 +4,9 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -42,20 +44,27 @@ const fetchColumns = "id, created_at, available_after, attempts, consumer_type, 
 // a completion must land before the lease ends.
 const leaseMarginMin = 100 * time.Millisecond
 
-// claimStatements are a claim's SQL for one batch size, rendered by GORM with
-// clause.Locking once and kept.
+// claimStatements are a claim's SQL for one batch size and lease plan, rendered by GORM
+// with clause.Locking once and kept.
 type claimStatements struct {
 	// one is the single-statement claim (PostgreSQL); its parameters are the due time, the
-	// limit and the lease.
+	// limit, the base lease end, then each group's consumer types and lease end.
 	one string
 	// fetch is the locking SELECT of the two-statement claim (its parameters: the due
 	// time and the limit), followed by an UPDATE of the rows it returned.
 	fetch string
 }
 
-// claimSQL returns the claim statements for batches of n.
-func (p *Plugin) claimSQL(db *gorm.DB, n int) (*claimStatements, error) {
-	if cs, ok := p.stmts.claims.Load(n); ok {
+// claimKey keys the kept claim statements.
+type claimKey struct {
+	n     int
+	shape string // leasePlan.shape
+}
+
+// claimSQL returns the claim statements for batches of n under plan.
+func (p *Plugin) claimSQL(db *gorm.DB, n int, plan *leasePlan) (*claimStatements, error) {
+	key := claimKey{n, plan.shape}
+	if cs, ok := p.stmts.claims.Load(key); ok {
 		return cs.(*claimStatements), nil
 	}
 	build := func(columns string) (string, error) {
@@ -71,48 +80,113 @@ func (p *Plugin) claimSQL(db *gorm.DB, n int) (*claimStatements, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cs.one = p.dialect.ClaimSQL(sel, 2); cs.one == "" {
+	sizes := make([]int, len(plan.groups))
+	for i, g := range plan.groups {
+		sizes[i] = len(g.types)
+	}
+	if cs.one = p.dialect.ClaimSQL(sel, 2, sizes); cs.one == "" {
 		if cs.fetch, err = build(fetchColumns + ", " + p.dialect.Locator()); err != nil {
 			return nil, err
 		}
 	}
-	p.stmts.claims.Store(n, cs)
+	p.stmts.claims.Store(key, cs)
 	return cs, nil
 }
 
-// claimed is one claim: its rows, each row's locator, and the lease they share.
+// claimed is one claim: its rows, each row's locator and lease end.
 type claimed struct {
 	rows     []ConsumerMessage // AvailableAfter is the due time from before the claim
 	locators []string
-	lease    int64 // Unix ms: the rows' available_after until they are completed
+	leases   []int64 // Unix ms: each row's available_after until it is completed
 }
 
-// leaseFor is how long a claim holds its messages: the longest run any registered consumer
-// may take (its timeout, then AbandonGrace), plus LeaseMargin for the completion.
-func (p *Plugin) leaseFor() time.Duration {
-	longest := p.cfg.DefaultConsumerTimeout
-	for _, reg := range p.registry.snap.Load().byConsumer {
-		longest = max(longest, reg.timeout)
+// A claim holds each message for the longest run its consumer may take — its timeout,
+// then AbandonGrace — plus LeaseMargin for the completion. Leases are per consumer, so
+// that a consumer with a long timeout does not make a dead process's other messages wait
+// as long: consumers with the default timeout, and types not registered in this process,
+// get the base lease; the others are grouped by their lease in the claim's statement.
+
+// leasePlan is the leases of one registry snapshot.
+type leasePlan struct {
+	snap   *registrySnapshot
+	base   time.Duration
+	groups []leaseGroup // by lease; never the base
+	shape  string       // the groups' sizes, for the statement cache
+	byType map[string]time.Duration
+}
+
+// leaseGroup is the consumer types that share a lease other than the base.
+type leaseGroup struct {
+	lease time.Duration
+	types []string
+}
+
+// leases returns the lease plan of the current registry, made once per registry state.
+func (p *Plugin) leases() *leasePlan {
+	snap := p.registry.snap.Load()
+	if plan := p.stmts.leases.Load(); plan != nil && plan.snap == snap {
+		return plan
 	}
-	return longest + p.cfg.AbandonGrace + max(p.cfg.LeaseMargin, leaseMarginMin)
+	margin := p.cfg.AbandonGrace + max(p.cfg.LeaseMargin, leaseMarginMin)
+	plan := &leasePlan{snap: snap, base: p.cfg.DefaultConsumerTimeout + margin, byType: map[string]time.Duration{}}
+	byLease := map[time.Duration][]string{}
+	for name, reg := range snap.byConsumer {
+		if reg.timeout == 0 || reg.timeout+margin == plan.base {
+			continue
+		}
+		d := reg.timeout + margin
+		plan.byType[name] = d
+		byLease[d] = append(byLease[d], name)
+	}
+	for _, d := range slices.Sorted(maps.Keys(byLease)) {
+		types := byLease[d]
+		slices.Sort(types)
+		plan.groups = append(plan.groups, leaseGroup{lease: d, types: types})
+		plan.shape += strconv.Itoa(len(types)) + ","
+	}
+	p.stmts.leases.Store(plan)
+	return plan
+}
+
+// lease is how long plan holds a message of consumerType.
+func (plan *leasePlan) lease(consumerType string) time.Duration {
+	if d, ok := plan.byType[consumerType]; ok {
+		return d
+	}
+	return plan.base
+}
+
+// args are the claim statement's parameters after the due time and the limit.
+func (plan *leasePlan) args(now time.Time) []any {
+	args := []any{now.Add(plan.base).UnixMilli()}
+	for _, g := range plan.groups {
+		for _, t := range g.types {
+			args = append(args, t)
+		}
+		args = append(args, now.Add(g.lease).UnixMilli())
+	}
+	return args
 }
 
 // claim locks up to n due messages, leases them and commits, in one short transaction.
 func (p *Plugin) claim(ctx context.Context, n int) (claimed, error) {
-	cs, err := p.claimSQL(p.db, n)
+	plan := p.leases()
+	cs, err := p.claimSQL(p.db, n, plan)
 	if err != nil {
 		return claimed{}, err
 	}
 	now := p.now()
-	c := claimed{lease: now.Add(p.leaseFor()).UnixMilli()}
+	var c claimed
 	if cs.one != "" {
 		// One statement, in autocommit: it is its own short transaction.
-		rs, err := p.db.Statement.ConnPool.QueryContext(ctx, cs.one, now.UnixMilli(), n, c.lease)
+		args := append([]any{now.UnixMilli(), n}, plan.args(now)...)
+		rs, err := p.db.Statement.ConnPool.QueryContext(ctx, cs.one, args...)
 		if err != nil {
 			return claimed{}, err
 		}
 		err = c.scan(rs, n)
 		sortClaimed(&c)
+		c.lease(plan, now)
 		return c, err
 	}
 	tx := p.db.WithContext(ctx).Begin(p.dialect.ProcessorTxOptions())
@@ -131,10 +205,25 @@ func (p *Plugin) claim(ctx context.Context, n int) (claimed, error) {
 	if len(c.rows) == 0 {
 		return c, nil
 	}
-	if err := p.updateLocated(ctx, conn, []string{"available_after", "pending"}, []any{c.lease, nil}, c.locators, 0); err != nil {
-		return claimed{}, err
+	c.lease(plan, now)
+	byLease := map[int64][]string{}
+	for i, l := range c.leases {
+		byLease[l] = append(byLease[l], c.locators[i])
+	}
+	for l, locs := range byLease {
+		if err := p.updateLocated(ctx, conn, []string{"available_after", "pending"}, []any{l, nil}, locs, 0); err != nil {
+			return claimed{}, err
+		}
 	}
 	return c, tx.Commit().Error
+}
+
+// lease sets each claimed row's lease end, as the claim's statement set it.
+func (c *claimed) lease(plan *leasePlan, now time.Time) {
+	c.leases = make([]int64, len(c.rows))
+	for i := range c.rows {
+		c.leases[i] = now.Add(plan.lease(c.rows[i].ConsumerType)).UnixMilli()
+	}
 }
 
 // scan reads a claim's rows (fetchColumns, then the locator) and closes rs.

@@ -54,8 +54,9 @@ const (
 const (
 	// ProcessorBatchSizeMax is the largest ProcessorBatchSize accepted.
 	ProcessorBatchSizeMax = 10_000
-	// ConsumerTimeoutMax is the longest consumer timeout accepted: a running consumer holds
-	// its batch's row locks and one database connection.
+	// ConsumerTimeoutMax is the longest consumer timeout accepted: a message stays leased
+	// for its consumer's timeout (and AbandonGrace and LeaseMargin) after a process that
+	// ran it died, and a run using Message.Tx holds a database connection all along.
 	ConsumerTimeoutMax = time.Hour
 	// ConsumerConcurrencyMax is the largest ConsumerConcurrency accepted.
 	ConsumerConcurrencyMax = 10_000
@@ -96,8 +97,8 @@ type Config struct {
 	// that ignores its context longer is abandoned: its run counts as a timeout and its
 	// Message.Tx is closed, so the processor moves on.
 	AbandonGrace time.Duration
-	// LeaseMargin is added to the longest consumer timeout and AbandonGrace to make the
-	// lease of a claim: how long claimed messages stay invisible to other processors. If
+	// LeaseMargin is added to a message's consumer timeout and AbandonGrace to make its
+	// lease: how long a claimed message stays invisible to other processors. If
 	// the process dies, its running messages are due again when their lease ends, without
 	// an attempt counted. A completion that comes after its lease ended (a process that was
 	// paused) is refused (ErrLeaseLost) and its Message.Tx writes are rolled back.

@@ -271,3 +271,70 @@ func TestCrashedClaimIsDueAgainAtLeaseEnd(t *testing.T) {
 		}
 	})
 }
+
+// TestLeasesArePerConsumer: a claim leases each message for its own consumer's longest
+// run, not for the longest of all: beside a consumer with a one-hour timeout, a crashed
+// claim of a default-timeout consumer's message is due again after the base lease. Runs
+// of each lease complete (their fenced completion matches the lease their claim set).
+func TestLeasesArePerConsumer(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		e := setup(t, dialect, quiet(leaseConfig(am.Config{})))
+		const grace, margin = time.Second, 10 * time.Second
+		want := map[string]time.Duration{ // consumer → lease
+			"Email":  5*time.Second + grace + margin, // DefaultConsumerTimeout
+			"Report": time.Hour + grace + margin,
+			"Export": time.Hour + grace + margin,   // shares Report's lease
+			"Ping":   time.Second + grace + margin, // shorter than the default
+		}
+		timeouts := map[string]time.Duration{"Report": time.Hour, "Export": time.Hour, "Ping": time.Second}
+		var wg sync.WaitGroup
+		wg.Add(len(want))
+		release := make(chan struct{})
+		for name := range want {
+			opts := []am.ConsumerOption{am.WithName(name)}
+			if d, ok := timeouts[name]; ok {
+				opts = append(opts, am.WithTimeout(d))
+			}
+			if err := am.Register[Job](e.p, am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {
+				wg.Done()
+				<-release
+				return nil
+			}), opts...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := am.ProduceNow(context.Background(), e.db, Job{N: 1}); err != nil {
+			t.Fatal(err)
+		}
+		claimedAt := e.clock.Now()
+		done := make(chan error, 1)
+		go func() {
+			_, err := e.p.ProcessBatch(context.Background())
+			done <- err
+		}()
+		wg.Wait() // every consumer runs: the claim has committed
+		var rows []am.ConsumerMessage
+		if err := e.db.Find(&rows).Error; err != nil {
+			t.Fatal(err)
+		}
+		if len(rows) != len(want) {
+			t.Fatalf("%d rows, want %d", len(rows), len(want))
+		}
+		for _, r := range rows {
+			if got := time.UnixMilli(r.AvailableAfter).Sub(claimedAt); got != want[r.ConsumerType] {
+				t.Errorf("%s: leased for %s, want %s", r.ConsumerType, got, want[r.ConsumerType])
+			}
+		}
+		close(release)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if n := e.pending(t); n != 0 {
+			t.Fatalf("%d messages left after their runs succeeded: a completion did not match its lease", n)
+		}
+		if c := e.p.Counters(); c.Succeeded != uint64(len(want)) || c.LeaseLost != 0 {
+			t.Fatalf("counters %+v", c)
+		}
+	})
+}

@@ -78,7 +78,7 @@ func (p *Plugin) newRuns(workCtx context.Context, c *claimed, report func(outcom
 		r := &runs[i]
 		r.p, r.workCtx, r.report = p, workCtx, report
 		r.mtx, r.txDB, r.txStmt = &mtxs[i], &dbs[i], &stmts[i]
-		r.o = outcome{row: &c.rows[i], locator: c.locators[i], lease: c.lease, ctx: workCtx}
+		r.o = outcome{row: &c.rows[i], locator: c.locators[i], lease: c.leases[i], ctx: workCtx}
 	}
 	return runs
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gorm.io/gorm"
@@ -19,7 +20,8 @@ const messageColumns = "id, created_at, available_after, attempts, consumer_type
 
 // statements are the plugin's hot-path SQL, in the dialect's syntax.
 type statements struct {
-	claims sync.Map // batch size → *claimStatements
+	claims sync.Map                  // claimKey → *claimStatements
+	leases atomic.Pointer[leasePlan] // of the registry state it names
 	// setAside locks the locators of one consumer's messages due before a time (a paused
 	// consumer's backlog); setAsideVars[0] is the consumer type, [1] the time.
 	setAside     string
@@ -41,7 +43,7 @@ const maxPreparedInserts = 32
 // dry-run mode.
 func (p *Plugin) buildStatements(db *gorm.DB) error {
 	p.stmts = &statements{}
-	if _, err := p.claimSQL(db, p.cfg.ProcessorBatchSize); err != nil {
+	if _, err := p.claimSQL(db, p.cfg.ProcessorBatchSize, p.leases()); err != nil {
 		return err
 	}
 	if p.dialect.PreparesInserts() {

@@ -52,10 +52,12 @@ type Dialect interface {
 	UpdateLocated(table string, columns []string, values []any, locators []string, lease int64) (string, []any)
 	// ClaimSQL wraps lockingSelect — the fetch's SELECT id, available_after … FOR UPDATE
 	// SKIP LOCKED, whose last bound parameter is number params — in one statement that
-	// leases the selected rows (available_after = the next parameter, pending = NULL) and
-	// returns them as the claim columns plus their new locator. It returns "" where a claim
-	// is a locking SELECT and an UPDATE in one transaction.
-	ClaimSQL(lockingSelect string, params int) string
+	// leases the selected rows (pending = NULL, available_after = a lease end) and returns
+	// them as the claim columns plus their new locator. The lease end is parameter params+1,
+	// except for the consumer types of groups: group i is groups[i] consumer type
+	// parameters followed by that group's lease end, numbered on from params+2. It returns
+	// "" where a claim is a locking SELECT and an UPDATE in one transaction.
+	ClaimSQL(lockingSelect string, params int, groups []int) string
 	// UniqueViolation reports whether err is a unique-constraint violation.
 	UniqueViolation(err error) bool
 	// Placeholder is the i-th (1-based) bind parameter in the driver's native syntax.
@@ -256,9 +258,29 @@ func (postgres) UpdateLocated(table string, columns []string, values []any, loca
 // ClaimSQL is one round trip: the locking SELECT as a CTE, the UPDATE that leases its rows,
 // RETURNING them with their due time from before the update and their new ctid (an update
 // moves a row).
-func (postgres) ClaimSQL(lockingSelect string, params int) string {
-	return "WITH due AS (" + lockingSelect + ") UPDATE consumer_messages m SET available_after = $" +
-		strconv.Itoa(params+1) + ", pending = NULL FROM due WHERE m.id = due.id RETURNING " +
+func (d postgres) ClaimSQL(lockingSelect string, params int, groups []int) string {
+	lease := "$" + strconv.Itoa(params+1)
+	if len(groups) > 0 {
+		var b strings.Builder
+		b.WriteString("CASE")
+		next := params + 2
+		for _, n := range groups {
+			b.WriteString(" WHEN m.consumer_type IN (")
+			for j := range n {
+				if j > 0 {
+					b.WriteString(", ")
+				}
+				b.WriteString(d.Placeholder(next))
+				next++
+			}
+			b.WriteString(") THEN " + d.Int64Placeholder(next))
+			next++
+		}
+		b.WriteString(" ELSE " + d.Int64Placeholder(params+1) + " END")
+		lease = b.String()
+	}
+	return "WITH due AS (" + lockingSelect + ") UPDATE consumer_messages m SET available_after = " +
+		lease + ", pending = NULL FROM due WHERE m.id = due.id RETURNING " +
 		"m.id, m.created_at, due.available_after, m.attempts, m.consumer_type, m.payload_type, m.payload, " +
 		"NULLIF(m.insert_id, m.id), m.trace_id, m.span_id, m.ctid::text"
 }
@@ -368,7 +390,7 @@ func (d mysqlDialect) DeleteLocated(table string, locators []string, lease int64
 }
 
 // ClaimSQL is "": MariaDB has no UPDATE … RETURNING.
-func (mysqlDialect) ClaimSQL(string, int) string { return "" }
+func (mysqlDialect) ClaimSQL(string, int, []int) string { return "" }
 
 func (mysqlDialect) UniqueViolation(err error) bool {
 	var me *mysql.MySQLError
@@ -492,7 +514,7 @@ func (d sqlite) DeleteLocated(table string, locators []string, lease int64) (str
 // ClaimSQL is "": SQLite's UPDATE … RETURNING cannot return a row's values from before the
 // update (its due time). The claim's transaction is short, so it holds the write lock only
 // for a SELECT and an UPDATE.
-func (sqlite) ClaimSQL(string, int) string { return "" }
+func (sqlite) ClaimSQL(string, int, []int) string { return "" }
 
 // UniqueViolation matches by text, as Retryable does.
 func (sqlite) UniqueViolation(err error) bool {
