@@ -34,13 +34,32 @@ type result struct {
 	Back     string
 }
 
+// maxSelected is how many ids one action takes: a page's worth, which is all the lists let
+// a user tick.
+const maxSelected = PageSizeMax
+
 // selectedIDs are the ids of a poisoned-list form: the row button pressed ("one"), else the
-// ticked boxes.
-func selectedIDs(r *http.Request) []string {
+// ticked boxes, each once. None, or more than maxSelected, is errBadInput.
+func selectedIDs(r *http.Request, what string) ([]string, error) {
+	ids := r.PostForm["id"]
 	if one := r.PostFormValue("one"); one != "" {
-		return []string{one}
+		ids = []string{one}
 	}
-	return r.PostForm["id"]
+	seen := make(map[string]bool, len(ids))
+	out := ids[:0:0]
+	for _, id := range ids {
+		if id != "" && !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	switch {
+	case len(out) == 0:
+		return nil, fmt.Errorf("%w: no %s selected", errBadInput, what)
+	case len(out) > maxSelected:
+		return nil, fmt.Errorf("%w: %d %ss selected, at most %d at a time", errBadInput, len(out), what, maxSelected)
+	}
+	return out, nil
 }
 
 func confirmed(r *http.Request) bool { return r.PostFormValue("confirm") == "yes" }
@@ -73,10 +92,10 @@ func plural(n int64, what string) string {
 }
 
 func (h *Handler) requeue(w http.ResponseWriter, r *http.Request) {
-	ids := selectedIDs(r)
+	ids, err := selectedIDs(r, "message")
 	back := "/poisoned"
-	if len(ids) == 0 {
-		h.fail(w, r, fmt.Errorf("%w: no message selected", errBadInput))
+	if err != nil {
+		h.fail(w, r, err)
 		return
 	}
 	delay, err := parseAge(r.PostFormValue("delay"))
@@ -108,9 +127,9 @@ func (h *Handler) requeue(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) deletePoisoned(w http.ResponseWriter, r *http.Request) {
-	ids := selectedIDs(r)
-	if len(ids) == 0 {
-		h.fail(w, r, fmt.Errorf("%w: no message selected", errBadInput))
+	ids, err := selectedIDs(r, "message")
+	if err != nil {
+		h.fail(w, r, err)
 		return
 	}
 	if !confirmed(r) {
@@ -166,9 +185,12 @@ func (h *Handler) purge(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) deleteSchedule(w http.ResponseWriter, r *http.Request) {
-	ids := selectedIDs(r)
-	if len(ids) != 1 {
-		h.fail(w, r, fmt.Errorf("%w: no schedule selected", errBadInput))
+	ids, err := selectedIDs(r, "schedule")
+	if err == nil && len(ids) != 1 {
+		err = fmt.Errorf("%w: one schedule at a time", errBadInput)
+	}
+	if err != nil {
+		h.fail(w, r, err)
 		return
 	}
 	if !confirmed(r) {

@@ -13,6 +13,7 @@ package dashboard
 import (
 	"crypto/rand"
 	"embed"
+	"fmt"
 	"html/template"
 	"io/fs"
 	"net/http"
@@ -94,10 +95,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "read-only dashboard: actions are disabled", http.StatusForbidden)
 			return
 		}
+		if err := r.ParseForm(); err != nil {
+			// Too many fields (net/url's limit) or too large a body: say so, rather than
+			// report the token as missing.
+			h.fail(w, r, fmt.Errorf("%w: form: %w", errBadInput, err))
+			return
+		}
 		if err := h.checkPost(r); err != nil {
 			http.Error(w, err.Error(), http.StatusForbidden)
 			return
 		}
+	}
+	if err := checkText(r); err != nil {
+		h.fail(w, r, err)
+		return
 	}
 	h.mux.ServeHTTP(w, r)
 }

@@ -6,8 +6,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
+	"unicode/utf8"
 )
 
 // The dashboard's defences: a Content-Security-Policy without inline script or style (so
@@ -68,6 +71,26 @@ func (h *Handler) checkPost(r *http.Request) error {
 	}
 	if !hmac.Equal([]byte(r.PostFormValue("csrf")), []byte(h.sign(c.Value))) {
 		return ErrForbidden
+	}
+	return nil
+}
+
+// checkText refuses a request whose path, query or form holds a NUL byte or invalid UTF-8
+// with errBadInput (400): no browser form can carry such a value back, PostgreSQL refuses
+// it in a query (which would surface as a 500), and no id the dashboard links to holds one.
+func checkText(r *http.Request) error {
+	bad := func(s string) bool { return !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 }
+	if bad(r.URL.Path) {
+		return fmt.Errorf("%w: the path holds a NUL byte or invalid UTF-8", errBadInput)
+	}
+	for _, vals := range []url.Values{r.URL.Query(), r.PostForm} {
+		for k, vs := range vals {
+			for _, v := range vs {
+				if bad(k) || bad(v) {
+					return fmt.Errorf("%w: %q holds a NUL byte or invalid UTF-8", errBadInput, k)
+				}
+			}
+		}
 	}
 	return nil
 }

@@ -1,0 +1,82 @@
+package dashboard_test
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+// Bytes that no browser form carries back and PostgreSQL refuses in a query (NUL, invalid
+// UTF-8), in every filter, cursor, path id and form field: a clear 400 on every database,
+// never the database's error as a 500, and nothing changed.
+func TestDashboardRefusesBytesNoFormCarries(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		f := newFixture(t, dialect)
+		for _, path := range []string{
+			"/am/messages?consumer=%00", "/am/messages?consumer=%ff", "/am/messages?payload=x%00", "/am/messages?insert_id=%c3",
+			"/am/messages?after=1.2.%00", "/am/messages?after=1.2.%ff", "/am/poisoned?consumer=%00", "/am/poisoned?after=1.2.%fe",
+			"/am/schedules?tag=%00", "/am/schedules?after=1.2.%ff", "/am/messages/%00", "/am/messages/a%ff", "/am/poisoned/%00",
+		} {
+			if status, body := f.get(t, path); status != http.StatusBadRequest || !strings.Contains(body, "NUL byte or invalid UTF-8") {
+				t.Errorf("GET %s = %d, want 400 naming the bytes:\n%.600s", path, status, body)
+			}
+		}
+		tok := f.token(t)
+		for _, c := range []struct {
+			path string
+			form url.Values
+		}{
+			{"/am/poisoned/requeue", url.Values{"id": {"\x00"}}},
+			{"/am/poisoned/requeue", url.Values{"one": {"\xff"}}},
+			{"/am/poisoned/delete", url.Values{"id": {f.poisonedIDs(t)[0], "a\x00"}}},
+			{"/am/poisoned/purge", url.Values{"older_than": {"1h"}, "consumer": {"\x00"}}},
+			{"/am/poisoned/purge", url.Values{"older_than": {"1h"}, "payload": {"\xc3"}}},
+			{"/am/schedules/delete", url.Values{"one": {"\xff"}}},
+		} {
+			c.form.Set("csrf", tok)
+			c.form.Set("confirm", "yes")
+			if status, body := f.post(t, c.path, c.form, nil); status != http.StatusBadRequest || !strings.Contains(body, "NUL byte or invalid UTF-8") {
+				t.Errorf("POST %s %q = %d, want 400:\n%.600s", c.path, c.form, status, body)
+			}
+		}
+		if n := len(f.poisonedIDs(t)); n != 3 {
+			t.Fatalf("a refused POST changed the poisoned table: %d left, want 3", n)
+		}
+	})
+}
+
+// A selection is taken once per id, and one larger than a page (or than net/url's limit on
+// form fields) is a clear 400, not a token reported missing.
+func TestDashboardSelections(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, "sqlite")
+	ids := f.poisonedIDs(t)
+	tok := f.token(t)
+	status, body := f.post(t, "/am/poisoned/requeue", url.Values{"csrf": {tok}, "id": {ids[0], ids[0], ids[1], ""}}, nil)
+	if status != http.StatusOK || !strings.Contains(body, "Requeue 2 poisoned messages") || strings.Count(body, `name="id"`) != 2 {
+		t.Fatalf("a duplicated selection: %d\n%s", status, body)
+	}
+	status, body = f.post(t, "/am/poisoned/requeue", url.Values{"csrf": {tok}, "id": {ids[0], ids[0]}, "confirm": {"yes"}}, nil)
+	if status != http.StatusOK || !strings.Contains(body, "Requeued 1 message:") || strings.Count(body, "/am/messages/"+ids[0]) != 1 {
+		t.Fatalf("a duplicated id, confirmed: %d\n%s", status, body)
+	}
+	for _, n := range []int{501, 10_000, 70_000} {
+		many := make([]string, n)
+		for i := range many {
+			many[i] = fmt.Sprintf("id-%06d", i)
+		}
+		many[0] = ids[1]
+		for _, path := range []string{"/am/poisoned/requeue", "/am/poisoned/delete"} {
+			status, body := f.post(t, path, url.Values{"csrf": {tok}, "id": many, "confirm": {"yes"}}, nil)
+			if status != http.StatusBadRequest || !(strings.Contains(body, "at most 500 at a time") || strings.Contains(body, "form:")) {
+				t.Errorf("POST %s with %d ids = %d, want 400:\n%.600s", path, n, status, body)
+			}
+		}
+	}
+	if got := len(f.poisonedIDs(t)); got != 2 {
+		t.Fatalf("poisoned after the refused selections: %d, want 2", got)
+	}
+}
