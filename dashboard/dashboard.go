@@ -18,6 +18,7 @@ import (
 	"io/fs"
 	"net/http"
 	"net/url"
+	"path"
 	"strings"
 
 	am "github.com/asyncmonolith/asyncmonolith"
@@ -43,9 +44,16 @@ type Option func(*Handler)
 func ReadOnly() Option { return func(h *Handler) { h.readOnly = true } }
 
 // BasePath is the prefix the handler is mounted under ("/asyncmonolith"), used in links
-// and stripped from request paths. The default is "" (mounted at the root).
+// and stripped from request paths that start with it; a request whose path does not (the
+// application stripped it already, with http.StripPrefix) is served as it is. The default
+// is "" (mounted at the root).
 func BasePath(path string) Option {
-	return func(h *Handler) { h.base = strings.TrimRight(path, "/") }
+	return func(h *Handler) {
+		h.base = strings.TrimRight(path, "/")
+		if h.base != "" && h.base[0] != '/' {
+			h.base = "/" + h.base
+		}
+	}
 }
 
 // Handler serves the dashboard of one plugin. Build it with New.
@@ -81,15 +89,19 @@ func New(p *am.Plugin, opts ...Option) *Handler {
 	mux.HandleFunc("POST /poisoned/purge", h.purge)
 	mux.HandleFunc("POST /schedules/delete", h.deleteSchedule)
 	h.mux = mux
-	if h.base != "" {
-		h.mux = http.StripPrefix(h.base, mux)
-	}
 	return h
 }
 
 // ServeHTTP serves a page or an action, with the security headers on every response.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	setSecurityHeaders(w)
+	r, clean := h.route(r)
+	if clean != "" {
+		// The mux would redirect to a path without the base: redirect within it.
+		u := url.URL{Path: h.base + clean, RawQuery: r.URL.RawQuery}
+		http.Redirect(w, r, u.String(), http.StatusTemporaryRedirect)
+		return
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		if h.readOnly {
 			http.Error(w, "read-only dashboard: actions are disabled", http.StatusForbidden)
@@ -111,6 +123,48 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.mux.ServeHTTP(w, r)
+}
+
+// route returns r with the base path stripped (when r's path starts with it, as a whole
+// segment), or, when that path is not clean ("/am", "/am//messages", "/am/./x"), the clean
+// path under the base to redirect to.
+func (h *Handler) route(r *http.Request) (*http.Request, string) {
+	if h.base != "" {
+		rest, ok := strings.CutPrefix(r.URL.Path, h.base)
+		if ok && (rest == "" || rest[0] == '/') {
+			r2 := new(http.Request)
+			*r2 = *r
+			r2.URL = new(url.URL)
+			*r2.URL = *r.URL
+			r2.URL.Path = rest
+			r2.URL.RawPath = ""
+			if raw, ok := strings.CutPrefix(r.URL.RawPath, h.base); ok {
+				r2.URL.RawPath = raw
+			}
+			r = r2
+		}
+	}
+	escaped := r.URL.EscapedPath()
+	if c := cleanPath(escaped); c != escaped {
+		return r, c
+	}
+	return r, ""
+}
+
+// cleanPath is path.Clean keeping a trailing slash, as http.ServeMux cleans a path
+// (on its escaped form, so an id holding an encoded "/../" stays as it is).
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if p[0] != '/' {
+		p = "/" + p
+	}
+	c := path.Clean(p)
+	if p[len(p)-1] == '/' && c != "/" {
+		c += "/"
+	}
+	return c
 }
 
 // pages are the parsed templates, one set per page (each with the shared layout). They
