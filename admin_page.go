@@ -1,11 +1,14 @@
 package asyncmonolith
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"gorm.io/gorm"
 )
@@ -27,23 +30,32 @@ type pageCursor struct {
 	id          string
 }
 
-// String encodes c as "at.created.id"; the id is everything after the second dot, so an
-// id may hold dots itself.
+// String encodes c as "at.created.id" with the id in unpadded base64url, so that a cursor
+// is plain ASCII whatever bytes the id holds (a hand-written row may hold dots, slashes,
+// NUL bytes or invalid UTF-8) and goes into a URL as it is.
 func (c pageCursor) String() string {
-	return strconv.FormatInt(c.at, 10) + "." + strconv.FormatInt(c.created, 10) + "." + c.id
+	return strconv.FormatInt(c.at, 10) + "." + strconv.FormatInt(c.created, 10) + "." +
+		base64.RawURLEncoding.EncodeToString([]byte(c.id))
 }
 
-func parseCursor(s string) (pageCursor, error) {
+// cursor decodes s, failing with ErrInvalidOption when it is malformed or when its id is
+// one that no row of p's database can hold (PostgreSQL text holds neither NUL bytes nor
+// invalid UTF-8, and would refuse the query with an error of its own).
+func (p *Plugin) cursor(s string) (pageCursor, error) {
 	parts := strings.SplitN(s, ".", 3)
 	if len(parts) != 3 || parts[2] == "" {
 		return pageCursor{}, fmt.Errorf("%w: cursor %q", ErrInvalidOption, s)
 	}
 	at, err1 := strconv.ParseInt(parts[0], 10, 64)
 	created, err2 := strconv.ParseInt(parts[1], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
+	id, err3 := base64.RawURLEncoding.DecodeString(parts[2])
+	if err := errors.Join(err1, err2, err3); err != nil {
 		return pageCursor{}, fmt.Errorf("%w: cursor %q", ErrInvalidOption, s)
 	}
-	return pageCursor{at: at, created: created, id: parts[2]}, nil
+	if p.dialect != nil && p.dialect.Name() == "postgres" && (!utf8.Valid(id) || bytes.IndexByte(id, 0) >= 0) {
+		return pageCursor{}, fmt.Errorf("%w: cursor %q: its id holds bytes PostgreSQL text cannot", ErrInvalidOption, s)
+	}
+	return pageCursor{at: at, created: created, id: string(id)}, nil
 }
 
 // filterMessages applies f's conditions (not its limit or offset) to a consumer_messages query.
@@ -75,7 +87,7 @@ func (p *Plugin) PageMessages(ctx context.Context, f MessageFilter, cursor strin
 	}
 	q := p.filterMessages(db.Model(&ConsumerMessage{}), f)
 	if cursor != "" {
-		c, err := parseCursor(cursor)
+		c, err := p.cursor(cursor)
 		if err != nil {
 			return page, err
 		}
@@ -103,7 +115,7 @@ func (p *Plugin) PagePoisoned(ctx context.Context, f MessageFilter, cursor strin
 	}
 	q := p.filterPoisoned(db.Model(&PoisonedMessage{}), f)
 	if cursor != "" {
-		c, err := parseCursor(cursor)
+		c, err := p.cursor(cursor)
 		if err != nil {
 			return page, err
 		}
@@ -135,7 +147,7 @@ func (p *Plugin) PageSchedules(ctx context.Context, tag string, limit int, curso
 		q = q.Where("tag = ?", tag)
 	}
 	if cursor != "" {
-		c, err := parseCursor(cursor)
+		c, err := p.cursor(cursor)
 		if err != nil {
 			return page, err
 		}

@@ -2,8 +2,11 @@ package asyncmonolith_test
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"maps"
+	"regexp"
 	"slices"
 	"testing"
 	"time"
@@ -161,4 +164,172 @@ func uniqIDs(ids []string) map[string]bool {
 		m[id] = true
 	}
 	return m
+}
+
+// A cursor is plain URL-safe ASCII whatever the id of the row it ends on (hand-written ids
+// with dots, slashes, percent signs, and where the database stores them NUL bytes or
+// invalid UTF-8), and paging goes past such rows; a forged cursor is ErrInvalidOption, on
+// PostgreSQL also one whose id no text column can hold (rather than PostgreSQL's error).
+func TestPageCursorsCarryAnyID(t *testing.T) {
+	t.Parallel()
+	safe := regexp.MustCompile(`^-?[0-9]+\.-?[0-9]+\.[A-Za-z0-9_-]+$`)
+	eachDB(t, func(t *testing.T, dialect string) {
+		e := setup(t, dialect, am.Config{})
+		ctx := context.Background()
+		ids := []string{"a.b.c", "a/../b", "100%", "x y?z#w", "é"}
+		switch dialect {
+		case "sqlite":
+			ids = append(ids, "nul\x00id", "bad\xffutf8")
+		case "mysql":
+			ids = append(ids, "nul\x00id")
+		}
+		for _, id := range ids {
+			if err := e.db.Create(&am.ConsumerMessage{ID: id, CreatedAt: 1000, AvailableAfter: 1000, ConsumerType: "C",
+				PayloadType: "P", Payload: "{}", InsertID: id}).Error; err != nil {
+				t.Fatal(err)
+			}
+		}
+		var cursors []string
+		got := pageAll(t, func(m am.ConsumerMessage) string { return m.ID }, func(c string) (am.Page[am.ConsumerMessage], error) {
+			pg, err := e.p.PageMessages(ctx, am.MessageFilter{Limit: 1}, c)
+			if pg.Next != "" {
+				cursors = append(cursors, pg.Next)
+			}
+			return pg, err
+		})
+		want := slices.Clone(ids)
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Fatalf("pages = %q\nwant    %q", got, want)
+		}
+		for _, c := range cursors {
+			if !safe.MatchString(c) {
+				t.Fatalf("cursor %q is not plain URL-safe ASCII", c)
+			}
+		}
+		for _, c := range []string{"1.2.!!", "1.2.a.b", "1.2.", "..", "1.2.3.4"} {
+			if _, err := e.p.PageMessages(ctx, am.MessageFilter{}, c); !errors.Is(err, am.ErrInvalidOption) {
+				t.Fatalf("cursor %q: %v, want ErrInvalidOption", c, err)
+			}
+		}
+		for _, id := range []string{"\x00", "\xff"} {
+			c := "1.2." + base64.RawURLEncoding.EncodeToString([]byte(id))
+			_, err1 := e.p.PageMessages(ctx, am.MessageFilter{}, c)
+			_, err2 := e.p.PagePoisoned(ctx, am.MessageFilter{}, c)
+			_, err3 := e.p.PageSchedules(ctx, "", 10, c)
+			for _, err := range []error{err1, err2, err3} {
+				if dialect == "postgres" && !errors.Is(err, am.ErrInvalidOption) || dialect != "postgres" && err != nil {
+					t.Fatalf("%s: cursor ending on id %q: %v", dialect, id, err)
+				}
+			}
+		}
+	})
+}
+
+// Keyset paging over rows that share their sort keys, with rows inserted and deleted
+// between pages: no row is repeated or seen out of order, a row inserted ahead of the cursor
+// is seen, one inserted behind it or deleted before its page is not, and every other row is
+// seen once.
+func TestPagingStableUnderChangesWithEqualKeys(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		e := setup(t, dialect, am.Config{})
+		ctx := context.Background()
+		type table struct {
+			name     string
+			put, del func(id string) error
+			page     func(cursor string) ([]string, string, error)
+			desc     bool // poisoned rows come most recent first, then id descending
+		}
+		tables := []table{{
+			name: "messages",
+			put: func(id string) error {
+				return e.db.Create(&am.ConsumerMessage{ID: id, CreatedAt: 5000, AvailableAfter: 7000, ConsumerType: "C",
+					PayloadType: "P", Payload: "{}", InsertID: id}).Error
+			},
+			del: func(id string) error { return e.db.Delete(&am.ConsumerMessage{}, "id = ?", id).Error },
+			page: func(cursor string) ([]string, string, error) {
+				pg, err := e.p.PageMessages(ctx, am.MessageFilter{Limit: 3}, cursor)
+				return idsOf(pg.Rows, func(m am.ConsumerMessage) string { return m.ID }), pg.Next, err
+			},
+		}, {
+			name: "poisoned", desc: true,
+			put: func(id string) error {
+				return e.db.Create(&am.PoisonedMessage{ID: id, CreatedAt: 5000, AvailableAfter: 7000, ConsumerType: "C",
+					PayloadType: "P", Payload: "{}", InsertID: id, LastError: "x", PoisonedAt: 9000}).Error
+			},
+			del: func(id string) error { return e.db.Delete(&am.PoisonedMessage{}, "id = ?", id).Error },
+			page: func(cursor string) ([]string, string, error) {
+				pg, err := e.p.PagePoisoned(ctx, am.MessageFilter{Limit: 3}, cursor)
+				return idsOf(pg.Rows, func(m am.PoisonedMessage) string { return m.ID }), pg.Next, err
+			},
+		}}
+		for _, tb := range tables {
+			var unseen []string // the original rows not seen yet, in page order
+			for i := range 20 {
+				id := fmt.Sprintf("r%02d", i)
+				if err := tb.put(id); err != nil {
+					t.Fatal(err)
+				}
+				unseen = append(unseen, id)
+			}
+			if tb.desc {
+				slices.Reverse(unseen)
+			}
+			// Ids sorting before every "r…" id and after every one.
+			ahead, behind := "s", "a"
+			if tb.desc {
+				ahead, behind = "a", "s"
+			}
+			want := map[string]bool{}
+			for _, id := range unseen {
+				want[id] = true
+			}
+			var seen []string
+			cursor := ""
+			for step := 0; ; step++ {
+				ids, next, err := tb.page(cursor)
+				if err != nil {
+					t.Fatalf("%s: page %d: %v", tb.name, step, err)
+				}
+				seen = append(seen, ids...)
+				for _, id := range ids {
+					unseen = slices.DeleteFunc(unseen, func(u string) bool { return u == id })
+				}
+				if next == "" || step > 40 {
+					break
+				}
+				last := seen[len(seen)-1]
+				changes := []error{tb.del(seen[0]), tb.put(ahead + last), tb.put(behind + last)}
+				want[ahead+last] = true
+				if len(unseen) > 1 { // delete the last original row still ahead
+					gone := unseen[len(unseen)-1]
+					unseen = unseen[:len(unseen)-1]
+					delete(want, gone)
+					changes = append(changes, tb.del(gone))
+				}
+				if err := errors.Join(changes...); err != nil {
+					t.Fatal(err)
+				}
+				cursor = next
+			}
+			sorted := slices.Clone(seen)
+			slices.Sort(sorted)
+			if tb.desc {
+				slices.Reverse(sorted)
+			}
+			got := uniqIDs(seen)
+			if len(got) != len(seen) || !slices.Equal(sorted, seen) || !maps.Equal(got, want) {
+				t.Fatalf("%s: walked %q\nwant the rows %v, each once, in order", tb.name, seen, slices.Sorted(maps.Keys(want)))
+			}
+		}
+	})
+}
+
+func idsOf[T any](rows []T, id func(T) string) []string {
+	var ids []string
+	for _, r := range rows {
+		ids = append(ids, id(r))
+	}
+	return ids
 }
