@@ -56,6 +56,14 @@ func BasePath(path string) Option {
 	}
 }
 
+// CSRFKey sets the key that signs the forms' CSRF tokens (at least 32 random bytes, kept
+// secret). By default each Handler draws its own at random, so a form works only against
+// the process that rendered it: give every instance behind a load balancer the same key,
+// or a POST that lands on another instance (or on this one after a restart) is refused.
+func CSRFKey(key []byte) Option {
+	return func(h *Handler) { h.csrfKey = append([]byte(nil), key...) }
+}
+
 // Handler serves the dashboard of one plugin. Build it with New.
 type Handler struct {
 	p        *am.Plugin

@@ -1,11 +1,15 @@
 package dashboard_test
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/asyncmonolith/asyncmonolith/dashboard"
 )
 
 // Bytes that no browser form carries back and PostgreSQL refuses in a query (NUL, invalid
@@ -78,5 +82,41 @@ func TestDashboardSelections(t *testing.T) {
 	}
 	if got := len(f.poisonedIDs(t)); got != 2 {
 		t.Fatalf("poisoned after the refused selections: %d, want 2", got)
+	}
+}
+
+// Two instances behind a load balancer: a form rendered by one and posted to the other works
+// when they share a CSRFKey, and is refused with a hint when each drew its own.
+func TestDashboardInstancesShareACSRFKey(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, "sqlite")
+	ids := f.poisonedIDs(t)
+	key := bytes.Repeat([]byte{7}, 32)
+	for _, shared := range []bool{false, true} {
+		var opts []dashboard.Option
+		if shared {
+			opts = append(opts, dashboard.CSRFKey(key))
+		}
+		a := dashboard.New(f.p, append(opts, dashboard.BasePath("/am"))...)
+		b := dashboard.New(f.p, append(opts, dashboard.BasePath("/am"))...)
+		rec := httptest.NewRecorder()
+		a.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/am/poisoned", nil))
+		m := csrfField.FindStringSubmatch(rec.Body.String())
+		cookies := rec.Result().Cookies()
+		if m == nil || len(cookies) != 1 {
+			t.Fatalf("instance a set no token: %v", cookies)
+		}
+		form := url.Values{"csrf": {m[1]}, "one": {ids[0]}}
+		req := httptest.NewRequest(http.MethodPost, "/am/poisoned/delete", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.AddCookie(cookies[0])
+		rec = httptest.NewRecorder()
+		b.ServeHTTP(rec, req)
+		switch {
+		case shared && rec.Code != http.StatusOK:
+			t.Fatalf("shared key: instance b refused a's form: %d %s", rec.Code, rec.Body)
+		case !shared && (rec.Code != http.StatusForbidden || !strings.Contains(rec.Body.String(), "CSRFKey")):
+			t.Fatalf("own keys: instance b answered a's form with %d %s, want 403 naming CSRFKey", rec.Code, rec.Body)
+		}
 	}
 }

@@ -70,7 +70,7 @@ func (h *Handler) checkPost(r *http.Request) error {
 		return ErrForbidden
 	}
 	if !hmac.Equal([]byte(r.PostFormValue("csrf")), []byte(h.sign(c.Value))) {
-		return ErrForbidden
+		return fmt.Errorf("%w: the form's token is not this dashboard's (reload the page; behind a load balancer, give every instance the same CSRFKey)", ErrForbidden)
 	}
 	return nil
 }
