@@ -333,3 +333,69 @@ func idsOf[T any](rows []T, id func(T) string) []string {
 	}
 	return ids
 }
+
+// On MySQL/MariaDB a page from the middle reads about a page of index entries, not every
+// entry before it (which a row comparison "(a, b) > (?, ?)" made them do). Counted with the
+// session's handler counters, on one connection.
+func TestPageFromTheMiddleReadsARangeOnMySQL(t *testing.T) {
+	t.Parallel()
+	e := setup(t, "mysql", am.Config{})
+	ctx := context.Background()
+	sqlDB, err := e.db.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlDB.SetMaxOpenConns(1) // FLUSH STATUS, the page and SHOW STATUS share a session
+	const n = 20_000
+	rows := make([]am.ConsumerMessage, n)
+	poisoned := make([]am.PoisonedMessage, n)
+	for i := range rows {
+		id := fmt.Sprintf("m%06d", i)
+		rows[i] = am.ConsumerMessage{ID: id, CreatedAt: int64(i / 10), AvailableAfter: int64(i / 100), ConsumerType: "C",
+			PayloadType: "P", Payload: "{}", InsertID: id}
+		poisoned[i] = am.PoisonedMessage{ID: id, CreatedAt: 1, AvailableAfter: 1, ConsumerType: "C", PayloadType: "P",
+			Payload: "{}", InsertID: id, LastError: "x", PoisonedAt: int64(i / 100)}
+	}
+	if err := errors.Join(e.db.CreateInBatches(rows, 2000).Error, e.db.CreateInBatches(poisoned, 2000).Error); err != nil {
+		t.Fatal(err)
+	}
+	reads := func(page func() (int, error)) int64 {
+		t.Helper()
+		if err := e.db.Exec("FLUSH STATUS").Error; err != nil {
+			t.Fatal(err)
+		}
+		if got, err := page(); err != nil || got != 50 {
+			t.Fatalf("page of %d rows, %v", got, err)
+		}
+		var total int64
+		if err := e.db.Raw("SELECT CAST(SUM(VARIABLE_VALUE) AS SIGNED) FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME IN " +
+			"('HANDLER_READ_NEXT', 'HANDLER_READ_PREV', 'HANDLER_READ_RND_NEXT')").Scan(&total).Error; err != nil {
+			t.Fatal(err)
+		}
+		return total
+	}
+	mid, err := e.p.PageMessages(ctx, am.MessageFilter{Limit: n / 2}, "")
+	if err != nil || mid.Next == "" {
+		t.Fatalf("half: next %q, %v", mid.Next, err)
+	}
+	midP, err := e.p.PagePoisoned(ctx, am.MessageFilter{Limit: n / 2}, "")
+	if err != nil || midP.Next == "" {
+		t.Fatalf("half of poisoned: next %q, %v", midP.Next, err)
+	}
+	for name, page := range map[string]func() (int, error){
+		"messages": func() (int, error) {
+			pg, err := e.p.PageMessages(ctx, am.MessageFilter{Limit: 50}, mid.Next)
+			return len(pg.Rows), err
+		},
+		"poisoned": func() (int, error) {
+			pg, err := e.p.PagePoisoned(ctx, am.MessageFilter{Limit: 50}, midP.Next)
+			return len(pg.Rows), err
+		},
+	} {
+		got := reads(page)
+		t.Logf("%s: a page after row %d read %d index entries", name, n/2, got)
+		if got > 1000 {
+			t.Errorf("%s: a page after row %d read %d index entries, want about 50", name, n/2, got)
+		}
+	}
+}
