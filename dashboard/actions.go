@@ -119,6 +119,9 @@ func (h *Handler) requeue(w http.ResponseWriter, r *http.Request) {
 		h.render(w, r, http.StatusConflict, "result", "Requeue conflict", result{Conflict: true, IDs: ids, Back: back,
 			Error: fmt.Sprintf("Requeued %s; the others stay poisoned: a message with the same insert id is pending again for their consumer (%v).",
 				plural(int64(n), "message"), err)})
+	case errors.Is(err, am.ErrMessageNotFound):
+		h.render(w, r, http.StatusNotFound, "result", "Nothing requeued", result{Back: back,
+			Error: fmt.Sprintf("Nothing was requeued: %v. They were requeued, deleted or purged meanwhile; go back and select again.", err)})
 	case err != nil:
 		h.fail(w, r, err)
 	default:
@@ -143,7 +146,11 @@ func (h *Handler) deletePoisoned(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	h.render(w, r, http.StatusOK, "result", "Deleted", result{OK: fmt.Sprintf("Deleted %s.", plural(n, "poisoned message")), Back: "/poisoned"})
+	done := fmt.Sprintf("Deleted %s.", plural(n, "poisoned message"))
+	if gone := int64(len(ids)) - n; gone > 0 {
+		done += fmt.Sprintf(" %d of the %d selected were gone already (requeued, deleted or purged meanwhile).", gone, len(ids))
+	}
+	h.render(w, r, http.StatusOK, "result", "Deleted", result{OK: done, Back: "/poisoned"})
 }
 
 func (h *Handler) purge(w http.ResponseWriter, r *http.Request) {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	am "github.com/asyncmonolith/asyncmonolith"
 	"github.com/asyncmonolith/asyncmonolith/dashboard"
 )
 
@@ -118,5 +119,32 @@ func TestDashboardInstancesShareACSRFKey(t *testing.T) {
 		case !shared && (rec.Code != http.StatusForbidden || !strings.Contains(rec.Body.String(), "CSRFKey")):
 			t.Fatalf("own keys: instance b answered a's form with %d %s, want 403 naming CSRFKey", rec.Code, rec.Body)
 		}
+	}
+}
+
+// Ids that vanished between the list and the confirmation: a requeue moves nothing and says
+// why, with a way back; a delete deletes the rest and says how many were gone.
+func TestDashboardActionsOnVanishedIDs(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, "sqlite")
+	ids := f.poisonedIDs(t)
+	tok := f.token(t)
+	if err := f.db.Delete(&am.PoisonedMessage{}, "id = ?", ids[0]).Error; err != nil {
+		t.Fatal(err)
+	}
+	status, body := f.post(t, "/am/poisoned/requeue", url.Values{"csrf": {tok}, "id": {ids[0], ids[1]}, "confirm": {"yes"}}, nil)
+	if status != http.StatusNotFound || !strings.Contains(body, "Nothing was requeued") || !strings.Contains(body, "1 of 2 ids") ||
+		!strings.Contains(body, `href="/am/poisoned"`) {
+		t.Fatalf("requeue with a vanished id: %d\n%s", status, body)
+	}
+	if n := len(f.poisonedIDs(t)); n != 2 {
+		t.Fatalf("after the refused requeue: %d poisoned, want 2", n)
+	}
+	status, body = f.post(t, "/am/poisoned/delete", url.Values{"csrf": {tok}, "id": {ids[0], ids[1]}, "confirm": {"yes"}}, nil)
+	if status != http.StatusOK || !strings.Contains(body, "Deleted 1 poisoned message. 1 of the 2 selected were gone already") {
+		t.Fatalf("delete with a vanished id: %d\n%s", status, body)
+	}
+	if got := f.poisonedIDs(t); len(got) != 1 || got[0] != ids[2] {
+		t.Fatalf("after the delete: %v, want only %s", got, ids[2])
 	}
 }
