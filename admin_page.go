@@ -1,14 +1,12 @@
 package asyncmonolith
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"gorm.io/gorm"
 )
@@ -52,7 +50,7 @@ func (p *Plugin) cursor(s string) (pageCursor, error) {
 	if err := errors.Join(err1, err2, err3); err != nil {
 		return pageCursor{}, fmt.Errorf("%w: cursor %q", ErrInvalidOption, s)
 	}
-	if p.dialect != nil && p.dialect.Name() == "postgres" && (!utf8.Valid(id) || bytes.IndexByte(id, 0) >= 0) {
+	if !p.storable(string(id)) {
 		return pageCursor{}, fmt.Errorf("%w: cursor %q: its id holds bytes PostgreSQL text cannot", ErrInvalidOption, s)
 	}
 	return pageCursor{at: at, created: created, id: string(id)}, nil
@@ -84,7 +82,7 @@ func (p *Plugin) keyset(q *gorm.DB, op string, cols []string, vals ...any) *gorm
 // filterMessages applies f's conditions (not its limit or offset) to a consumer_messages query.
 func (p *Plugin) filterMessages(q *gorm.DB, f MessageFilter) *gorm.DB {
 	now := p.now()
-	q = f.whereIdentity(q)
+	q = p.whereIdentity(q, f)
 	if f.OlderThan > 0 {
 		q = q.Where("created_at <= ?", now.Add(-f.OlderThan).UnixMilli())
 	}
@@ -166,6 +164,9 @@ func (p *Plugin) PageSchedules(ctx context.Context, tag string, limit int, curso
 		return page, err
 	}
 	q := db.Model(&ScheduledMessage{})
+	if !p.storable(tag) {
+		return page, fmt.Errorf("%w: tag %q holds bytes PostgreSQL text cannot", ErrInvalidOption, tag)
+	}
 	if tag != "" {
 		q = q.Where("tag = ?", tag)
 	}

@@ -399,3 +399,45 @@ func TestPageFromTheMiddleReadsARangeOnMySQL(t *testing.T) {
 		}
 	}
 }
+
+// Values PostgreSQL text cannot hold (NUL bytes, invalid UTF-8), passed to the operations
+// API by a script or a web form: on PostgreSQL a filter is ErrInvalidOption and an id is
+// simply not there (ErrMessageNotFound, or not counted), never PostgreSQL's own error; the
+// other databases compare them like any other value.
+func TestAdminAPIWithBytesPostgreSQLCannotHold(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		e := setup(t, dialect, am.Config{})
+		ctx := context.Background()
+		if err := e.db.Create(&am.PoisonedMessage{ID: "p1", CreatedAt: 1, AvailableAfter: 1, ConsumerType: "C", PayloadType: "P",
+			Payload: "{}", InsertID: "p1", LastError: "x", PoisonedAt: 1}).Error; err != nil {
+			t.Fatal(err)
+		}
+		pg := dialect == "postgres"
+		for _, bad := range []string{"a\x00b", "\xff"} {
+			f := am.MessageFilter{ConsumerType: bad}
+			_, err1 := e.p.PageMessages(ctx, f, "")
+			_, err2 := e.p.ListMessages(ctx, am.MessageFilter{InsertID: bad})
+			_, err3 := e.p.CountPoisoned(ctx, am.MessageFilter{PayloadType: bad})
+			_, err4 := e.p.PurgePoisoned(ctx, am.MessageFilter{ConsumerType: bad, OlderThan: time.Hour})
+			_, err5 := e.p.PageSchedules(ctx, bad, 10, "")
+			for i, err := range []error{err1, err2, err3, err4, err5} {
+				if pg && !errors.Is(err, am.ErrInvalidOption) || !pg && err != nil {
+					t.Fatalf("%q, call %d: %v", bad, i+1, err)
+				}
+			}
+			if _, err := e.p.GetMessage(ctx, bad); !errors.Is(err, am.ErrMessageNotFound) {
+				t.Fatalf("GetMessage(%q): %v", bad, err)
+			}
+			if _, err := e.p.GetPoisoned(ctx, bad); !errors.Is(err, am.ErrMessageNotFound) {
+				t.Fatalf("GetPoisoned(%q): %v", bad, err)
+			}
+			if n, err := e.p.RequeuePoisoned(ctx, []string{"p1", bad}); n != 0 || !errors.Is(err, am.ErrMessageNotFound) {
+				t.Fatalf("RequeuePoisoned(p1, %q) = %d, %v", bad, n, err)
+			}
+		}
+		if n, err := e.p.DeletePoisoned(ctx, []string{"\xff", "p1", "a\x00"}); n != 1 || err != nil {
+			t.Fatalf("DeletePoisoned = %d, %v, want 1", n, err)
+		}
+	})
+}
