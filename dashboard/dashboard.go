@@ -70,6 +70,7 @@ type Handler struct {
 	base     string
 	readOnly bool
 	csrfKey  []byte
+	origin   *http.CrossOriginProtection
 	pages    map[string]*template.Template
 	mux      http.Handler
 }
@@ -77,7 +78,7 @@ type Handler struct {
 // New returns the dashboard of p (a plugin registered on a *gorm.DB with db.Use; it need
 // not be started).
 func New(p *am.Plugin, opts ...Option) *Handler {
-	h := &Handler{p: p, csrfKey: make([]byte, 32), pages: pages}
+	h := &Handler{p: p, csrfKey: make([]byte, 32), origin: http.NewCrossOriginProtection(), pages: pages}
 	_, _ = rand.Read(h.csrfKey) // crypto/rand.Read never fails (Go 1.24+)
 	for _, o := range opts {
 		o(h)

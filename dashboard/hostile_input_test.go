@@ -148,3 +148,39 @@ func TestDashboardActionsOnVanishedIDs(t *testing.T) {
 		t.Fatalf("after the delete: %v, want only %s", got, ids[2])
 	}
 }
+
+// Behind a reverse proxy that rewrites Host, a browser's same-origin POST (Sec-Fetch-Site:
+// same-origin) goes through although its Origin names the public host; without
+// Sec-Fetch-Site, or with it saying cross-site, the Origin check still refuses it.
+func TestDashboardSameOriginBehindAProxyThatRewritesHost(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, "sqlite")
+	ids := f.poisonedIDs(t)
+	h := dashboard.New(f.p, dashboard.BasePath("/am"))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/am/poisoned", nil))
+	m := csrfField.FindStringSubmatch(rec.Body.String())
+	cookies := rec.Result().Cookies()
+	if m == nil || len(cookies) != 1 {
+		t.Fatal("no token")
+	}
+	for _, c := range []struct {
+		site string
+		want int
+	}{{"same-origin", http.StatusOK}, {"", http.StatusForbidden}, {"cross-site", http.StatusForbidden}, {"same-site", http.StatusForbidden}} {
+		form := url.Values{"csrf": {m[1]}, "one": {ids[0]}}
+		req := httptest.NewRequest(http.MethodPost, "/am/poisoned/delete", strings.NewReader(form.Encode()))
+		req.Host = "10.0.0.5:8080" // what the proxy forwards
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Origin", "https://admin.example.com")
+		if c.site != "" {
+			req.Header.Set("Sec-Fetch-Site", c.site)
+		}
+		req.AddCookie(cookies[0])
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != c.want {
+			t.Fatalf("Sec-Fetch-Site %q, Origin of the public host: %d, want %d: %s", c.site, rec.Code, c.want, rec.Body)
+		}
+	}
+}

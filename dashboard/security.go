@@ -15,8 +15,8 @@ import (
 
 // The dashboard's defences: a Content-Security-Policy without inline script or style (so
 // an escaped payload could not run even if escaping failed), no framing, no sniffing; and
-// for every POST a same-origin check (Sec-Fetch-Site and Origin, which browsers set and
-// pages cannot forge) plus a double-submit CSRF token bound to the handler's random key.
+// for every POST a same-origin check (http.CrossOriginProtection: Sec-Fetch-Site, else
+// Origin against Host; browsers set them and pages cannot forge them) plus a double-submit CSRF token bound to the handler's random key.
 
 const csrfCookie = "am_dashboard_csrf"
 
@@ -54,16 +54,10 @@ func (h *Handler) sign(cookie string) string {
 
 // checkPost refuses a state-changing request that is cross-site or lacks the token.
 func (h *Handler) checkPost(r *http.Request) error {
-	switch r.Header.Get("Sec-Fetch-Site") {
-	case "", "same-origin":
-	default:
-		return ErrForbidden
-	}
-	if o := r.Header.Get("Origin"); o != "" {
-		u, err := url.Parse(o)
-		if err != nil || u.Host != r.Host {
-			return ErrForbidden
-		}
+	// Sec-Fetch-Site when the browser sends it, else Origin against Host: a same-origin
+	// request through a proxy that rewrites Host is still same-origin by Sec-Fetch-Site.
+	if err := h.origin.Check(r); err != nil {
+		return fmt.Errorf("%w: %w", ErrForbidden, err)
 	}
 	c, err := r.Cookie(csrfCookie)
 	if err != nil {
