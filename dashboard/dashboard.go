@@ -135,23 +135,34 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // route returns r with the base path stripped (when r's path starts with it, as a whole
-// segment), or, when that path is not clean ("/am", "/am//messages", "/am/./x"), the clean
-// path under the base to redirect to.
+// segment), or, when that path is not clean ("/am//messages", "/am/./x"), the clean path
+// under the base to redirect to.
 func (h *Handler) route(r *http.Request) (*http.Request, string) {
+	p, raw := r.URL.Path, r.URL.RawPath
 	if h.base != "" {
-		rest, ok := strings.CutPrefix(r.URL.Path, h.base)
-		if ok && (rest == "" || rest[0] == '/') {
-			r2 := new(http.Request)
-			*r2 = *r
-			r2.URL = new(url.URL)
-			*r2.URL = *r.URL
-			r2.URL.Path = rest
-			r2.URL.RawPath = ""
-			if raw, ok := strings.CutPrefix(r.URL.RawPath, h.base); ok {
-				r2.URL.RawPath = raw
+		if rest, ok := strings.CutPrefix(p, h.base); ok && (rest == "" || rest[0] == '/') {
+			p, raw = rest, ""
+			if rest, ok := strings.CutPrefix(r.URL.RawPath, h.base); ok {
+				raw = rest
 			}
-			r = r2
 		}
+	}
+	if !strings.HasPrefix(p, "/") {
+		// Stripped with its slash (http.StripPrefix("/am/", …), or "/am" itself): the
+		// same page as with the slash (links are absolute), not a redirect, which would
+		// come back here.
+		p = "/" + p
+		if raw != "" {
+			raw = "/" + raw
+		}
+	}
+	if p != r.URL.Path || raw != r.URL.RawPath {
+		r2 := new(http.Request)
+		*r2 = *r
+		r2.URL = new(url.URL)
+		*r2.URL = *r.URL
+		r2.URL.Path, r2.URL.RawPath = p, raw
+		r = r2
 	}
 	escaped := r.URL.EscapedPath()
 	if c := cleanPath(escaped); c != escaped {
@@ -160,17 +171,11 @@ func (h *Handler) route(r *http.Request) (*http.Request, string) {
 	return r, ""
 }
 
-// cleanPath is path.Clean keeping a trailing slash, as http.ServeMux cleans a path
-// (on its escaped form, so an id holding an encoded "/../" stays as it is).
+// cleanPath is path.Clean keeping a trailing slash, as http.ServeMux cleans a path (on its
+// escaped form, so an id holding an encoded "/../" stays as it is).
 func cleanPath(p string) string {
-	if p == "" {
-		return "/"
-	}
-	if p[0] != '/' {
-		p = "/" + p
-	}
 	c := path.Clean(p)
-	if p[len(p)-1] == '/' && c != "/" {
+	if strings.HasSuffix(p, "/") && c != "/" {
 		c += "/"
 	}
 	return c
