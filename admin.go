@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 )
 
 // Operating the queue: inspect, requeue and remove messages, and read statistics. These
@@ -156,7 +157,15 @@ func (p *Plugin) RequeuePoisoned(ctx context.Context, ids []string, opts ...Requ
 	var conflicts []string
 	err = db.Transaction(func(tx *gorm.DB) error {
 		var rows []PoisonedMessage
-		if err := tx.Where("id IN ?", p.storableOnly(ids)).Find(&rows).Error; err != nil {
+		q := tx.Where("id IN ?", p.storableOnly(ids)).Order("id")
+		if p.dialect.RowLocks() {
+			// A concurrent requeue of the same ids (two operators, a double-clicked
+			// button) waits here and then finds them gone (ErrMessageNotFound), rather
+			// than reading them too and mistaking its own twin's inserts for an insert
+			// id pending again (ErrRequeueConflict, "left poisoned", which they are not).
+			q = q.Clauses(clause.Locking{Strength: "UPDATE"})
+		}
+		if err := q.Find(&rows).Error; err != nil {
 			return err
 		}
 		if len(rows) != len(uniq(ids)) {
