@@ -99,7 +99,10 @@ func (p *Plugin) filterMessages(q *gorm.DB, f MessageFilter) *gorm.DB {
 // PageMessages returns one page of pending messages matching f, in fetch order (due
 // first), starting after cursor ("" for the first page; Page.Next for the following
 // one). f.Limit sizes the page; f.Offset is ignored. A malformed cursor fails with
-// ErrInvalidOption.
+// ErrInvalidOption. Rows with equal sort keys are neither skipped nor repeated across
+// pages, whatever is inserted or deleted meanwhile; but a message that a processor claims
+// or retries during a walk moves later in fetch order (its available_after is its lease's
+// end, then its retry time), so a walk while processors run can see it twice, never miss it.
 func (p *Plugin) PageMessages(ctx context.Context, f MessageFilter, cursor string) (Page[ConsumerMessage], error) {
 	var page Page[ConsumerMessage]
 	db, err := p.adminDB(ctx)
