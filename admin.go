@@ -4,9 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 )
 
 // Operating the queue: inspect, requeue and remove messages, and read statistics. These
@@ -84,15 +88,22 @@ func (p *Plugin) ListPoisoned(ctx context.Context, f MessageFilter) ([]PoisonedM
 }
 
 func (p *Plugin) filterPoisoned(q *gorm.DB, f MessageFilter) *gorm.DB {
-	q = f.whereIdentity(q)
+	q = p.whereIdentity(q, f)
 	if f.OlderThan > 0 {
 		q = q.Where("poisoned_at <= ?", p.now().Add(-f.OlderThan).UnixMilli())
 	}
 	return q
 }
 
-// whereIdentity applies the filter's conditions that both message tables share.
-func (f MessageFilter) whereIdentity(q *gorm.DB) *gorm.DB {
+// whereIdentity applies the filter's conditions that both message tables share. A value
+// that p's database cannot hold makes the query fail with ErrInvalidOption (PostgreSQL would
+// refuse it with an error of its own).
+func (p *Plugin) whereIdentity(q *gorm.DB, f MessageFilter) *gorm.DB {
+	for name, v := range map[string]string{"ConsumerType": f.ConsumerType, "PayloadType": f.PayloadType, "InsertID": f.InsertID} {
+		if !p.storable(v) {
+			_ = q.AddError(fmt.Errorf("%w: MessageFilter.%s %q holds bytes PostgreSQL text cannot", ErrInvalidOption, name, v))
+		}
+	}
 	if f.ConsumerType != "" {
 		q = q.Where("consumer_type = ?", f.ConsumerType)
 	}
@@ -117,7 +128,10 @@ func getByID[T any](ctx context.Context, p *Plugin, id, what string) (T, error) 
 	if err != nil {
 		return row, err
 	}
-	err = readOnSource(db, func(tx *gorm.DB) error { return tx.Where("id = ?", id).Take(&row).Error })
+	err = gorm.ErrRecordNotFound // no row holds an id its database cannot store
+	if p.storable(id) {
+		err = readOnSource(db, func(tx *gorm.DB) error { return tx.Where("id = ?", id).Take(&row).Error })
+	}
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return row, fmt.Errorf("%w: %s %q", ErrMessageNotFound, what, id)
 	}
@@ -145,7 +159,15 @@ func (p *Plugin) RequeuePoisoned(ctx context.Context, ids []string, opts ...Requ
 	var conflicts []string
 	err = db.Transaction(func(tx *gorm.DB) error {
 		var rows []PoisonedMessage
-		if err := tx.Where("id IN ?", ids).Find(&rows).Error; err != nil {
+		q := tx.Where("id IN ?", p.storableOnly(ids)).Order("id")
+		if p.dialect.RowLocks() {
+			// A concurrent requeue of the same ids (two operators, a double-clicked
+			// button) waits here and then finds them gone (ErrMessageNotFound), rather
+			// than reading them too and mistaking its own twin's inserts for an insert
+			// id pending again (ErrRequeueConflict, "left poisoned", which they are not).
+			q = q.Clauses(clause.Locking{Strength: "UPDATE"})
+		}
+		if err := q.Find(&rows).Error; err != nil {
 			return err
 		}
 		if len(rows) != len(uniq(ids)) {
@@ -192,7 +214,7 @@ func (p *Plugin) DeletePoisoned(ctx context.Context, ids []string) (int64, error
 	if err != nil {
 		return 0, err
 	}
-	res := db.Where("id IN ?", ids).Delete(&PoisonedMessage{})
+	res := db.Where("id IN ?", p.storableOnly(ids)).Delete(&PoisonedMessage{})
 	if res.Error != nil {
 		return 0, fmt.Errorf("asyncmonolith: delete poisoned: %w", res.Error)
 	}
@@ -331,6 +353,17 @@ func scheduleInfos(rows []ScheduledMessage) []ScheduleInfo {
 		out[i] = ScheduleInfo{ScheduledMessage: r, NextRun: time.UnixMilli(r.AvailableAfter).UTC()}
 	}
 	return out
+}
+
+// storable reports whether s fits a text column of p's database: PostgreSQL's holds neither
+// NUL bytes nor invalid UTF-8, and refuses a query that compares with such a value.
+func (p *Plugin) storable(s string) bool {
+	return p.dialect == nil || p.dialect.Name() != "postgres" || utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
+}
+
+// storableOnly is ids without those that no row can hold (see storable).
+func (p *Plugin) storableOnly(ids []string) []string {
+	return slices.DeleteFunc(slices.Clone(ids), func(id string) bool { return !p.storable(id) })
 }
 
 func uniq(ss []string) []string {

@@ -2,6 +2,7 @@ package asyncmonolith
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strconv"
@@ -27,29 +28,61 @@ type pageCursor struct {
 	id          string
 }
 
-// String encodes c as "at.created.id"; the id is everything after the second dot, so an
-// id may hold dots itself.
+// String encodes c as "at.created.id" with the id in unpadded base64url, so that a cursor
+// is plain ASCII whatever bytes the id holds (a hand-written row may hold dots, slashes,
+// NUL bytes or invalid UTF-8) and goes into a URL as it is.
 func (c pageCursor) String() string {
-	return strconv.FormatInt(c.at, 10) + "." + strconv.FormatInt(c.created, 10) + "." + c.id
+	return strconv.FormatInt(c.at, 10) + "." + strconv.FormatInt(c.created, 10) + "." +
+		base64.RawURLEncoding.EncodeToString([]byte(c.id))
 }
 
-func parseCursor(s string) (pageCursor, error) {
+// cursor decodes s, failing with ErrInvalidOption when it is malformed or when its id is
+// one that no row of p's database can hold (PostgreSQL text holds neither NUL bytes nor
+// invalid UTF-8, and would refuse the query with an error of its own).
+func (p *Plugin) cursor(s string) (pageCursor, error) {
 	parts := strings.SplitN(s, ".", 3)
 	if len(parts) != 3 || parts[2] == "" {
 		return pageCursor{}, fmt.Errorf("%w: cursor %q", ErrInvalidOption, s)
 	}
 	at, err1 := strconv.ParseInt(parts[0], 10, 64)
 	created, err2 := strconv.ParseInt(parts[1], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
+	id, err3 := base64.RawURLEncoding.DecodeString(parts[2])
+	if err := errors.Join(err1, err2, err3); err != nil {
 		return pageCursor{}, fmt.Errorf("%w: cursor %q", ErrInvalidOption, s)
 	}
-	return pageCursor{at: at, created: created, id: parts[2]}, nil
+	if !p.storable(string(id)) {
+		return pageCursor{}, fmt.Errorf("%w: cursor %q: its id holds bytes PostgreSQL text cannot", ErrInvalidOption, s)
+	}
+	return pageCursor{at: at, created: created, id: string(id)}, nil
+}
+
+// keyset keeps the rows that sort after (op ">") or before ("<") vals in the order of cols.
+// PostgreSQL and SQLite read the row comparison "(a, b) > (?, ?)" as a range of the index;
+// MySQL and MariaDB scan the index from its start instead (MariaDB 10.11 read 150,050
+// entries for a page after row 150,000), so for them it is spelled out as
+// "a > ? OR (a = ? AND b > ?)", which they do read as a range.
+func (p *Plugin) keyset(q *gorm.DB, op string, cols []string, vals ...any) *gorm.DB {
+	if p.dialect == nil || p.dialect.Name() != "mysql" {
+		return q.Where("("+strings.Join(cols, ", ")+") "+op+" ("+strings.Repeat("?, ", len(cols)-1)+"?)", vals...)
+	}
+	var ors []string
+	var args []any
+	for i := range cols {
+		var and []string
+		for j := range i {
+			and = append(and, cols[j]+" = ?")
+			args = append(args, vals[j])
+		}
+		ors = append(ors, "("+strings.Join(append(and, cols[i]+" "+op+" ?"), " AND ")+")")
+		args = append(args, vals[i])
+	}
+	return q.Where("("+strings.Join(ors, " OR ")+")", args...)
 }
 
 // filterMessages applies f's conditions (not its limit or offset) to a consumer_messages query.
 func (p *Plugin) filterMessages(q *gorm.DB, f MessageFilter) *gorm.DB {
 	now := p.now()
-	q = f.whereIdentity(q)
+	q = p.whereIdentity(q, f)
 	if f.OlderThan > 0 {
 		q = q.Where("created_at <= ?", now.Add(-f.OlderThan).UnixMilli())
 	}
@@ -66,7 +99,10 @@ func (p *Plugin) filterMessages(q *gorm.DB, f MessageFilter) *gorm.DB {
 // PageMessages returns one page of pending messages matching f, in fetch order (due
 // first), starting after cursor ("" for the first page; Page.Next for the following
 // one). f.Limit sizes the page; f.Offset is ignored. A malformed cursor fails with
-// ErrInvalidOption.
+// ErrInvalidOption. Rows with equal sort keys are neither skipped nor repeated across
+// pages, whatever is inserted or deleted meanwhile; but a message that a processor claims
+// or retries during a walk moves later in fetch order (its available_after is its lease's
+// end, then its retry time), so a walk while processors run can see it twice, never miss it.
 func (p *Plugin) PageMessages(ctx context.Context, f MessageFilter, cursor string) (Page[ConsumerMessage], error) {
 	var page Page[ConsumerMessage]
 	db, err := p.adminDB(ctx)
@@ -75,11 +111,11 @@ func (p *Plugin) PageMessages(ctx context.Context, f MessageFilter, cursor strin
 	}
 	q := p.filterMessages(db.Model(&ConsumerMessage{}), f)
 	if cursor != "" {
-		c, err := parseCursor(cursor)
+		c, err := p.cursor(cursor)
 		if err != nil {
 			return page, err
 		}
-		q = q.Where("(available_after, created_at, id) > (?, ?, ?)", c.at, c.created, c.id)
+		q = p.keyset(q, ">", []string{"available_after", "created_at", "id"}, c.at, c.created, c.id)
 	}
 	n := f.limit()
 	if err := readOnSource(q, func(tx *gorm.DB) error { return tx.Order(fetchOrder).Limit(n + 1).Find(&page.Rows).Error }); err != nil {
@@ -103,11 +139,11 @@ func (p *Plugin) PagePoisoned(ctx context.Context, f MessageFilter, cursor strin
 	}
 	q := p.filterPoisoned(db.Model(&PoisonedMessage{}), f)
 	if cursor != "" {
-		c, err := parseCursor(cursor)
+		c, err := p.cursor(cursor)
 		if err != nil {
 			return page, err
 		}
-		q = q.Where("(poisoned_at, id) < (?, ?)", c.at, c.id)
+		q = p.keyset(q, "<", []string{"poisoned_at", "id"}, c.at, c.id)
 	}
 	n := f.limit()
 	if err := readOnSource(q, func(tx *gorm.DB) error {
@@ -133,15 +169,18 @@ func (p *Plugin) PageSchedules(ctx context.Context, tag string, limit int, curso
 		return page, err
 	}
 	q := db.Model(&ScheduledMessage{})
+	if !p.storable(tag) {
+		return page, fmt.Errorf("%w: tag %q holds bytes PostgreSQL text cannot", ErrInvalidOption, tag)
+	}
 	if tag != "" {
 		q = q.Where("tag = ?", tag)
 	}
 	if cursor != "" {
-		c, err := parseCursor(cursor)
+		c, err := p.cursor(cursor)
 		if err != nil {
 			return page, err
 		}
-		q = q.Where("(available_after, id) > (?, ?)", c.at, c.id)
+		q = p.keyset(q, ">", []string{"available_after", "id"}, c.at, c.id)
 	}
 	n := MessageFilter{Limit: limit}.limit()
 	var rows []ScheduledMessage

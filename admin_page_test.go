@@ -2,8 +2,11 @@ package asyncmonolith_test
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"maps"
+	"regexp"
 	"slices"
 	"testing"
 	"time"
@@ -161,4 +164,280 @@ func uniqIDs(ids []string) map[string]bool {
 		m[id] = true
 	}
 	return m
+}
+
+// A cursor is plain URL-safe ASCII whatever the id of the row it ends on (hand-written ids
+// with dots, slashes, percent signs, and where the database stores them NUL bytes or
+// invalid UTF-8), and paging goes past such rows; a forged cursor is ErrInvalidOption, on
+// PostgreSQL also one whose id no text column can hold (rather than PostgreSQL's error).
+func TestPageCursorsCarryAnyID(t *testing.T) {
+	t.Parallel()
+	safe := regexp.MustCompile(`^-?[0-9]+\.-?[0-9]+\.[A-Za-z0-9_-]+$`)
+	eachDB(t, func(t *testing.T, dialect string) {
+		e := setup(t, dialect, am.Config{})
+		ctx := context.Background()
+		ids := []string{"a.b.c", "a/../b", "100%", "x y?z#w", "é"}
+		switch dialect {
+		case "sqlite":
+			ids = append(ids, "nul\x00id", "bad\xffutf8")
+		case "mysql":
+			ids = append(ids, "nul\x00id")
+		}
+		for _, id := range ids {
+			if err := e.db.Create(&am.ConsumerMessage{ID: id, CreatedAt: 1000, AvailableAfter: 1000, ConsumerType: "C",
+				PayloadType: "P", Payload: "{}", InsertID: id}).Error; err != nil {
+				t.Fatal(err)
+			}
+		}
+		var cursors []string
+		got := pageAll(t, func(m am.ConsumerMessage) string { return m.ID }, func(c string) (am.Page[am.ConsumerMessage], error) {
+			pg, err := e.p.PageMessages(ctx, am.MessageFilter{Limit: 1}, c)
+			if pg.Next != "" {
+				cursors = append(cursors, pg.Next)
+			}
+			return pg, err
+		})
+		want := slices.Clone(ids)
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Fatalf("pages = %q\nwant    %q", got, want)
+		}
+		for _, c := range cursors {
+			if !safe.MatchString(c) {
+				t.Fatalf("cursor %q is not plain URL-safe ASCII", c)
+			}
+		}
+		for _, c := range []string{"1.2.!!", "1.2.a.b", "1.2.", "..", "1.2.3.4"} {
+			if _, err := e.p.PageMessages(ctx, am.MessageFilter{}, c); !errors.Is(err, am.ErrInvalidOption) {
+				t.Fatalf("cursor %q: %v, want ErrInvalidOption", c, err)
+			}
+		}
+		for _, id := range []string{"\x00", "\xff"} {
+			c := "1.2." + base64.RawURLEncoding.EncodeToString([]byte(id))
+			_, err1 := e.p.PageMessages(ctx, am.MessageFilter{}, c)
+			_, err2 := e.p.PagePoisoned(ctx, am.MessageFilter{}, c)
+			_, err3 := e.p.PageSchedules(ctx, "", 10, c)
+			for _, err := range []error{err1, err2, err3} {
+				if dialect == "postgres" && !errors.Is(err, am.ErrInvalidOption) || dialect != "postgres" && err != nil {
+					t.Fatalf("%s: cursor ending on id %q: %v", dialect, id, err)
+				}
+			}
+		}
+	})
+}
+
+// Keyset paging over rows that share their sort keys, with rows inserted and deleted
+// between pages: no row is repeated or seen out of order, a row inserted ahead of the cursor
+// is seen, one inserted behind it or deleted before its page is not, and every other row is
+// seen once.
+func TestPagingStableUnderChangesWithEqualKeys(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		e := setup(t, dialect, am.Config{})
+		ctx := context.Background()
+		type table struct {
+			name     string
+			put, del func(id string) error
+			page     func(cursor string) ([]string, string, error)
+			desc     bool // poisoned rows come most recent first, then id descending
+		}
+		tables := []table{{
+			name: "messages",
+			put: func(id string) error {
+				return e.db.Create(&am.ConsumerMessage{ID: id, CreatedAt: 5000, AvailableAfter: 7000, ConsumerType: "C",
+					PayloadType: "P", Payload: "{}", InsertID: id}).Error
+			},
+			del: func(id string) error { return e.db.Delete(&am.ConsumerMessage{}, "id = ?", id).Error },
+			page: func(cursor string) ([]string, string, error) {
+				pg, err := e.p.PageMessages(ctx, am.MessageFilter{Limit: 3}, cursor)
+				return idsOf(pg.Rows, func(m am.ConsumerMessage) string { return m.ID }), pg.Next, err
+			},
+		}, {
+			name: "poisoned", desc: true,
+			put: func(id string) error {
+				return e.db.Create(&am.PoisonedMessage{ID: id, CreatedAt: 5000, AvailableAfter: 7000, ConsumerType: "C",
+					PayloadType: "P", Payload: "{}", InsertID: id, LastError: "x", PoisonedAt: 9000}).Error
+			},
+			del: func(id string) error { return e.db.Delete(&am.PoisonedMessage{}, "id = ?", id).Error },
+			page: func(cursor string) ([]string, string, error) {
+				pg, err := e.p.PagePoisoned(ctx, am.MessageFilter{Limit: 3}, cursor)
+				return idsOf(pg.Rows, func(m am.PoisonedMessage) string { return m.ID }), pg.Next, err
+			},
+		}}
+		for _, tb := range tables {
+			var unseen []string // the original rows not seen yet, in page order
+			for i := range 20 {
+				id := fmt.Sprintf("r%02d", i)
+				if err := tb.put(id); err != nil {
+					t.Fatal(err)
+				}
+				unseen = append(unseen, id)
+			}
+			if tb.desc {
+				slices.Reverse(unseen)
+			}
+			// Ids sorting before every "r…" id and after every one.
+			ahead, behind := "s", "a"
+			if tb.desc {
+				ahead, behind = "a", "s"
+			}
+			want := map[string]bool{}
+			for _, id := range unseen {
+				want[id] = true
+			}
+			var seen []string
+			cursor := ""
+			for step := 0; ; step++ {
+				ids, next, err := tb.page(cursor)
+				if err != nil {
+					t.Fatalf("%s: page %d: %v", tb.name, step, err)
+				}
+				seen = append(seen, ids...)
+				for _, id := range ids {
+					unseen = slices.DeleteFunc(unseen, func(u string) bool { return u == id })
+				}
+				if next == "" || step > 40 {
+					break
+				}
+				last := seen[len(seen)-1]
+				changes := []error{tb.del(seen[0]), tb.put(ahead + last), tb.put(behind + last)}
+				want[ahead+last] = true
+				if len(unseen) > 1 { // delete the last original row still ahead
+					gone := unseen[len(unseen)-1]
+					unseen = unseen[:len(unseen)-1]
+					delete(want, gone)
+					changes = append(changes, tb.del(gone))
+				}
+				if err := errors.Join(changes...); err != nil {
+					t.Fatal(err)
+				}
+				cursor = next
+			}
+			sorted := slices.Clone(seen)
+			slices.Sort(sorted)
+			if tb.desc {
+				slices.Reverse(sorted)
+			}
+			got := uniqIDs(seen)
+			if len(got) != len(seen) || !slices.Equal(sorted, seen) || !maps.Equal(got, want) {
+				t.Fatalf("%s: walked %q\nwant the rows %v, each once, in order", tb.name, seen, slices.Sorted(maps.Keys(want)))
+			}
+		}
+	})
+}
+
+func idsOf[T any](rows []T, id func(T) string) []string {
+	var ids []string
+	for _, r := range rows {
+		ids = append(ids, id(r))
+	}
+	return ids
+}
+
+// On MySQL/MariaDB a page from the middle reads about a page of index entries, not every
+// entry before it (which a row comparison "(a, b) > (?, ?)" made them do). Counted with the
+// session's handler counters, on one connection.
+func TestPageFromTheMiddleReadsARangeOnMySQL(t *testing.T) {
+	t.Parallel()
+	e := setup(t, "mysql", am.Config{})
+	ctx := context.Background()
+	sqlDB, err := e.db.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlDB.SetMaxOpenConns(1) // FLUSH STATUS, the page and SHOW STATUS share a session
+	const n = 20_000
+	rows := make([]am.ConsumerMessage, n)
+	poisoned := make([]am.PoisonedMessage, n)
+	for i := range rows {
+		id := fmt.Sprintf("m%06d", i)
+		rows[i] = am.ConsumerMessage{ID: id, CreatedAt: int64(i / 10), AvailableAfter: int64(i / 100), ConsumerType: "C",
+			PayloadType: "P", Payload: "{}", InsertID: id}
+		poisoned[i] = am.PoisonedMessage{ID: id, CreatedAt: 1, AvailableAfter: 1, ConsumerType: "C", PayloadType: "P",
+			Payload: "{}", InsertID: id, LastError: "x", PoisonedAt: int64(i / 100)}
+	}
+	if err := errors.Join(e.db.CreateInBatches(rows, 2000).Error, e.db.CreateInBatches(poisoned, 2000).Error); err != nil {
+		t.Fatal(err)
+	}
+	reads := func(page func() (int, error)) int64 {
+		t.Helper()
+		if err := e.db.Exec("FLUSH STATUS").Error; err != nil {
+			t.Fatal(err)
+		}
+		if got, err := page(); err != nil || got != 50 {
+			t.Fatalf("page of %d rows, %v", got, err)
+		}
+		var total int64
+		if err := e.db.Raw("SELECT CAST(SUM(VARIABLE_VALUE) AS SIGNED) FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME IN " +
+			"('HANDLER_READ_NEXT', 'HANDLER_READ_PREV', 'HANDLER_READ_RND_NEXT')").Scan(&total).Error; err != nil {
+			t.Fatal(err)
+		}
+		return total
+	}
+	mid, err := e.p.PageMessages(ctx, am.MessageFilter{Limit: n / 2}, "")
+	if err != nil || mid.Next == "" {
+		t.Fatalf("half: next %q, %v", mid.Next, err)
+	}
+	midP, err := e.p.PagePoisoned(ctx, am.MessageFilter{Limit: n / 2}, "")
+	if err != nil || midP.Next == "" {
+		t.Fatalf("half of poisoned: next %q, %v", midP.Next, err)
+	}
+	for name, page := range map[string]func() (int, error){
+		"messages": func() (int, error) {
+			pg, err := e.p.PageMessages(ctx, am.MessageFilter{Limit: 50}, mid.Next)
+			return len(pg.Rows), err
+		},
+		"poisoned": func() (int, error) {
+			pg, err := e.p.PagePoisoned(ctx, am.MessageFilter{Limit: 50}, midP.Next)
+			return len(pg.Rows), err
+		},
+	} {
+		got := reads(page)
+		t.Logf("%s: a page after row %d read %d index entries", name, n/2, got)
+		if got > 1000 {
+			t.Errorf("%s: a page after row %d read %d index entries, want about 50", name, n/2, got)
+		}
+	}
+}
+
+// Values PostgreSQL text cannot hold (NUL bytes, invalid UTF-8), passed to the operations
+// API by a script or a web form: on PostgreSQL a filter is ErrInvalidOption and an id is
+// simply not there (ErrMessageNotFound, or not counted), never PostgreSQL's own error; the
+// other databases compare them like any other value.
+func TestAdminAPIWithBytesPostgreSQLCannotHold(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		e := setup(t, dialect, am.Config{})
+		ctx := context.Background()
+		if err := e.db.Create(&am.PoisonedMessage{ID: "p1", CreatedAt: 1, AvailableAfter: 1, ConsumerType: "C", PayloadType: "P",
+			Payload: "{}", InsertID: "p1", LastError: "x", PoisonedAt: 1}).Error; err != nil {
+			t.Fatal(err)
+		}
+		pg := dialect == "postgres"
+		for _, bad := range []string{"a\x00b", "\xff"} {
+			f := am.MessageFilter{ConsumerType: bad}
+			_, err1 := e.p.PageMessages(ctx, f, "")
+			_, err2 := e.p.ListMessages(ctx, am.MessageFilter{InsertID: bad})
+			_, err3 := e.p.CountPoisoned(ctx, am.MessageFilter{PayloadType: bad})
+			_, err4 := e.p.PurgePoisoned(ctx, am.MessageFilter{ConsumerType: bad, OlderThan: time.Hour})
+			_, err5 := e.p.PageSchedules(ctx, bad, 10, "")
+			for i, err := range []error{err1, err2, err3, err4, err5} {
+				if pg && !errors.Is(err, am.ErrInvalidOption) || !pg && err != nil {
+					t.Fatalf("%q, call %d: %v", bad, i+1, err)
+				}
+			}
+			if _, err := e.p.GetMessage(ctx, bad); !errors.Is(err, am.ErrMessageNotFound) {
+				t.Fatalf("GetMessage(%q): %v", bad, err)
+			}
+			if _, err := e.p.GetPoisoned(ctx, bad); !errors.Is(err, am.ErrMessageNotFound) {
+				t.Fatalf("GetPoisoned(%q): %v", bad, err)
+			}
+			if n, err := e.p.RequeuePoisoned(ctx, []string{"p1", bad}); n != 0 || !errors.Is(err, am.ErrMessageNotFound) {
+				t.Fatalf("RequeuePoisoned(p1, %q) = %d, %v", bad, n, err)
+			}
+		}
+		if n, err := e.p.DeletePoisoned(ctx, []string{"\xff", "p1", "a\x00"}); n != 1 || err != nil {
+			t.Fatalf("DeletePoisoned = %d, %v, want 1", n, err)
+		}
+	})
 }

@@ -34,13 +34,32 @@ type result struct {
 	Back     string
 }
 
+// maxSelected is how many ids one action takes: a page's worth, which is all the lists let
+// a user tick.
+const maxSelected = PageSizeMax
+
 // selectedIDs are the ids of a poisoned-list form: the row button pressed ("one"), else the
-// ticked boxes.
-func selectedIDs(r *http.Request) []string {
+// ticked boxes, each once. None, or more than maxSelected, is errBadInput.
+func selectedIDs(r *http.Request, what string) ([]string, error) {
+	ids := r.PostForm["id"]
 	if one := r.PostFormValue("one"); one != "" {
-		return []string{one}
+		ids = []string{one}
 	}
-	return r.PostForm["id"]
+	seen := make(map[string]bool, len(ids))
+	out := ids[:0:0]
+	for _, id := range ids {
+		if id != "" && !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	switch {
+	case len(out) == 0:
+		return nil, fmt.Errorf("%w: no %s selected", errBadInput, what)
+	case len(out) > maxSelected:
+		return nil, fmt.Errorf("%w: %d %ss selected, at most %d at a time", errBadInput, len(out), what, maxSelected)
+	}
+	return out, nil
 }
 
 func confirmed(r *http.Request) bool { return r.PostFormValue("confirm") == "yes" }
@@ -73,10 +92,10 @@ func plural(n int64, what string) string {
 }
 
 func (h *Handler) requeue(w http.ResponseWriter, r *http.Request) {
-	ids := selectedIDs(r)
+	ids, err := selectedIDs(r, "message")
 	back := "/poisoned"
-	if len(ids) == 0 {
-		h.fail(w, r, fmt.Errorf("%w: no message selected", errBadInput))
+	if err != nil {
+		h.fail(w, r, err)
 		return
 	}
 	delay, err := parseAge(r.PostFormValue("delay"))
@@ -100,6 +119,9 @@ func (h *Handler) requeue(w http.ResponseWriter, r *http.Request) {
 		h.render(w, r, http.StatusConflict, "result", "Requeue conflict", result{Conflict: true, IDs: ids, Back: back,
 			Error: fmt.Sprintf("Requeued %s; the others stay poisoned: a message with the same insert id is pending again for their consumer (%v).",
 				plural(int64(n), "message"), err)})
+	case errors.Is(err, am.ErrMessageNotFound):
+		h.render(w, r, http.StatusNotFound, "result", "Nothing requeued", result{Back: back,
+			Error: fmt.Sprintf("Nothing was requeued: %v. They were requeued, deleted or purged meanwhile; go back and select again.", err)})
 	case err != nil:
 		h.fail(w, r, err)
 	default:
@@ -108,9 +130,9 @@ func (h *Handler) requeue(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) deletePoisoned(w http.ResponseWriter, r *http.Request) {
-	ids := selectedIDs(r)
-	if len(ids) == 0 {
-		h.fail(w, r, fmt.Errorf("%w: no message selected", errBadInput))
+	ids, err := selectedIDs(r, "message")
+	if err != nil {
+		h.fail(w, r, err)
 		return
 	}
 	if !confirmed(r) {
@@ -124,7 +146,11 @@ func (h *Handler) deletePoisoned(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	h.render(w, r, http.StatusOK, "result", "Deleted", result{OK: fmt.Sprintf("Deleted %s.", plural(n, "poisoned message")), Back: "/poisoned"})
+	done := fmt.Sprintf("Deleted %s.", plural(n, "poisoned message"))
+	if gone := int64(len(ids)) - n; gone > 0 {
+		done += fmt.Sprintf(" %d of the %d selected were gone already (requeued, deleted or purged meanwhile).", gone, len(ids))
+	}
+	h.render(w, r, http.StatusOK, "result", "Deleted", result{OK: done, Back: "/poisoned"})
 }
 
 func (h *Handler) purge(w http.ResponseWriter, r *http.Request) {
@@ -166,9 +192,12 @@ func (h *Handler) purge(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) deleteSchedule(w http.ResponseWriter, r *http.Request) {
-	ids := selectedIDs(r)
-	if len(ids) != 1 {
-		h.fail(w, r, fmt.Errorf("%w: no schedule selected", errBadInput))
+	ids, err := selectedIDs(r, "schedule")
+	if err == nil && len(ids) != 1 {
+		err = fmt.Errorf("%w: one schedule at a time", errBadInput)
+	}
+	if err != nil {
+		h.fail(w, r, err)
 		return
 	}
 	if !confirmed(r) {

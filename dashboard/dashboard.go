@@ -13,10 +13,12 @@ package dashboard
 import (
 	"crypto/rand"
 	"embed"
+	"fmt"
 	"html/template"
 	"io/fs"
 	"net/http"
 	"net/url"
+	"path"
 	"strings"
 
 	am "github.com/asyncmonolith/asyncmonolith"
@@ -42,9 +44,24 @@ type Option func(*Handler)
 func ReadOnly() Option { return func(h *Handler) { h.readOnly = true } }
 
 // BasePath is the prefix the handler is mounted under ("/asyncmonolith"), used in links
-// and stripped from request paths. The default is "" (mounted at the root).
+// and stripped from request paths that start with it; a request whose path does not (the
+// application stripped it already, with http.StripPrefix) is served as it is. The default
+// is "" (mounted at the root).
 func BasePath(path string) Option {
-	return func(h *Handler) { h.base = strings.TrimRight(path, "/") }
+	return func(h *Handler) {
+		h.base = strings.TrimRight(path, "/")
+		if h.base != "" && h.base[0] != '/' {
+			h.base = "/" + h.base
+		}
+	}
+}
+
+// CSRFKey sets the key that signs the forms' CSRF tokens (at least 32 random bytes, kept
+// secret). By default each Handler draws its own at random, so a form works only against
+// the process that rendered it: give every instance behind a load balancer the same key,
+// or a POST that lands on another instance (or on this one after a restart) is refused.
+func CSRFKey(key []byte) Option {
+	return func(h *Handler) { h.csrfKey = append([]byte(nil), key...) }
 }
 
 // Handler serves the dashboard of one plugin. Build it with New.
@@ -53,6 +70,7 @@ type Handler struct {
 	base     string
 	readOnly bool
 	csrfKey  []byte
+	origin   *http.CrossOriginProtection
 	pages    map[string]*template.Template
 	mux      http.Handler
 }
@@ -60,7 +78,7 @@ type Handler struct {
 // New returns the dashboard of p (a plugin registered on a *gorm.DB with db.Use; it need
 // not be started).
 func New(p *am.Plugin, opts ...Option) *Handler {
-	h := &Handler{p: p, csrfKey: make([]byte, 32), pages: pages}
+	h := &Handler{p: p, csrfKey: make([]byte, 32), origin: http.NewCrossOriginProtection(), pages: pages}
 	_, _ = rand.Read(h.csrfKey) // crypto/rand.Read never fails (Go 1.24+)
 	for _, o := range opts {
 		o(h)
@@ -80,18 +98,28 @@ func New(p *am.Plugin, opts ...Option) *Handler {
 	mux.HandleFunc("POST /poisoned/purge", h.purge)
 	mux.HandleFunc("POST /schedules/delete", h.deleteSchedule)
 	h.mux = mux
-	if h.base != "" {
-		h.mux = http.StripPrefix(h.base, mux)
-	}
 	return h
 }
 
 // ServeHTTP serves a page or an action, with the security headers on every response.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	setSecurityHeaders(w)
+	r, clean := h.route(r)
+	if clean != "" {
+		// The mux would redirect to a path without the base: redirect within it.
+		u := url.URL{Path: h.base + clean, RawQuery: r.URL.RawQuery}
+		http.Redirect(w, r, u.String(), http.StatusTemporaryRedirect)
+		return
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		if h.readOnly {
 			http.Error(w, "read-only dashboard: actions are disabled", http.StatusForbidden)
+			return
+		}
+		if err := r.ParseForm(); err != nil {
+			// Too many fields (net/url's limit) or too large a body: say so, rather than
+			// report the token as missing.
+			h.fail(w, r, fmt.Errorf("%w: form: %w", errBadInput, err))
 			return
 		}
 		if err := h.checkPost(r); err != nil {
@@ -99,7 +127,58 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if err := checkText(r); err != nil {
+		h.fail(w, r, err)
+		return
+	}
 	h.mux.ServeHTTP(w, r)
+}
+
+// route returns r with the base path stripped (when r's path starts with it, as a whole
+// segment), or, when that path is not clean ("/am//messages", "/am/./x"), the clean path
+// under the base to redirect to.
+func (h *Handler) route(r *http.Request) (*http.Request, string) {
+	p, raw := r.URL.Path, r.URL.RawPath
+	if h.base != "" {
+		if rest, ok := strings.CutPrefix(p, h.base); ok && (rest == "" || rest[0] == '/') {
+			p, raw = rest, ""
+			if rest, ok := strings.CutPrefix(r.URL.RawPath, h.base); ok {
+				raw = rest
+			}
+		}
+	}
+	if !strings.HasPrefix(p, "/") {
+		// Stripped with its slash (http.StripPrefix("/am/", …), or "/am" itself): the
+		// same page as with the slash (links are absolute), not a redirect, which would
+		// come back here.
+		p = "/" + p
+		if raw != "" {
+			raw = "/" + raw
+		}
+	}
+	if p != r.URL.Path || raw != r.URL.RawPath {
+		r2 := new(http.Request)
+		*r2 = *r
+		r2.URL = new(url.URL)
+		*r2.URL = *r.URL
+		r2.URL.Path, r2.URL.RawPath = p, raw
+		r = r2
+	}
+	escaped := r.URL.EscapedPath()
+	if c := cleanPath(escaped); c != escaped {
+		return r, c
+	}
+	return r, ""
+}
+
+// cleanPath is path.Clean keeping a trailing slash, as http.ServeMux cleans a path (on its
+// escaped form, so an id holding an encoded "/../" stays as it is).
+func cleanPath(p string) string {
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c
 }
 
 // pages are the parsed templates, one set per page (each with the shared layout). They

@@ -56,6 +56,7 @@ type overviewRow struct {
 }
 
 type overviewData struct {
+	Base     string // links are absolute: the overview may be served at the base without its slash
 	Rows     []overviewRow
 	Total    am.QueueStats
 	Counters am.Counters
@@ -68,7 +69,7 @@ func (h *Handler) overviewData(r *http.Request) (overviewData, error) {
 		return overviewData{}, err
 	}
 	paused := h.p.Paused()
-	d := overviewData{Counters: h.p.Counters(), At: time.Now().UTC()}
+	d := overviewData{Base: h.base, Counters: h.p.Counters(), At: time.Now().UTC()}
 	for _, s := range stats {
 		d.Rows = append(d.Rows, overviewRow{QueueStats: s, PausedUntil: paused[s.ConsumerType]})
 		d.Total.Pending += s.Pending

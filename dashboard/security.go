@@ -6,14 +6,17 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
+	"unicode/utf8"
 )
 
 // The dashboard's defences: a Content-Security-Policy without inline script or style (so
 // an escaped payload could not run even if escaping failed), no framing, no sniffing; and
-// for every POST a same-origin check (Sec-Fetch-Site and Origin, which browsers set and
-// pages cannot forge) plus a double-submit CSRF token bound to the handler's random key.
+// for every POST a same-origin check (http.CrossOriginProtection: Sec-Fetch-Site, else
+// Origin against Host; browsers set them and pages cannot forge them) plus a double-submit CSRF token bound to the handler's random key.
 
 const csrfCookie = "am_dashboard_csrf"
 
@@ -51,23 +54,37 @@ func (h *Handler) sign(cookie string) string {
 
 // checkPost refuses a state-changing request that is cross-site or lacks the token.
 func (h *Handler) checkPost(r *http.Request) error {
-	switch r.Header.Get("Sec-Fetch-Site") {
-	case "", "same-origin":
-	default:
-		return ErrForbidden
-	}
-	if o := r.Header.Get("Origin"); o != "" {
-		u, err := url.Parse(o)
-		if err != nil || u.Host != r.Host {
-			return ErrForbidden
-		}
+	// Sec-Fetch-Site when the browser sends it, else Origin against Host: a same-origin
+	// request through a proxy that rewrites Host is still same-origin by Sec-Fetch-Site.
+	if err := h.origin.Check(r); err != nil {
+		return fmt.Errorf("%w: %w", ErrForbidden, err)
 	}
 	c, err := r.Cookie(csrfCookie)
 	if err != nil {
 		return ErrForbidden
 	}
 	if !hmac.Equal([]byte(r.PostFormValue("csrf")), []byte(h.sign(c.Value))) {
-		return ErrForbidden
+		return fmt.Errorf("%w: the form's token is not this dashboard's (reload the page; behind a load balancer, give every instance the same CSRFKey)", ErrForbidden)
+	}
+	return nil
+}
+
+// checkText refuses a request whose path, query or form holds a NUL byte or invalid UTF-8
+// with errBadInput (400): no browser form can carry such a value back, PostgreSQL refuses
+// it in a query (which would surface as a 500), and no id the dashboard links to holds one.
+func checkText(r *http.Request) error {
+	bad := func(s string) bool { return !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 }
+	if bad(r.URL.Path) {
+		return fmt.Errorf("%w: the path holds a NUL byte or invalid UTF-8", errBadInput)
+	}
+	for _, vals := range []url.Values{r.URL.Query(), r.PostForm} {
+		for k, vs := range vals {
+			for _, v := range vs {
+				if bad(k) || bad(v) {
+					return fmt.Errorf("%w: %q holds a NUL byte or invalid UTF-8", errBadInput, k)
+				}
+			}
+		}
 	}
 	return nil
 }

@@ -5,7 +5,10 @@
 //	go run ./example                       # SQLite in a temporary directory, no set-up
 //	go run ./example -db postgres          # the local PostgreSQL (database test)
 //	go run ./example -db mysql -dsn 'root:@tcp(127.0.0.1:3306)/test?parseTime=true&interpolateParams=true'
-//	go run ./example -serve -addr :8080    # keep the API up; the dashboard is at /asyncmonolith/
+//	go run ./example -serve                # keep the API up on 127.0.0.1:8080; the dashboard is at /asyncmonolith/
+//
+// The dashboard has no authentication here (an application puts its admin auth in front
+// of it): keep -addr on a loopback address.
 package main
 
 import (

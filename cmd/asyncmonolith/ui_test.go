@@ -128,3 +128,41 @@ func TestUIRefusesAnOpenAddressWithoutAuth(t *testing.T) {
 		t.Fatalf("ui on :0 without auth: exit %d, %s", code, errOut)
 	}
 }
+
+// Half the credentials is a usage error, not a dashboard without auth or with an empty
+// password; with both set, the open address is served and asks for them. (Not parallel:
+// it sets the environment.)
+func TestUICredentialsComeInPairs(t *testing.T) {
+	dsn := filepath.Join(t.TempDir(), "x.db")
+	for _, env := range [][2]string{{"ops", ""}, {"", "s3cret"}} {
+		t.Setenv("AM_UI_USER", env[0])
+		t.Setenv("AM_UI_PASSWORD", env[1])
+		for _, addr := range []string{"127.0.0.1:0", "0.0.0.0:0"} {
+			_, errOut, code := cli(t, "--db", "sqlite", "--dsn", dsn, "ui", "--addr", addr)
+			if code != 2 || !strings.Contains(errOut, "set both AM_UI_USER and AM_UI_PASSWORD") {
+				t.Fatalf("user %q, password %q, %s: exit %d, %s", env[0], env[1], addr, code, errOut)
+			}
+		}
+	}
+	t.Setenv("AM_UI_USER", "")
+	t.Setenv("AM_UI_PASSWORD", "")
+	url := startUI(t, []string{"AM_UI_USER=ops", "AM_UI_PASSWORD=s3cret"}, "--db", "sqlite", "--dsn", dsn, "ui", "--addr", "0.0.0.0:0")
+	url = strings.Replace(url, "0.0.0.0", "127.0.0.1", 1)
+	for _, c := range [][2]string{{"", ""}, {"ops", ""}, {"", "s3cret"}, {"Ops", "s3cret"}, {"ops", "s3cret "}, {"s3cret", "ops"}} {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		if c != [2]string{} {
+			req.SetBasicAuth(c[0], c[1])
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusUnauthorized || !strings.Contains(res.Header.Get("WWW-Authenticate"), "Basic") {
+			t.Fatalf("credentials %q: %d, want 401 with a Basic challenge", c, res.StatusCode)
+		}
+	}
+	if status, _ := getStatus(t, url+"static/dashboard.css", "ops", "s3cret"); status != http.StatusOK {
+		t.Fatalf("right credentials: %d", status)
+	}
+}

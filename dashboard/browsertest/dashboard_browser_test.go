@@ -329,3 +329,36 @@ func TestDashboardScreenshotForREADME(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// When the database goes away under an open overview, the next refresh says so above the
+// table it keeps (not a blank page, not silently stale numbers), and a reload shows the
+// error too.
+func TestDashboardOverviewSaysWhenTheDatabaseIsDown(t *testing.T) {
+	s := serve(t, "sqlite")
+	b := newBrowser(t)
+	b.do(t, chromedp.Navigate(s.url), chromedp.WaitVisible(chromedp.CSS("#live table")))
+	if get(t, b, chromedp.Evaluate[bool](`document.getElementById("live-error").hidden`)) != true {
+		t.Fatal("the refresh error shows before any refresh failed")
+	}
+	sqlDB, err := s.db.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sqlDB.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b.do(t, chromedp.Poll[chromedp.Void](`!document.getElementById("live-error").hidden`, chromedp.WithPollingTimeout(15*time.Second)))
+	msg := b.text(t, "#live-error")
+	if !strings.Contains(msg, "Refresh failed: HTTP 500") || !strings.Contains(msg, "database is closed") || !strings.Contains(msg, "The counts below are from") {
+		t.Fatalf("refresh error = %q", msg)
+	}
+	if got := b.text(t, `[data-k="total-pending"]`); got == "" {
+		t.Fatal("the table went blank")
+	}
+	b.shot(t, "overview-database-down")
+	b.do(t, chromedp.Navigate(s.url), chromedp.WaitVisible(chromedp.CSS("#result")))
+	if got := b.text(t, "#result"); !strings.Contains(got, "database is closed") {
+		t.Fatalf("reloaded overview with the database down shows %q", got)
+	}
+	b.noDialogs(t)
+}
