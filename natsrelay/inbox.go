@@ -62,13 +62,18 @@ func NewInbox(ctx context.Context, db *gorm.DB, nc *nats.Conn, cfg InboxConfig) 
 	if err != nil {
 		return nil, fmt.Errorf("natsrelay: jetstream: %w", err)
 	}
-	cons, err := js.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
-		Durable:        cfg.Durable,
-		AckPolicy:      jetstream.AckExplicitPolicy,
-		AckWait:        cfg.AckWait,
-		MaxAckPending:  max(1000, 4*cfg.FetchBatch),
-		FilterSubjects: cfg.FilterSubjects,
-	})
+	cc := jetstream.ConsumerConfig{
+		Durable:       cfg.Durable,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       cfg.AckWait,
+		MaxAckPending: max(1000, 4*cfg.FetchBatch),
+	}
+	if len(cfg.FilterSubjects) == 1 {
+		cc.FilterSubject = cfg.FilterSubjects[0] // servers before 2.10 know only this form
+	} else {
+		cc.FilterSubjects = cfg.FilterSubjects
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, cfg.Stream, cc)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, fmt.Errorf("%w: stream %q does not exist (InboxConfig.Stream): %w", ErrNoStream, cfg.Stream, err)
 	}
