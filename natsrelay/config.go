@@ -103,6 +103,10 @@ type InboxConfig struct {
 	Durable string
 	// FilterSubjects restricts the consumer to these subjects (all of the stream's when empty).
 	FilterSubjects []string
+	// DeliverNew makes a newly created durable start with the messages published after
+	// its creation; by default it starts with the stream's first message. It does not
+	// change an existing durable's position.
+	DeliverNew bool
 	// FetchBatch is how many messages one fetch takes (FetchBatchDefault), written in one transaction.
 	FetchBatch int
 	// FetchWait is how long an idle fetch waits (FetchWaitDefault).

@@ -68,6 +68,12 @@ func NewInbox(ctx context.Context, db *gorm.DB, nc *nats.Conn, cfg InboxConfig) 
 		AckWait:       cfg.AckWait,
 		MaxAckPending: max(1000, 4*cfg.FetchBatch),
 	}
+	if cfg.DeliverNew {
+		cc.DeliverPolicy = jetstream.DeliverNewPolicy
+		if info, err := js.Consumer(ctx, cfg.Stream, cfg.Durable); err == nil {
+			cc.DeliverPolicy = info.CachedInfo().Config.DeliverPolicy // the server refuses to change it
+		}
+	}
 	if len(cfg.FilterSubjects) == 1 {
 		cc.FilterSubject = cfg.FilterSubjects[0] // servers before 2.10 know only this form
 	} else {
