@@ -119,8 +119,8 @@ func benchRelay(t *testing.T, nc *nats.Conn, st jetstream.Stream, prefix, dialec
 }
 
 // benchInbox measures stream → receiver's database for the relay's n messages, then the
-// floor: the same fetches from another durable consumer, with plain SQL inserts, one
-// transaction per fetch, and an ack per message.
+// floor: the same fetches from another durable consumer, with one plain multi-row SQL
+// INSERT per fetch, in a transaction, and an ack per message.
 func benchInbox(t *testing.T, nc *nats.Conn, st jetstream.Stream, dialect string, n int) (rate, floor float64) {
 	stream := streamName(t, st)
 	subject := st.CachedInfo().Config.Subjects[0]
@@ -154,10 +154,6 @@ func benchInbox(t *testing.T, nc *nats.Conn, st jetstream.Stream, dialect string
 		t.Fatal(err)
 	}
 	sqlDB, _ := b.db.DB()
-	insert := "INSERT INTO raw_inbox (id, payload) VALUES ($1, $2)"
-	if dialect != "postgres" {
-		insert = "INSERT INTO raw_inbox (id, payload) VALUES (?, ?)"
-	}
 	start = time.Now()
 	for got := 0; got < n; {
 		batch, err := cons.Fetch(natsrelay.FetchBatchDefault, jetstream.FetchMaxWait(100*time.Millisecond))
@@ -168,20 +164,30 @@ func benchInbox(t *testing.T, nc *nats.Conn, st jetstream.Stream, dialect string
 		for m := range batch.Messages() {
 			msgs = append(msgs, m)
 		}
+		if len(msgs) == 0 {
+			continue
+		}
+		// One multi-row INSERT per fetch, in a transaction, as the inbox writes.
+		q := []byte("INSERT INTO raw_inbox (id, payload) VALUES ")
+		args := make([]any, 0, 2*len(msgs))
+		for i, m := range msgs {
+			if i > 0 {
+				q = append(q, ',')
+			}
+			if dialect == "postgres" {
+				q = fmt.Appendf(q, "($%d, $%d)", 2*i+1, 2*i+2)
+			} else {
+				q = append(q, "(?, ?)"...)
+			}
+			args = append(args, m.Headers().Get(jetstream.MsgIDHeader), string(m.Data()))
+		}
 		tx, err := sqlDB.BeginTx(ctx, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		stmt, err := tx.PrepareContext(ctx, insert)
-		if err != nil {
+		if _, err := tx.ExecContext(ctx, string(q), args...); err != nil {
 			t.Fatal(err)
 		}
-		for _, m := range msgs {
-			if _, err := stmt.ExecContext(ctx, m.Headers().Get(jetstream.MsgIDHeader), string(m.Data())); err != nil {
-				t.Fatal(err)
-			}
-		}
-		stmt.Close()
 		if err := tx.Commit(); err != nil {
 			t.Fatal(err)
 		}

@@ -310,6 +310,7 @@ func (in *Inbox) apply(ctx context.Context, items []incoming, forcePoison bool) 
 			seen[k] = true
 		}
 		rows := make([]Received, 0, len(items))
+		payloads, ids := make([]any, 0, len(items)), make([]string, 0, len(items))
 		fresh, dups, poisoned = 0, 0, 0
 		for _, it := range items {
 			if seen[it.key] {
@@ -326,11 +327,17 @@ func (in *Inbox) apply(ctx context.Context, items []incoming, forcePoison bool) 
 				}
 				continue
 			}
-			pctx := ctx
 			if in.cfg.Extract != nil {
-				pctx = in.cfg.Extract(ctx, it.msg.Headers())
+				// Each message has a trace context of its own: one Produce each.
+				if err := am.ProduceTx(tx.WithContext(in.cfg.Extract(ctx, it.msg.Headers())), it.payload, am.InsertID(it.key)); err != nil {
+					return err
+				}
+				continue
 			}
-			if err := am.ProduceTx(tx.WithContext(pctx), it.payload, am.InsertID(it.key)); err != nil {
+			payloads, ids = append(payloads, it.payload), append(ids, it.key)
+		}
+		if len(payloads) > 0 {
+			if err := am.ProduceBatch(tx, payloads, am.InsertIDs(ids...)).Error; err != nil {
 				return err
 			}
 		}
