@@ -130,9 +130,12 @@ func benchInbox(t *testing.T, nc *nats.Conn, st jetstream.Stream, dialect string
 	in := newInbox(t, b, nc, natsrelay.InboxConfig{Stream: stream, Durable: "bench", FilterSubjects: []string{subject}, FetchWait: 100 * time.Millisecond})
 	ctx := context.Background()
 	start := time.Now()
-	for in.Stats().Received < int64(n) {
+	for deadline := time.Now().Add(5 * time.Minute); in.Stats().Received < int64(n); {
 		if _, err := in.Fetch(ctx); err != nil {
 			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("take-in did not finish within 5 minutes: %+v", in.Stats())
 		}
 	}
 	rate = float64(n) / time.Since(start).Seconds()
@@ -155,7 +158,10 @@ func benchInbox(t *testing.T, nc *nats.Conn, st jetstream.Stream, dialect string
 	}
 	sqlDB, _ := b.db.DB()
 	start = time.Now()
-	for got := 0; got < n; {
+	for got, deadline := 0, time.Now().Add(5*time.Minute); got < n; {
+		if time.Now().After(deadline) {
+			t.Fatalf("floor take-in did not finish within 5 minutes: %d of %d", got, n)
+		}
 		batch, err := cons.Fetch(natsrelay.FetchBatchDefault, jetstream.FetchMaxWait(100*time.Millisecond))
 		if err != nil {
 			t.Fatal(err)
