@@ -10,7 +10,6 @@
 #          AM_MYSQL_DSN     (default root:@tcp(127.0.0.1:3306)/)
 #          AM_PGBOUNCER_DSN (default: a PgBouncer in transaction mode that this script
 #                            starts on a free port, in front of 127.0.0.1:5432)
-#          AM_NATS_URL      (default nats://127.0.0.1:4222, JetStream enabled)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,8 +47,9 @@ if [ -n "$missing" ]; then
   red "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
 fi
 
-# 1c. NATS JetStream for ./natsrelay (127.0.0.1:4222, or AM_NATS_URL): installed (Debian's
-# nats-server, as root) and started when down; unreachable is a failure under CI=true.
+# 1d. NATS JetStream for ./natsrelay (127.0.0.1:4222; AM_NATS_URL to use another server):
+# installed (Debian's nats-server, as root) and started when down; unreachable is a
+# failure under CI=true.
 nats_up() { (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null; }
 if [ -z "${AM_NATS_URL:-}" ] && ! nats_up; then
   if [ ! -x /usr/sbin/nats-server ] && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
