@@ -297,28 +297,18 @@ func (in *Inbox) apply(ctx context.Context, items []incoming, forcePoison bool) 
 	var fresh, dups int
 	var poisoned int64
 	err := in.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		keys := make([]string, 0, len(items))
-		for _, it := range items {
-			keys = append(keys, it.key)
-		}
-		var seenKeys []string
-		if err := tx.Model(&Received{}).Where("id IN ?", keys).Pluck("id", &seenKeys).Error; err != nil {
+		fresh, dups, poisoned = 0, 0, 0
+		isNew, err := in.claimKeys(tx, items, now)
+		if err != nil {
 			return err
 		}
-		seen := make(map[string]bool, len(items))
-		for _, k := range seenKeys {
-			seen[k] = true
-		}
-		rows := make([]Received, 0, len(items))
 		payloads, ids := make([]any, 0, len(items)), make([]string, 0, len(items))
-		fresh, dups, poisoned = 0, 0, 0
 		for _, it := range items {
-			if seen[it.key] {
+			if !isNew[it.key] {
 				dups++
 				continue
 			}
-			seen[it.key] = true // the same id twice in one fetch: a republish
-			rows = append(rows, Received{ID: it.key, ReceivedAt: now.UnixMilli()})
+			delete(isNew, it.key) // the same id twice in one fetch: a republish
 			fresh++
 			if it.bad != "" || forcePoison {
 				poisoned++
@@ -337,14 +327,9 @@ func (in *Inbox) apply(ctx context.Context, items []incoming, forcePoison bool) 
 			payloads, ids = append(payloads, it.payload), append(ids, it.key)
 		}
 		if len(payloads) > 0 {
-			if err := am.ProduceBatch(tx, payloads, am.InsertIDs(ids...)).Error; err != nil {
-				return err
-			}
+			return am.ProduceBatch(tx, payloads, am.InsertIDs(ids...)).Error
 		}
-		if len(rows) == 0 {
-			return nil
-		}
-		return tx.CreateInBatches(rows, 500).Error
+		return nil
 	})
 	if err != nil {
 		return err
@@ -361,6 +346,60 @@ func (in *Inbox) apply(ctx context.Context, items []incoming, forcePoison bool) 
 		_ = it.msg.Ack()
 	}
 	return nil
+}
+
+// claimKeys records the keys of items in natsrelay_inbox and returns those that were not
+// there yet. PostgreSQL and SQLite do it in one INSERT … ON CONFLICT DO NOTHING RETURNING;
+// MySQL, without RETURNING, reads the known keys first (a concurrent inbox writing the
+// same key then fails this transaction on the primary key, and the messages are redelivered).
+func (in *Inbox) claimKeys(tx *gorm.DB, items []incoming, now time.Time) (map[string]bool, error) {
+	keys := make([]string, 0, len(items))
+	isNew := make(map[string]bool, len(items))
+	for _, it := range items {
+		if !isNew[it.key] {
+			isNew[it.key] = true
+			keys = append(keys, it.key)
+		}
+	}
+	if tx.Dialector.Name() != "mysql" {
+		q := make([]byte, 0, 64+12*len(keys))
+		q = append(q, "INSERT INTO natsrelay_inbox (id, received_at) VALUES "...)
+		args := make([]any, 0, 2*len(keys))
+		for i, k := range keys {
+			if i > 0 {
+				q = append(q, ',')
+			}
+			q = append(q, "(?, ?)"...)
+			args = append(args, k, now.UnixMilli())
+		}
+		q = append(q, " ON CONFLICT (id) DO NOTHING RETURNING id"...)
+		var inserted []string
+		if err := tx.Raw(string(q), args...).Scan(&inserted).Error; err != nil {
+			return nil, err
+		}
+		clear(isNew)
+		for _, k := range inserted {
+			isNew[k] = true
+		}
+		return isNew, nil
+	}
+	var known []string
+	if err := tx.Model(&Received{}).Where("id IN ?", keys).Pluck("id", &known).Error; err != nil {
+		return nil, err
+	}
+	rows := make([]Received, 0, len(keys))
+	for _, k := range known {
+		delete(isNew, k)
+	}
+	for _, k := range keys {
+		if isNew[k] {
+			rows = append(rows, Received{ID: k, ReceivedAt: now.UnixMilli()})
+		}
+	}
+	if len(rows) == 0 {
+		return isNew, nil
+	}
+	return isNew, tx.CreateInBatches(rows, 500).Error
 }
 
 // poisonRow records a message the inbox cannot produce, with the reason.

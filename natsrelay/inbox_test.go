@@ -15,7 +15,6 @@ import (
 	"github.com/asyncmonolith/asyncmonolith/natsrelay"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"gorm.io/gorm"
 )
 
 // publishRaw publishes payload to subject as a relay would, with id as Nats-Msg-Id.
@@ -122,16 +121,13 @@ func TestInboxDropsRedeliveryAfterSlowCommit(t *testing.T) {
 			nc := connect(t)
 			js, _ := jetstream.New(nc)
 			st, prefix := newStream(t, nc, jetstream.StreamConfig{})
-			b := newService(t, testdb.Open(t, dialect), am.Config{})
-			applyConsumer(t, b)
 			var slowed atomic.Bool
-			if err := b.db.Callback().Create().After("gorm:create").Register("test:slow_first_inbox_write", func(db *gorm.DB) {
-				if db.Statement.Table == (natsrelay.Received{}).TableName() && slowed.CompareAndSwap(false, true) {
-					time.Sleep(1500 * time.Millisecond) // past AckWait: JetStream redelivers
+			b := newService(t, testdb.Open(t, dialect), am.Config{Hooks: am.Hooks{Produced: func(context.Context, []am.ConsumerMessage) {
+				if slowed.CompareAndSwap(false, true) {
+					time.Sleep(1500 * time.Millisecond) // the inbox's first transaction outlives AckWait: JetStream redelivers
 				}
-			}); err != nil {
-				t.Fatal(err)
-			}
+			}}})
+			applyConsumer(t, b)
 			cfg := natsrelay.InboxConfig{Stream: streamName(t, st), Durable: "slow", AckWait: time.Second, FetchBatch: 10, RetryDelay: 100 * time.Millisecond}
 			in, in2 := newInbox(t, b, nc, cfg), newInbox(t, b, nc, cfg)
 			const n = 10
