@@ -308,7 +308,7 @@ func (p *Plugin) decide(outcomes []outcome, now time.Time) plan {
 			pl.items = append(pl.items, item{o: o, kind: itemPending, at: now.UnixMilli()})
 		case o.err == nil:
 			pl.items = append(pl.items, item{o: o, kind: itemDelete})
-		case o.info.Attempt >= o.info.MaxAttempts:
+		case o.info.Attempt >= o.info.MaxAttempts || errors.Is(o.err, ErrPermanent):
 			o.poisoned = true
 			pl.items = append(pl.items, item{o: o, kind: itemPoison, msg: storedError(o.err)})
 		default:

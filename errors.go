@@ -39,6 +39,11 @@ var (
 	ErrUnknownConsumer = errors.New("asyncmonolith: unknown consumer type")
 	// ErrDecodePayload marks a stored payload that does not decode into the consumer's payload type.
 	ErrDecodePayload = errors.New("asyncmonolith: payload does not decode")
+	// ErrPermanent marks a consumer error that no retry can fix (a message the consumer
+	// can never handle): wrap it (fmt.Errorf("...: %w", ErrPermanent)) and the message is
+	// poisoned at once with the error as its reason, and the consumer's breaker does not
+	// count the run.
+	ErrPermanent = errors.New("asyncmonolith: permanent failure, not retried")
 	// ErrConsumerTimeout marks a consumer run that outlived its timeout.
 	ErrConsumerTimeout = errors.New("asyncmonolith: consumer timed out")
 	// ErrConsumerPanic marks a consumer run that panicked; see PanicError for the value and stack.

@@ -15,9 +15,10 @@ import (
 type ProduceOption func(*produceOptions)
 
 type produceOptions struct {
-	delay    time.Duration
-	at       time.Time
-	insertID string
+	delay     time.Duration
+	at        time.Time
+	insertID  string
+	insertIDs []string
 }
 
 // Delay makes the message due d after it is produced (sub-second precision).
@@ -33,6 +34,10 @@ func At(t time.Time) ProduceOption { return func(o *produceOptions) { o.at = t; 
 // message is consumed (or poisoned), the id can be produced again. Without it each Produce
 // gets a fresh id.
 func InsertID(id string) ProduceOption { return func(o *produceOptions) { o.insertID = id } }
+
+// InsertIDs is InsertID for a ProduceBatch: ids[i] is the insert id of payloads[i]. It
+// needs exactly one id per payload.
+func InsertIDs(ids ...string) ProduceOption { return func(o *produceOptions) { o.insertIDs = ids } }
 
 // Produce writes payload as one message per consumer registered for its type, all sharing
 // one insert id. It returns a *gorm.DB to chain the domain write on; errors are on its
@@ -55,7 +60,8 @@ func Produce(db *gorm.DB, payload any, opts ...ProduceOption) *gorm.DB {
 }
 
 // ProduceBatch is Produce for many payloads of one type, written as one multi-row insert.
-// Each payload gets its own insert id; the InsertID option is not allowed here.
+// Each payload gets its own insert id (fresh, or from InsertIDs); the InsertID option is
+// not allowed here.
 func ProduceBatch[T any](db *gorm.DB, payloads []T, opts ...ProduceOption) *gorm.DB {
 	all := make([]any, len(payloads))
 	for i := range payloads {
@@ -216,6 +222,16 @@ func (p *Plugin) buildRows(ctx context.Context, payloads []any, opts []ProduceOp
 			return nil, err
 		}
 	}
+	if o.insertIDs != nil {
+		if o.insertID != "" || len(o.insertIDs) != len(payloads) {
+			return nil, fmt.Errorf("%w: InsertIDs gives %d ids for %d payloads (one each, without InsertID)", ErrInvalidOption, len(o.insertIDs), len(payloads))
+		}
+		for _, id := range o.insertIDs {
+			if err := checkName("insert id", id); err != nil {
+				return nil, err
+			}
+		}
+	}
 	now := p.now()
 	due := now.Add(o.delay)
 	if !o.at.IsZero() {
@@ -228,7 +244,7 @@ func (p *Plugin) buildRows(ctx context.Context, payloads []any, opts []ProduceOp
 		}
 	}
 	rows := make([]ConsumerMessage, 0, len(payloads))
-	for _, payload := range payloads {
+	for k, payload := range payloads {
 		goType := reflect.TypeOf(payload)
 		name, err := p.registry.payloadName(goType)
 		if err != nil {
@@ -251,7 +267,11 @@ func (p *Plugin) buildRows(ctx context.Context, payloads []any, opts []ProduceOp
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: %w", ErrInvalidPayload, name, err)
 		}
-		insertID, fresh := o.insertID, o.insertID == ""
+		insertID := o.insertID
+		if o.insertIDs != nil {
+			insertID = o.insertIDs[k]
+		}
+		fresh := insertID == ""
 		for i, c := range consumers {
 			id := p.ids.New(now)
 			if fresh && i == 0 {

@@ -48,6 +48,35 @@ if [ -n "$missing" ]; then
   red "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
 fi
 
+# 1d. NATS JetStream for ./natsrelay (127.0.0.1:4222; AM_NATS_URL to use another server):
+# installed (Debian's nats-server, as root) and started when down; unreachable is a
+# failure under CI=true.
+nats_up() { (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null; }
+if [ -z "${AM_NATS_URL:-}" ] && ! nats_up; then
+  if [ ! -x /usr/sbin/nats-server ] && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing nats-server (apt-get)"
+    { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nats-server; } >/tmp/am-nats-apt.log 2>&1 || true
+  fi
+  if [ -x /usr/sbin/nats-server ]; then
+    say "starting nats-server (JetStream)"
+    mkdir -p /var/lib/nats-server
+    start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
+      -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log || true
+    for _ in $(seq 1 30); do nats_up && break; sleep 0.5; done
+  fi
+  if ! nats_up; then
+    red "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+    red "!!! NOT REACHABLE: NATS JetStream (127.0.0.1:4222)"
+    if [ "${CI:-}" = "true" ]; then
+      red "!!! CI=true: an unreachable NATS is a failure."
+      exit 1
+    fi
+    red "!!! The natsrelay tests will be SKIPPED."
+    red "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+    missing="$missing NATS"
+  fi
+fi
+
 # 1b. PgBouncer in transaction mode, in front of the local PostgreSQL, for the pooler test
 # (TestPgBouncerTransactionMode reads AM_PGBOUNCER_DSN). It is installed when missing (as
 # root, from the distribution: Debian's pgbouncer package) and started on a free port with
