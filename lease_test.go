@@ -8,6 +8,7 @@ import (
 	"time"
 
 	am "github.com/asyncmonolith/asyncmonolith"
+	"github.com/asyncmonolith/asyncmonolith/internal/testdb"
 	"gorm.io/gorm"
 )
 
@@ -337,4 +338,29 @@ func TestLeasesArePerConsumer(t *testing.T) {
 			t.Fatalf("counters %+v", c)
 		}
 	})
+}
+
+// TestClaimLeavesSynchronousCommitAlone: on PostgreSQL a claim commits with
+// synchronous_commit off (a server crash that forgets it makes its messages due again, as
+// any crash does), set for its own transaction only: the connection's next transaction is
+// durable as configured.
+func TestClaimLeavesSynchronousCommitAlone(t *testing.T) {
+	t.Parallel()
+	e := setup(t, "postgres", quiet(am.Config{}), testdb.Options{MaxOpenConns: 1}) // one connection: the claim's
+	if err := am.Register[Job](e.p, Flaky{&recorder[Job]{}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := am.ProduceNow(context.Background(), e.db, Job{N: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if n := mustBatch(t, e); n != 1 {
+		t.Fatalf("claimed %d, want 1", n)
+	}
+	var setting string
+	if err := e.db.Raw("SHOW synchronous_commit").Scan(&setting).Error; err != nil {
+		t.Fatal(err)
+	}
+	if setting != "on" {
+		t.Fatalf("synchronous_commit after a claim = %q on its connection, want the server's \"on\"", setting)
+	}
 }

@@ -257,7 +257,10 @@ func (postgres) UpdateLocated(table string, columns []string, values []any, loca
 
 // ClaimSQL is one round trip: the locking SELECT as a CTE, the UPDATE that leases its rows,
 // RETURNING them with their due time from before the update and their new ctid (an update
-// moves a row).
+// moves a row). It commits with synchronous_commit off, for its own transaction only: a
+// claim that a server crash forgets leaves its messages pending, as if never claimed (runs
+// of them then complete nothing: their fence finds no lease), and the claim, on the path
+// of every message, does not wait for a WAL flush.
 func (d postgres) ClaimSQL(lockingSelect string, params int, groups []int) string {
 	lease := "$" + strconv.Itoa(params+1)
 	if len(groups) > 0 {
@@ -280,7 +283,8 @@ func (d postgres) ClaimSQL(lockingSelect string, params int, groups []int) strin
 		lease = b.String()
 	}
 	return "WITH due AS (" + lockingSelect + ") UPDATE consumer_messages m SET available_after = " +
-		lease + ", pending = NULL FROM due WHERE m.id = due.id RETURNING " +
+		lease + ", pending = NULL FROM due, (SELECT set_config('synchronous_commit', 'off', true)) AS async " +
+		"WHERE m.id = due.id RETURNING " +
 		"m.id, m.created_at, due.available_after, m.attempts, m.consumer_type, m.payload_type, m.payload, " +
 		"NULLIF(m.insert_id, m.id), m.trace_id, m.span_id, m.ctid::text"
 }
