@@ -239,7 +239,7 @@ func (h *Handler) schedules(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	pg, err := h.p.PageSchedules(r.Context(), f.Tag, f.Limit, f.After)
+	pg, err := h.p.PageSchedules(r.Context(), am.ScheduleFilter{Tag: f.Tag, Limit: f.Limit}, f.After)
 	if err != nil {
 		h.fail(w, r, err)
 		return
