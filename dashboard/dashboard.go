@@ -85,7 +85,7 @@ func New(p *am.Plugin, opts ...Option) *Handler {
 	}
 	mux := http.NewServeMux()
 	static, _ := fs.Sub(staticFS, "static")
-	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	mux.Handle("GET /static/", http.StripPrefix("/static/", filesOnly(static)))
 	mux.HandleFunc("GET /{$}", h.overview)
 	mux.HandleFunc("GET /overview/live", h.overviewLive)
 	mux.HandleFunc("GET /messages", h.messages)
@@ -132,6 +132,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.mux.ServeHTTP(w, r)
+}
+
+// filesOnly serves the files of fsys, and 404 for a directory (http.FileServerFS would list it).
+func filesOnly(fsys fs.FS) http.Handler {
+	files := http.FileServerFS(fsys)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := r.URL.Path
+		if st, err := fs.Stat(fsys, name); name == "" || strings.HasSuffix(name, "/") || err != nil || st.IsDir() {
+			http.NotFound(w, r)
+			return
+		}
+		files.ServeHTTP(w, r)
+	})
 }
 
 // route returns r with the base path stripped (when r's path starts with it, as a whole
