@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"time"
 
 	am "github.com/asyncmonolith/asyncmonolith"
 )
@@ -72,13 +73,15 @@ type Handler struct {
 	csrfKey  []byte
 	origin   *http.CrossOriginProtection
 	pages    map[string]*template.Template
+	zones    *zoneCache
 	mux      http.Handler
 }
 
 // New returns the dashboard of p (a plugin registered on a *gorm.DB with db.Use; it need
 // not be started).
 func New(p *am.Plugin, opts ...Option) *Handler {
-	h := &Handler{p: p, csrfKey: make([]byte, 32), origin: http.NewCrossOriginProtection(), pages: pages}
+	h := &Handler{p: p, csrfKey: make([]byte, 32), origin: http.NewCrossOriginProtection(), pages: pages,
+		zones: newZoneCache(time.LoadLocation)}
 	_, _ = rand.Read(h.csrfKey) // crypto/rand.Read never fails (Go 1.24+)
 	for _, o := range opts {
 		o(h)

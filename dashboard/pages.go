@@ -247,7 +247,7 @@ func (h *Handler) schedules(w http.ResponseWriter, r *http.Request) {
 	out := listData[scheduleRow]{Filter: f, Page: am.Page[scheduleRow]{Next: pg.Next}, Now: time.Now()}
 	for _, s := range pg.Rows {
 		row := scheduleRow{ScheduleInfo: s, NextInZone: s.NextRun.Format(timeLayout) + " (zone unknown)"}
-		if loc, err := time.LoadLocation(s.ChronTimezone); err == nil {
+		if loc, err := h.zones.location(s.ChronTimezone); err == nil {
 			row.NextInZone = s.NextRun.In(loc).Format("2006-01-02 15:04:05 MST")
 		}
 		out.Page.Rows = append(out.Page.Rows, row)
