@@ -73,6 +73,7 @@ type Handler struct {
 	csrfKey  []byte
 	origin   *http.CrossOriginProtection
 	pages    map[string]*template.Template
+	results  *resultStore
 	zones    *zoneCache
 	mux      http.Handler
 }
@@ -80,7 +81,7 @@ type Handler struct {
 // New returns the dashboard of p (a plugin registered on a *gorm.DB with db.Use; it need
 // not be started).
 func New(p *am.Plugin, opts ...Option) *Handler {
-	h := &Handler{p: p, csrfKey: make([]byte, 32), origin: http.NewCrossOriginProtection(), pages: pages,
+	h := &Handler{p: p, csrfKey: make([]byte, 32), origin: http.NewCrossOriginProtection(), pages: pages, results: newResultStore(),
 		zones: newZoneCache(time.LoadLocation)}
 	_, _ = rand.Read(h.csrfKey) // crypto/rand.Read never fails (Go 1.24+)
 	for _, o := range opts {
@@ -96,6 +97,7 @@ func New(p *am.Plugin, opts ...Option) *Handler {
 	mux.HandleFunc("GET /poisoned", h.poisonedList)
 	mux.HandleFunc("GET /poisoned/{id}", h.poisonedOne)
 	mux.HandleFunc("GET /schedules", h.schedules)
+	mux.HandleFunc("GET /result/{key}", h.showResult)
 	mux.HandleFunc("POST /poisoned/requeue", h.requeue)
 	mux.HandleFunc("POST /poisoned/delete", h.deletePoisoned)
 	mux.HandleFunc("POST /poisoned/purge", h.purge)

@@ -39,6 +39,12 @@ func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, nam
 
 // fail shows an error page: 404 for a missing message or schedule, 400 for bad input.
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	status, res := failure(err)
+	h.render(w, r, status, "result", "Error", res)
+}
+
+// failure is the status and result page of err.
+func failure(err error) (int, result) {
 	status := http.StatusInternalServerError
 	switch {
 	case errors.Is(err, am.ErrMessageNotFound), errors.Is(err, am.ErrScheduleNotFound):
@@ -46,7 +52,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, am.ErrInvalidOption), errors.Is(err, errBadInput):
 		status = http.StatusBadRequest
 	}
-	h.render(w, r, status, "result", "Error", result{Error: err.Error()})
+	return status, result{Error: err.Error()}
 }
 
 // overviewRow is one consumer's line of the overview.
