@@ -90,6 +90,7 @@ func New(p *am.Plugin, opts ...Option) *Handler {
 	mux := http.NewServeMux()
 	static, _ := fs.Sub(staticFS, "static")
 	mux.Handle("GET /static/", http.StripPrefix("/static/", filesOnly(static)))
+	mux.HandleFunc("GET /static", http.NotFound) // not the mux's redirect to "/static/", outside the base
 	mux.HandleFunc("GET /{$}", h.overview)
 	mux.HandleFunc("GET /overview/live", h.overviewLive)
 	mux.HandleFunc("GET /messages", h.messages)
