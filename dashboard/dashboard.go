@@ -5,7 +5,8 @@
 //	mux.Handle("/asyncmonolith/", dashboard.New(plugin, dashboard.BasePath("/asyncmonolith")))
 //
 // It is built on the standard library only (html/template, embedded assets). Every action is
-// a POST that needs a CSRF token and a same-origin request, and a confirmation step;
+// a POST that needs a CSRF token and a same-origin request, and a confirmation step; once
+// done, it redirects to a page that shows its result, which a reload does not repeat.
 // ReadOnly hides the actions and refuses them with 403. It is an admin surface: put it
 // behind the application's authentication.
 package dashboard
