@@ -82,7 +82,7 @@ func (p *Plugin) ListPoisoned(ctx context.Context, f MessageFilter) ([]PoisonedM
 		return q.Order("poisoned_at DESC, id").Limit(f.limit()).Offset(f.Offset).Find(&rows).Error
 	})
 	if err != nil {
-		return nil, fmt.Errorf("asyncmonolith: list poisoned: %w", err)
+		return nil, p.wrapDBError("list poisoned", err)
 	}
 	return rows, nil
 }
@@ -136,7 +136,7 @@ func getByID[T any](ctx context.Context, p *Plugin, id, what string) (T, error) 
 		return row, fmt.Errorf("%w: %s %q", ErrMessageNotFound, what, id)
 	}
 	if err != nil {
-		return row, fmt.Errorf("asyncmonolith: get %s: %w", what, err)
+		return row, p.wrapDBError("get "+what, err)
 	}
 	return row, nil
 }
@@ -216,7 +216,7 @@ func (p *Plugin) DeletePoisoned(ctx context.Context, ids []string) (int64, error
 	}
 	res := db.Where("id IN ?", p.storableOnly(ids)).Delete(&PoisonedMessage{})
 	if res.Error != nil {
-		return 0, fmt.Errorf("asyncmonolith: delete poisoned: %w", res.Error)
+		return 0, p.wrapDBError("delete poisoned", res.Error)
 	}
 	return res.RowsAffected, nil
 }
@@ -233,7 +233,7 @@ func (p *Plugin) PurgePoisoned(ctx context.Context, f MessageFilter) (int64, err
 	}
 	res := p.filterPoisoned(db, f).Delete(&PoisonedMessage{})
 	if res.Error != nil {
-		return 0, fmt.Errorf("asyncmonolith: purge poisoned: %w", res.Error)
+		return 0, p.wrapDBError("purge poisoned", res.Error)
 	}
 	return res.RowsAffected, nil
 }
@@ -250,7 +250,7 @@ func (p *Plugin) ListMessages(ctx context.Context, f MessageFilter) ([]ConsumerM
 		return tx.Order(fetchOrder).Limit(f.limit()).Offset(f.Offset).Find(&rows).Error
 	})
 	if err != nil {
-		return nil, fmt.Errorf("asyncmonolith: list messages: %w", err)
+		return nil, p.wrapDBError("list messages", err)
 	}
 	return rows, nil
 }
@@ -262,9 +262,9 @@ func (p *Plugin) DeleteMessages(ctx context.Context, ids []string) (int64, error
 	if err != nil {
 		return 0, err
 	}
-	res := db.Where("id IN ?", ids).Delete(&ConsumerMessage{})
+	res := db.Where("id IN ?", p.storableOnly(ids)).Delete(&ConsumerMessage{})
 	if res.Error != nil {
-		return 0, fmt.Errorf("asyncmonolith: delete messages: %w", res.Error)
+		return 0, p.wrapDBError("delete messages", res.Error)
 	}
 	return res.RowsAffected, nil
 }
@@ -300,7 +300,7 @@ func (p *Plugin) Stats(ctx context.Context) ([]QueueStats, error) {
 		return tx.Model(&PoisonedMessage{}).Select("consumer_type, COUNT(*) AS n").Group("consumer_type").Scan(&poisoned).Error
 	})
 	if err != nil {
-		return nil, fmt.Errorf("asyncmonolith: stats: %w", err)
+		return nil, p.wrapDBError("stats", err)
 	}
 	by := map[string]*QueueStats{}
 	get := func(ct string) *QueueStats {
@@ -335,6 +335,9 @@ func (p *Plugin) ListSchedules(ctx context.Context, tag string) ([]ScheduleInfo,
 	if err != nil {
 		return nil, err
 	}
+	if err := p.checkTagFilter(tag); err != nil {
+		return nil, err
+	}
 	q := db.Model(&ScheduledMessage{})
 	if tag != "" {
 		q = q.Where("tag = ?", tag)
@@ -342,7 +345,7 @@ func (p *Plugin) ListSchedules(ctx context.Context, tag string) ([]ScheduleInfo,
 	var rows []ScheduledMessage
 	err = readOnSource(q, func(tx *gorm.DB) error { return tx.Order("available_after, id").Find(&rows).Error })
 	if err != nil {
-		return nil, fmt.Errorf("asyncmonolith: list schedules: %w", err)
+		return nil, p.wrapDBError("list schedules", err)
 	}
 	return scheduleInfos(rows), nil
 }

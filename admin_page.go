@@ -119,7 +119,7 @@ func (p *Plugin) PageMessages(ctx context.Context, f MessageFilter, cursor strin
 	}
 	n := f.limit()
 	if err := readOnSource(q, func(tx *gorm.DB) error { return tx.Order(fetchOrder).Limit(n + 1).Find(&page.Rows).Error }); err != nil {
-		return page, fmt.Errorf("asyncmonolith: page messages: %w", err)
+		return page, p.wrapDBError("page messages", err)
 	}
 	if len(page.Rows) > n {
 		page.Rows = page.Rows[:n]
@@ -149,7 +149,7 @@ func (p *Plugin) PagePoisoned(ctx context.Context, f MessageFilter, cursor strin
 	if err := readOnSource(q, func(tx *gorm.DB) error {
 		return tx.Order("poisoned_at DESC, id DESC").Limit(n + 1).Find(&page.Rows).Error
 	}); err != nil {
-		return page, fmt.Errorf("asyncmonolith: page poisoned: %w", err)
+		return page, p.wrapDBError("page poisoned", err)
 	}
 	if len(page.Rows) > n {
 		page.Rows = page.Rows[:n]
@@ -159,21 +159,29 @@ func (p *Plugin) PagePoisoned(ctx context.Context, f MessageFilter, cursor strin
 	return page, nil
 }
 
-// PageSchedules returns one page of schedules (all, or those with tag), soonest next run
-// first, starting after cursor ("" for the first page). limit is capped like
-// MessageFilter.Limit.
-func (p *Plugin) PageSchedules(ctx context.Context, tag string, limit int, cursor string) (Page[ScheduleInfo], error) {
+// ScheduleFilter selects schedules for PageSchedules.
+type ScheduleFilter struct {
+	// Tag keeps the schedules with this tag ("" for all).
+	Tag string
+	// Limit sizes a page (100 when 0; at most 10,000), as MessageFilter.Limit does.
+	Limit int
+}
+
+// PageSchedules returns one page of schedules matching f, soonest next run first,
+// starting after cursor ("" for the first page; Page.Next for the following one). A
+// malformed cursor fails with ErrInvalidOption.
+func (p *Plugin) PageSchedules(ctx context.Context, f ScheduleFilter, cursor string) (Page[ScheduleInfo], error) {
 	var page Page[ScheduleInfo]
 	db, err := p.adminDB(ctx)
 	if err != nil {
 		return page, err
 	}
 	q := db.Model(&ScheduledMessage{})
-	if !p.storable(tag) {
-		return page, fmt.Errorf("%w: tag %q holds bytes PostgreSQL text cannot", ErrInvalidOption, tag)
+	if err := p.checkTagFilter(f.Tag); err != nil {
+		return page, err
 	}
-	if tag != "" {
-		q = q.Where("tag = ?", tag)
+	if f.Tag != "" {
+		q = q.Where("tag = ?", f.Tag)
 	}
 	if cursor != "" {
 		c, err := p.cursor(cursor)
@@ -182,10 +190,10 @@ func (p *Plugin) PageSchedules(ctx context.Context, tag string, limit int, curso
 		}
 		q = p.keyset(q, ">", []string{"available_after", "id"}, c.at, c.id)
 	}
-	n := MessageFilter{Limit: limit}.limit()
+	n := MessageFilter{Limit: f.Limit}.limit()
 	var rows []ScheduledMessage
 	if err := readOnSource(q, func(tx *gorm.DB) error { return tx.Order("available_after, id").Limit(n + 1).Find(&rows).Error }); err != nil {
-		return page, fmt.Errorf("asyncmonolith: page schedules: %w", err)
+		return page, p.wrapDBError("page schedules", err)
 	}
 	if len(rows) > n {
 		rows = rows[:n]
@@ -203,7 +211,7 @@ func (p *Plugin) CountMessages(ctx context.Context, f MessageFilter) (int64, err
 	}
 	var n int64
 	if err := readOnSource(p.filterMessages(db.Model(&ConsumerMessage{}), f), func(tx *gorm.DB) error { return tx.Count(&n).Error }); err != nil {
-		return 0, fmt.Errorf("asyncmonolith: count messages: %w", err)
+		return 0, p.wrapDBError("count messages", err)
 	}
 	return n, nil
 }
@@ -217,7 +225,7 @@ func (p *Plugin) CountPoisoned(ctx context.Context, f MessageFilter) (int64, err
 	}
 	var n int64
 	if err := readOnSource(p.filterPoisoned(db.Model(&PoisonedMessage{}), f), func(tx *gorm.DB) error { return tx.Count(&n).Error }); err != nil {
-		return 0, fmt.Errorf("asyncmonolith: count poisoned: %w", err)
+		return 0, p.wrapDBError("count poisoned", err)
 	}
 	return n, nil
 }

@@ -151,7 +151,9 @@ func TestPagePoisonedAndSchedules(t *testing.T) {
 		}
 		var next []string
 		sched := pageAll(t, func(s am.ScheduleInfo) string { next = append(next, s.ChronExpression); return s.ID },
-			func(c string) (am.Page[am.ScheduleInfo], error) { return e.p.PageSchedules(ctx, "t", 2, c) })
+			func(c string) (am.Page[am.ScheduleInfo], error) {
+				return e.p.PageSchedules(ctx, am.ScheduleFilter{Tag: "t", Limit: 2}, c)
+			})
 		if len(sched) != 3 || !slices.Equal(next, []string{"@hourly", "@daily", "@weekly"}) {
 			t.Fatalf("schedule pages = %v", next)
 		}
@@ -216,7 +218,7 @@ func TestPageCursorsCarryAnyID(t *testing.T) {
 			c := "1.2." + base64.RawURLEncoding.EncodeToString([]byte(id))
 			_, err1 := e.p.PageMessages(ctx, am.MessageFilter{}, c)
 			_, err2 := e.p.PagePoisoned(ctx, am.MessageFilter{}, c)
-			_, err3 := e.p.PageSchedules(ctx, "", 10, c)
+			_, err3 := e.p.PageSchedules(ctx, am.ScheduleFilter{Limit: 10}, c)
 			for _, err := range []error{err1, err2, err3} {
 				if dialect == "postgres" && !errors.Is(err, am.ErrInvalidOption) || dialect != "postgres" && err != nil {
 					t.Fatalf("%s: cursor ending on id %q: %v", dialect, id, err)
@@ -420,7 +422,7 @@ func TestAdminAPIWithBytesPostgreSQLCannotHold(t *testing.T) {
 			_, err2 := e.p.ListMessages(ctx, am.MessageFilter{InsertID: bad})
 			_, err3 := e.p.CountPoisoned(ctx, am.MessageFilter{PayloadType: bad})
 			_, err4 := e.p.PurgePoisoned(ctx, am.MessageFilter{ConsumerType: bad, OlderThan: time.Hour})
-			_, err5 := e.p.PageSchedules(ctx, bad, 10, "")
+			_, err5 := e.p.PageSchedules(ctx, am.ScheduleFilter{Tag: bad, Limit: 10}, "")
 			for i, err := range []error{err1, err2, err3, err4, err5} {
 				if pg && !errors.Is(err, am.ErrInvalidOption) || !pg && err != nil {
 					t.Fatalf("%q, call %d: %v", bad, i+1, err)

@@ -386,3 +386,21 @@ func ExamplePlugin_PagePoisoned() {
 	fmt.Println(len(page.Rows), page.Rows[0].LastError, page.Next == "")
 	// Output: 1 card declined true
 }
+
+// PageSchedules pages schedules as PageMessages pages messages: a ScheduleFilter (tag,
+// page size) and the previous page's Next as cursor.
+func ExamplePlugin_PageSchedules() {
+	db, p, done := exampleDB()
+	defer done()
+	_ = am.Register[PaymentFailed](p, NotifyCustomer{})
+	for _, expr := range []string{"@hourly", "@daily", "@weekly"} {
+		_, _ = am.Schedule(db, PaymentFailed{PaymentID: "check"}, expr, am.Tag("checks"))
+	}
+	page, _ := p.PageSchedules(context.Background(), am.ScheduleFilter{Tag: "checks", Limit: 2}, "")
+	fmt.Println(len(page.Rows), page.Rows[0].ChronExpression)
+	page, _ = p.PageSchedules(context.Background(), am.ScheduleFilter{Tag: "checks", Limit: 2}, page.Next)
+	fmt.Println(len(page.Rows), page.Rows[0].ChronExpression, page.Next == "")
+	// Output:
+	// 2 @hourly
+	// 1 @weekly true
+}

@@ -81,7 +81,7 @@ func TestReadsGoToTheSourceUnderAResolver(t *testing.T) {
 			if n, err := e.p.CountPoisoned(ctx, am.MessageFilter{ConsumerType: "Flaky"}); err != nil || n != 1 {
 				t.Fatalf("CountPoisoned = %d, %v; want the source's 1", n, err)
 			}
-			if pg, err := e.p.PageSchedules(ctx, "", 0, ""); err != nil || len(pg.Rows) != 1 || pg.Rows[0].ID != id {
+			if pg, err := e.p.PageSchedules(ctx, am.ScheduleFilter{}, ""); err != nil || len(pg.Rows) != 1 || pg.Rows[0].ID != id {
 				t.Fatalf("PageSchedules = %+v, %v; want only %s", pg.Rows, err, id)
 			}
 			// The router is live: a plain read outside a transaction is the replica's.

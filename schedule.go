@@ -136,7 +136,7 @@ func Schedule(db *gorm.DB, payload any, expr string, opts ...ScheduleOption) (st
 		return "", err
 	}
 	if o.tag != nil {
-		if err := checkName("tag", *o.tag); err != nil {
+		if err := p.checkTag(*o.tag); err != nil {
 			return "", err
 		}
 	}
@@ -186,6 +186,9 @@ func Reschedule(db *gorm.DB, id, expr string, opts ...ScheduleOption) error {
 		opt(&o)
 	}
 	var row ScheduledMessage
+	if !p.storable(id) {
+		return fmt.Errorf("%w: %q", ErrScheduleNotFound, id) // no row holds an id its database cannot store
+	}
 	s := db.Session(&gorm.Session{NewDB: true})
 	if err := readOnSource(s, func(tx *gorm.DB) error { return tx.Where("id = ?", id).Take(&row).Error }); err != nil {
 		if errors.Is(err, gorm.ErrRecordNotFound) {
@@ -209,7 +212,7 @@ func Reschedule(db *gorm.DB, id, expr string, opts ...ScheduleOption) error {
 		"chron_expression": strings.TrimSpace(expr), "chron_timezone": cs.loc.String(), "available_after": due.UnixMilli(),
 	}
 	if o.tag != nil {
-		if err := checkName("tag", *o.tag); err != nil {
+		if err := p.checkTag(*o.tag); err != nil {
 			return err
 		}
 		updates["tag"] = *o.tag
@@ -234,6 +237,9 @@ func DeleteSchedule(db *gorm.DB, id string) error {
 	if err != nil {
 		return err
 	}
+	if !p.storable(id) {
+		return fmt.Errorf("%w: %q", ErrScheduleNotFound, id) // no row holds an id its database cannot store
+	}
 	res := db.Session(&gorm.Session{NewDB: true}).Where("id = ?", id).Delete(&ScheduledMessage{})
 	if res.Error != nil {
 		return p.wrapDBError("delete schedule", res.Error)
@@ -244,10 +250,14 @@ func DeleteSchedule(db *gorm.DB, id string) error {
 	return nil
 }
 
-// DeleteSchedulesByTag removes every schedule with the tag and returns how many.
+// DeleteSchedulesByTag removes every schedule with the tag and returns how many. On
+// PostgreSQL a tag holding a NUL byte or invalid UTF-8 fails with ErrInvalidOption.
 func DeleteSchedulesByTag(db *gorm.DB, tag string) (int64, error) {
 	p, err := pluginOf(db)
 	if err != nil {
+		return 0, err
+	}
+	if err := p.checkTagFilter(tag); err != nil {
 		return 0, err
 	}
 	res := db.Session(&gorm.Session{NewDB: true}).Where("tag = ?", tag).Delete(&ScheduledMessage{})
@@ -257,9 +267,15 @@ func DeleteSchedulesByTag(db *gorm.DB, tag string) (int64, error) {
 	return res.RowsAffected, nil
 }
 
-// SchedulesByTag lists the schedules with the tag, by next due time.
+// SchedulesByTag lists the schedules with the tag, by next due time. On PostgreSQL a tag
+// holding a NUL byte or invalid UTF-8 fails with ErrInvalidOption.
 func SchedulesByTag(db *gorm.DB, tag string) ([]ScheduledMessage, error) {
 	var rows []ScheduledMessage
+	if p, err := pluginOf(db); err == nil {
+		if err := p.checkTagFilter(tag); err != nil {
+			return nil, err
+		}
+	}
 	err := readOnSource(db.Session(&gorm.Session{NewDB: true}), func(tx *gorm.DB) error {
 		return tx.Where("tag = ?", tag).Order("available_after, id").Find(&rows).Error
 	})
@@ -272,6 +288,9 @@ func SchedulesByTag(db *gorm.DB, tag string) ([]ScheduledMessage, error) {
 // GetSchedule returns one schedule, or ErrScheduleNotFound.
 func GetSchedule(db *gorm.DB, id string) (ScheduledMessage, error) {
 	var row ScheduledMessage
+	if p, err := pluginOf(db); err == nil && !p.storable(id) {
+		return row, fmt.Errorf("%w: %q", ErrScheduleNotFound, id) // no row holds an id its database cannot store
+	}
 	err := readOnSource(db.Session(&gorm.Session{NewDB: true}), func(tx *gorm.DB) error {
 		return tx.Where("id = ?", id).Take(&row).Error
 	})
@@ -282,6 +301,26 @@ func GetSchedule(db *gorm.DB, id string) (ScheduledMessage, error) {
 		return row, fmt.Errorf("asyncmonolith: get schedule: %w", err)
 	}
 	return row, nil
+}
+
+// checkTag checks a tag a schedule is given: a name (checkName) that p's database can store.
+func (p *Plugin) checkTag(tag string) error {
+	if err := checkName("tag", tag); err != nil {
+		return err
+	}
+	if !p.storable(tag) {
+		return fmt.Errorf("%w: tag %q holds bytes PostgreSQL text cannot", ErrInvalidName, tag)
+	}
+	return nil
+}
+
+// checkTagFilter refuses, with ErrInvalidOption, a tag to select schedules by that p's
+// database cannot compare (PostgreSQL would refuse the query with an error of its own).
+func (p *Plugin) checkTagFilter(tag string) error {
+	if !p.storable(tag) {
+		return fmt.Errorf("%w: tag %q holds bytes PostgreSQL text cannot", ErrInvalidOption, tag)
+	}
+	return nil
 }
 
 // brokenScheduleRetry is how long a schedule that cannot be parsed (edited by hand, or a

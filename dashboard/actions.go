@@ -12,7 +12,8 @@ import (
 )
 
 // Every action is two POSTs: the first (from a list's buttons) shows what it will do and
-// asks; the second (confirm=yes, from that page) does it and shows the result.
+// asks; the second (confirm=yes, from that page) does it and redirects to its result
+// (results.go), so that reloading the result repeats nothing.
 
 // field is a hidden form field carried from the first POST to the second.
 type field struct{ Name, Value string }
@@ -116,16 +117,16 @@ func (h *Handler) requeue(w http.ResponseWriter, r *http.Request) {
 	n, err := h.p.RequeuePoisoned(r.Context(), ids, am.RequeueDelay(delay))
 	switch {
 	case errors.Is(err, am.ErrRequeueConflict):
-		h.render(w, r, http.StatusConflict, "result", "Requeue conflict", result{Conflict: true, IDs: ids, Back: back,
+		h.done(w, r, http.StatusConflict, "Requeue conflict", result{Conflict: true, IDs: ids, Back: back,
 			Error: fmt.Sprintf("Requeued %s; the others stay poisoned: a message with the same insert id is pending again for their consumer (%v).",
 				plural(int64(n), "message"), err)})
 	case errors.Is(err, am.ErrMessageNotFound):
-		h.render(w, r, http.StatusNotFound, "result", "Nothing requeued", result{Back: back,
+		h.done(w, r, http.StatusNotFound, "Nothing requeued", result{Back: back,
 			Error: fmt.Sprintf("Nothing was requeued: %v. They were requeued, deleted or purged meanwhile; go back and select again.", err)})
 	case err != nil:
-		h.fail(w, r, err)
+		h.failed(w, r, err, back)
 	default:
-		h.render(w, r, http.StatusOK, "result", "Requeued", result{OK: fmt.Sprintf("Requeued %s: back in the queue with attempts reset.", plural(int64(n), "message")), IDs: ids, Back: back})
+		h.done(w, r, http.StatusOK, "Requeued", result{OK: fmt.Sprintf("Requeued %s: back in the queue with attempts reset.", plural(int64(n), "message")), IDs: ids, Back: back})
 	}
 }
 
@@ -143,14 +144,14 @@ func (h *Handler) deletePoisoned(w http.ResponseWriter, r *http.Request) {
 	}
 	n, err := h.p.DeletePoisoned(r.Context(), ids)
 	if err != nil {
-		h.fail(w, r, err)
+		h.failed(w, r, err, "/poisoned")
 		return
 	}
 	done := fmt.Sprintf("Deleted %s.", plural(n, "poisoned message"))
 	if gone := int64(len(ids)) - n; gone > 0 {
 		done += fmt.Sprintf(" %d of the %d selected were gone already (requeued, deleted or purged meanwhile).", gone, len(ids))
 	}
-	h.render(w, r, http.StatusOK, "result", "Deleted", result{OK: done, Back: "/poisoned"})
+	h.done(w, r, http.StatusOK, "Deleted", result{OK: done, Back: "/poisoned"})
 }
 
 func (h *Handler) purge(w http.ResponseWriter, r *http.Request) {
@@ -185,10 +186,10 @@ func (h *Handler) purge(w http.ResponseWriter, r *http.Request) {
 	}
 	n, err := h.p.PurgePoisoned(r.Context(), f)
 	if err != nil {
-		h.fail(w, r, err)
+		h.failed(w, r, err, "/poisoned")
 		return
 	}
-	h.render(w, r, http.StatusOK, "result", "Purged", result{OK: fmt.Sprintf("Purged %s poisoned more than %s ago.", plural(n, "message"), older), Back: "/poisoned"})
+	h.done(w, r, http.StatusOK, "Purged", result{OK: fmt.Sprintf("Purged %s poisoned more than %s ago.", plural(n, "message"), older), Back: "/poisoned"})
 }
 
 func (h *Handler) deleteSchedule(w http.ResponseWriter, r *http.Request) {
@@ -208,13 +209,13 @@ func (h *Handler) deleteSchedule(w http.ResponseWriter, r *http.Request) {
 	}
 	db, err := h.p.DB()
 	if err != nil {
-		h.fail(w, r, err)
+		h.failed(w, r, err, "/schedules")
 		return
 	}
 	id := ids[0]
 	if err := am.DeleteSchedule(db.WithContext(r.Context()), id); err != nil {
-		h.fail(w, r, err)
+		h.failed(w, r, err, "/schedules")
 		return
 	}
-	h.render(w, r, http.StatusOK, "result", "Deleted", result{OK: "Deleted schedule " + id + ".", Back: "/schedules"})
+	h.done(w, r, http.StatusOK, "Deleted", result{OK: "Deleted schedule " + id + ".", Back: "/schedules"})
 }

@@ -5,7 +5,8 @@
 //	mux.Handle("/asyncmonolith/", dashboard.New(plugin, dashboard.BasePath("/asyncmonolith")))
 //
 // It is built on the standard library only (html/template, embedded assets). Every action is
-// a POST that needs a CSRF token and a same-origin request, and a confirmation step;
+// a POST that needs a CSRF token and a same-origin request, and a confirmation step; once
+// done, it redirects to a page that shows its result, which a reload does not repeat.
 // ReadOnly hides the actions and refuses them with 403. It is an admin surface: put it
 // behind the application's authentication.
 package dashboard
@@ -20,6 +21,7 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"time"
 
 	am "github.com/asyncmonolith/asyncmonolith"
 )
@@ -72,20 +74,24 @@ type Handler struct {
 	csrfKey  []byte
 	origin   *http.CrossOriginProtection
 	pages    map[string]*template.Template
+	results  *resultStore
+	zones    *zoneCache
 	mux      http.Handler
 }
 
 // New returns the dashboard of p (a plugin registered on a *gorm.DB with db.Use; it need
 // not be started).
 func New(p *am.Plugin, opts ...Option) *Handler {
-	h := &Handler{p: p, csrfKey: make([]byte, 32), origin: http.NewCrossOriginProtection(), pages: pages}
+	h := &Handler{p: p, csrfKey: make([]byte, 32), origin: http.NewCrossOriginProtection(), pages: pages, results: newResultStore(),
+		zones: newZoneCache(time.LoadLocation)}
 	_, _ = rand.Read(h.csrfKey) // crypto/rand.Read never fails (Go 1.24+)
 	for _, o := range opts {
 		o(h)
 	}
 	mux := http.NewServeMux()
 	static, _ := fs.Sub(staticFS, "static")
-	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	mux.Handle("GET /static/", http.StripPrefix("/static/", filesOnly(static)))
+	mux.HandleFunc("GET /static", http.NotFound) // not the mux's redirect to "/static/", outside the base
 	mux.HandleFunc("GET /{$}", h.overview)
 	mux.HandleFunc("GET /overview/live", h.overviewLive)
 	mux.HandleFunc("GET /messages", h.messages)
@@ -93,6 +99,7 @@ func New(p *am.Plugin, opts ...Option) *Handler {
 	mux.HandleFunc("GET /poisoned", h.poisonedList)
 	mux.HandleFunc("GET /poisoned/{id}", h.poisonedOne)
 	mux.HandleFunc("GET /schedules", h.schedules)
+	mux.HandleFunc("GET /result/{key}", h.showResult)
 	mux.HandleFunc("POST /poisoned/requeue", h.requeue)
 	mux.HandleFunc("POST /poisoned/delete", h.deletePoisoned)
 	mux.HandleFunc("POST /poisoned/purge", h.purge)
@@ -132,6 +139,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.mux.ServeHTTP(w, r)
+}
+
+// filesOnly serves the files of fsys, and 404 for a directory (http.FileServerFS would list it).
+func filesOnly(fsys fs.FS) http.Handler {
+	files := http.FileServerFS(fsys)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := r.URL.Path
+		if st, err := fs.Stat(fsys, name); name == "" || strings.HasSuffix(name, "/") || err != nil || st.IsDir() {
+			http.NotFound(w, r)
+			return
+		}
+		files.ServeHTTP(w, r)
+	})
 }
 
 // route returns r with the base path stripped (when r's path starts with it, as a whole

@@ -39,6 +39,12 @@ func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, nam
 
 // fail shows an error page: 404 for a missing message or schedule, 400 for bad input.
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	status, res := failure(err)
+	h.render(w, r, status, "result", "Error", res)
+}
+
+// failure is the status and result page of err.
+func failure(err error) (int, result) {
 	status := http.StatusInternalServerError
 	switch {
 	case errors.Is(err, am.ErrMessageNotFound), errors.Is(err, am.ErrScheduleNotFound):
@@ -46,7 +52,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, am.ErrInvalidOption), errors.Is(err, errBadInput):
 		status = http.StatusBadRequest
 	}
-	h.render(w, r, status, "result", "Error", result{Error: err.Error()})
+	return status, result{Error: err.Error()}
 }
 
 // overviewRow is one consumer's line of the overview.
@@ -239,7 +245,7 @@ func (h *Handler) schedules(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	pg, err := h.p.PageSchedules(r.Context(), f.Tag, f.Limit, f.After)
+	pg, err := h.p.PageSchedules(r.Context(), am.ScheduleFilter{Tag: f.Tag, Limit: f.Limit}, f.After)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -247,7 +253,7 @@ func (h *Handler) schedules(w http.ResponseWriter, r *http.Request) {
 	out := listData[scheduleRow]{Filter: f, Page: am.Page[scheduleRow]{Next: pg.Next}, Now: time.Now()}
 	for _, s := range pg.Rows {
 		row := scheduleRow{ScheduleInfo: s, NextInZone: s.NextRun.Format(timeLayout) + " (zone unknown)"}
-		if loc, err := time.LoadLocation(s.ChronTimezone); err == nil {
+		if loc, err := h.zones.location(s.ChronTimezone); err == nil {
 			row.NextInZone = s.NextRun.In(loc).Format("2006-01-02 15:04:05 MST")
 		}
 		out.Page.Rows = append(out.Page.Rows, row)

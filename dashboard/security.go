@@ -20,8 +20,9 @@ import (
 
 const csrfCookie = "am_dashboard_csrf"
 
-// ErrForbidden is the reason a POST was refused (cross-site, or without a valid token).
-var ErrForbidden = errors.New("dashboard: cross-site or unauthenticated request refused")
+// errForbidden is why a POST was refused (cross-site, or without a valid token): the
+// text of the 403 response, which is all a client receives.
+var errForbidden = errors.New("dashboard: cross-site or unauthenticated request refused")
 
 func setSecurityHeaders(w http.ResponseWriter) {
 	h := w.Header()
@@ -57,14 +58,14 @@ func (h *Handler) checkPost(r *http.Request) error {
 	// Sec-Fetch-Site when the browser sends it, else Origin against Host: a same-origin
 	// request through a proxy that rewrites Host is still same-origin by Sec-Fetch-Site.
 	if err := h.origin.Check(r); err != nil {
-		return fmt.Errorf("%w: %w", ErrForbidden, err)
+		return fmt.Errorf("%w: %w", errForbidden, err)
 	}
 	c, err := r.Cookie(csrfCookie)
 	if err != nil {
-		return ErrForbidden
+		return errForbidden
 	}
 	if !hmac.Equal([]byte(r.PostFormValue("csrf")), []byte(h.sign(c.Value))) {
-		return fmt.Errorf("%w: the form's token is not this dashboard's (reload the page; behind a load balancer, give every instance the same CSRFKey)", ErrForbidden)
+		return fmt.Errorf("%w: the form's token is not this dashboard's (reload the page; behind a load balancer, give every instance the same CSRFKey)", errForbidden)
 	}
 	return nil
 }

@@ -88,6 +88,7 @@ func TestDashboardRequeueFromTheBrowser(t *testing.T) {
 				t.Fatalf("result says %q", r)
 			}
 			b.shot(t, "requeued-"+dialect)
+			b.reloadShowsTheSameResult(t, "Requeued 1 message", "requeued-reloaded-"+dialect)
 			var back am.ConsumerMessage
 			if err := s.db.Where("id = ?", target.ID).Take(&back).Error; err != nil || back.Attempts != 0 || back.InsertID != "order:102" {
 				t.Fatalf("requeued row: %+v, %v", back, err)
@@ -114,6 +115,10 @@ func TestDashboardRequeueFromTheBrowser(t *testing.T) {
 				t.Fatalf("conflict result says %q", r)
 			}
 			b.shot(t, "requeue-conflict-"+dialect)
+			b.reloadShowsTheSameResult(t, "Requeued 0 messages; the others stay poisoned", "requeue-conflict-reloaded-"+dialect)
+			if !get(t, b, chromedp.Evaluate[bool](`document.getElementById("result").classList.contains("conflict")`)) {
+				t.Fatal("the reloaded conflict is not shown as a conflict")
+			}
 			if s.count(t, &am.PoisonedMessage{}, "id = ?", twin.ID) != 1 {
 				t.Fatal("the conflicting message left poisoned_messages")
 			}
@@ -183,6 +188,18 @@ func TestDashboardDeleteAndPurgeAskFirst(t *testing.T) {
 	if n := s.count(t, &am.PoisonedMessage{}, "id IN ?", old); n != 0 || s.count(t, &am.PoisonedMessage{}, "") != before-3 {
 		t.Fatalf("after purge: %d of the old left", n)
 	}
+	// Another message turns old; reloading the result purges nothing more.
+	var older string
+	if err := s.db.Model(&am.PoisonedMessage{}).Where("consumer_type = ?", "IssueRefund").Order("id").Limit(1).Pluck("id", &older).Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Model(&am.PoisonedMessage{}).Where("id = ?", older).Update("poisoned_at", time.Now().Add(-50*time.Hour).UnixMilli()).Error; err != nil {
+		t.Fatal(err)
+	}
+	b.reloadShowsTheSameResult(t, "Purged 3 messages poisoned more than 24h0m0s ago.", "purged-reloaded")
+	if n := s.count(t, &am.PoisonedMessage{}, "id = ?", older); n != 1 || s.count(t, &am.PoisonedMessage{}, "") != before-3 {
+		t.Fatalf("reloading the purge's result purged again: %d of the newly old left, %d in all (want %d)", n, s.count(t, &am.PoisonedMessage{}, ""), before-3)
+	}
 	// Schedules: next run in the schedule's zone and in the viewer's (New York here), then
 	// delete one, with confirmation.
 	if _, err := chromedp.Call(b.ctx, emulation.SetTimezoneOverride, emulation.SetTimezoneOverrideParams{TimezoneID: "America/New_York"}); err != nil {
@@ -211,7 +228,27 @@ func TestDashboardDeleteAndPurgeAskFirst(t *testing.T) {
 	if n := s.count(t, &am.ScheduledMessage{}, "tag = ?", "reports"); n != 0 || s.count(t, &am.ScheduledMessage{}, "") != 1 {
 		t.Fatalf("after the schedule delete: %d reports schedules left", n)
 	}
+	b.reloadShowsTheSameResult(t, "Deleted schedule "+sched.ID+".", "schedule-deleted-reloaded")
 	b.noDialogs(t)
+}
+
+// reloadShowsTheSameResult checks that the page shows an action's result at its own GET
+// address (Post/Redirect/Get), then reloads it: the same result shows, and no form is sent
+// again (the caller checks the database).
+func (b *browser) reloadShowsTheSameResult(t *testing.T, want, shot string) {
+	t.Helper()
+	if r := b.text(t, "#result"); !strings.Contains(r, want) {
+		t.Fatalf("result %q, want %q", r, want)
+	}
+	path := get(t, b, chromedp.Evaluate[string](`location.pathname`))
+	if !strings.HasPrefix(path, "/asyncmonolith/result/") {
+		t.Fatalf("the result is shown at %s, the action's address, not at a result page of its own", path)
+	}
+	b.do(t, chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("#result")))
+	if r := b.text(t, "#result"); !strings.Contains(r, want) {
+		t.Fatalf("after a reload the result says %q, want %q", r, want)
+	}
+	b.shot(t, shot)
 }
 
 func TestDashboardRendersScriptAsText(t *testing.T) {
