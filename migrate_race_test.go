@@ -7,11 +7,7 @@ import (
 
 	am "github.com/asyncmonolith/asyncmonolith"
 	"github.com/asyncmonolith/asyncmonolith/internal/testdb"
-	"gorm.io/driver/mysql"
-	"gorm.io/driver/postgres"
-	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 )
 
 // Instances of an application started at once each call Migrate on a database that has
@@ -25,21 +21,7 @@ func TestConcurrentMigrate(t *testing.T) {
 			const instances = 5
 			dbs := []*gorm.DB{first}
 			for range instances - 1 {
-				var d gorm.Dialector
-				switch dialect {
-				case "postgres":
-					d = postgres.Open(dsn)
-				case "mysql":
-					d = mysql.Open(dsn)
-				default:
-					d = sqlite.Open(dsn)
-				}
-				db, err := gorm.Open(d, &gorm.Config{Logger: logger.Discard})
-				if err != nil {
-					t.Fatal(err)
-				}
-				sqlDB, _ := db.DB()
-				t.Cleanup(func() { sqlDB.Close() })
+				db := openAgain(t, dialect, dsn)
 				dbs = append(dbs, db)
 			}
 			var wg sync.WaitGroup

@@ -141,7 +141,14 @@ func (p *Plugin) Migrate(ctx context.Context, db *gorm.DB) error {
 	// READ COMMITTED where the default is REPEATABLE READ (MySQL/MariaDB): each check sees
 	// the tables as they are, not as they were when the transaction began.
 	// Instances starting at once each call Migrate: one runs at a time.
-	return db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	//
+	// The transaction is begun without ctx's cancellation, its statements run with ctx:
+	// database/sql rolls back a transaction whose context ends and puts its connection back
+	// in the pool, which on MySQL would keep the session's migrate lock there, held for
+	// good. So an ended ctx fails the next statement, the unlock runs on the connection
+	// that holds the lock, and the rollback follows.
+	return db.WithContext(context.WithoutCancel(ctx)).Transaction(func(tx *gorm.DB) error {
+		tx = tx.WithContext(ctx)
 		unlock, err := d.LockMigrate(ctx, tx)
 		if err != nil {
 			return fmt.Errorf("asyncmonolith: migrate: %w", err)
