@@ -25,16 +25,7 @@ func TestMigrateCancelledLeavesNoLock(t *testing.T) {
 	for _, dialect := range []string{"postgres", "mysql"} {
 		t.Run(dialect, func(t *testing.T) {
 			t.Parallel()
-			dsn, db := testdb.OpenDSN(t, dialect)
-			p := am.New(am.Config{})
-			if err := db.Use(p); err != nil {
-				t.Fatal(err)
-			}
-			other := openAgain(t, dialect, dsn)
-			op := am.New(am.Config{})
-			if err := other.Use(op); err != nil {
-				t.Fatal(err)
-			}
+			db, p, other, op := twoInstances(t, dialect)
 			for i := range 5 {
 				ctx, cancel := context.WithCancel(context.Background())
 				// Cancel right after the lock is taken and its statement is over, before
@@ -88,20 +79,11 @@ func TestMigrateCancelledWhileWaiting(t *testing.T) {
 	for _, dialect := range []string{"postgres", "mysql"} {
 		t.Run(dialect, func(t *testing.T) {
 			t.Parallel()
-			dsn, db := testdb.OpenDSN(t, dialect)
-			p := am.New(am.Config{})
-			if err := db.Use(p); err != nil {
-				t.Fatal(err)
-			}
-			holder := openAgain(t, dialect, dsn)
+			// The holder is another instance's Migrate, stopped inside its lock.
+			db, p, holder, hp := twoInstances(t, dialect)
 			release := make(chan struct{})
 			held := make(chan struct{})
 			done := make(chan error, 1)
-			// The holder is another instance's Migrate, stopped inside its lock.
-			hp := am.New(am.Config{})
-			if err := holder.Use(hp); err != nil {
-				t.Fatal(err)
-			}
 			once := false
 			hold := func(d *gorm.DB) {
 				if !once && d.Statement.Context.Value(holdKey{}) != nil && !strings.Contains(strings.ToUpper(d.Statement.SQL.String()), "LOCK(") {
@@ -135,6 +117,21 @@ func TestMigrateCancelledWhileWaiting(t *testing.T) {
 }
 
 type holdKey struct{}
+
+// twoInstances is two pools on one fresh database, each with a plugin registered.
+func twoInstances(t *testing.T, dialect string) (*gorm.DB, *am.Plugin, *gorm.DB, *am.Plugin) {
+	t.Helper()
+	dsn, db := testdb.OpenDSN(t, dialect)
+	other := openAgain(t, dialect, dsn)
+	p, op := am.New(am.Config{}), am.New(am.Config{})
+	if err := db.Use(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Use(op); err != nil {
+		t.Fatal(err)
+	}
+	return db, p, other, op
+}
 
 // openAgain opens a second pool on the database of dsn.
 func openAgain(t *testing.T, dialect, dsn string) *gorm.DB {
