@@ -28,6 +28,9 @@ type Plugin struct {
 	mu      sync.Mutex
 	db      *gorm.DB     // set by Initialize
 	gormCfg *gorm.Config // the Config of the *gorm.DB given to Initialize (db has a copy)
+	// callbacks is the bound *gorm.DB's db.Callback(): every session, transaction and
+	// Config copy of it shares them; a *gorm.DB opened with a copy of its config has its own.
+	callbacks any
 	dialect dialect.Dialect
 	log     *slog.Logger
 	now     func() time.Time
@@ -94,6 +97,7 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	p.breaker = newBreakers(cfg)
 	p.db = db.Session(&gorm.Session{NewDB: true})
 	p.gormCfg = db.Config
+	p.callbacks = db.Callback()
 	p.txConns = newTxConns(p.db, cfg.MaxMessageTxs)
 	if err := p.buildStatements(db); err != nil {
 		return fmt.Errorf("asyncmonolith: build statements: %w", err)
@@ -182,13 +186,19 @@ func migrate(ctx context.Context, db *gorm.DB, d dialect.Dialect) error {
 // before leases.
 const legacyInsertIDIndex = "ux_consumer_messages_insert_id_consumer_type"
 
-// pluginOf returns the plugin registered on db.
+// pluginOf returns the plugin registered on db. A *gorm.DB opened with a copy of the
+// registered one's gorm.Config (as dbresolver opens its connections) shares its Plugins
+// map but is another database, with callbacks of its own that flush nothing: it has no
+// plugin.
 func pluginOf(db *gorm.DB) (*Plugin, error) {
 	if db == nil || db.Config == nil {
 		return nil, ErrNotRegistered
 	}
 	if pl, ok := db.Config.Plugins[Name]; ok {
 		if p, ok := pl.(*Plugin); ok {
+			if p.callbacks != nil && p.callbacks != any(db.Callback()) {
+				return nil, fmt.Errorf("%w: this *gorm.DB was opened with a copy of the registered one's gorm.Config; use the *gorm.DB the plugin was registered on (or one of its sessions)", ErrNotRegistered)
+			}
 			return p, nil
 		}
 	}
