@@ -31,13 +31,13 @@ type Plugin struct {
 	// callbacks is the bound *gorm.DB's db.Callback(): every session, transaction and
 	// Config copy of it shares them; a *gorm.DB opened with a copy of its config has its own.
 	callbacks any
-	dialect dialect.Dialect
-	log     *slog.Logger
-	now     func() time.Time
-	run     *running // non-nil between Start and Stop
-	hooks   Hooks
-	stmts   *statements
-	breaker *breakers
+	dialect   dialect.Dialect
+	log       *slog.Logger
+	now       func() time.Time
+	run       *running // non-nil between Start and Stop
+	hooks     Hooks
+	stmts     *statements
+	breaker   *breakers
 
 	counters counters
 
