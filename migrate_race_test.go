@@ -2,6 +2,7 @@ package asyncmonolith_test
 
 import (
 	"context"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -9,6 +10,40 @@ import (
 	"github.com/asyncmonolith/asyncmonolith/internal/testdb"
 	"gorm.io/gorm"
 )
+
+// On SQLite without _txlock=immediate, a Migrate that has read cannot take the write
+// lock another took meanwhile ("database is locked" at once, busy_timeout or not): it runs
+// again, and every instance's Migrate succeeds.
+func TestConcurrentMigrateSQLiteDeferredTx(t *testing.T) {
+	t.Parallel()
+	for _, q := range []string{"?_journal_mode=WAL&_busy_timeout=5000", "?_busy_timeout=5000", ""} {
+		t.Run(q, func(t *testing.T) {
+			t.Parallel()
+			dsn := "file:" + filepath.Join(t.TempDir(), "app.db") + q
+			var wg sync.WaitGroup
+			errs := make([]error, 4)
+			start := make(chan struct{})
+			for i := range errs {
+				db := openAgain(t, "sqlite", dsn)
+				p := am.New(am.Config{})
+				if err := db.Use(p); err != nil {
+					t.Fatal(err)
+				}
+				wg.Go(func() {
+					<-start
+					errs[i] = p.Migrate(context.Background(), db)
+				})
+			}
+			close(start)
+			wg.Wait()
+			for i, err := range errs {
+				if err != nil {
+					t.Errorf("instance %d: Migrate: %v", i, err)
+				}
+			}
+		})
+	}
+}
 
 // Instances of an application started at once each call Migrate on a database that has
 // no tables yet: every call succeeds (they run one at a time), and the schema is whole.

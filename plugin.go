@@ -151,16 +151,33 @@ func (p *Plugin) Migrate(ctx context.Context, db *gorm.DB) error {
 	// in the pool, which on MySQL would keep the session's migrate lock there, held for
 	// good. So an ended ctx fails the next statement, the unlock runs on the connection
 	// that holds the lock, and the rollback follows.
-	return db.WithContext(context.WithoutCancel(ctx)).Transaction(func(tx *gorm.DB) error {
-		tx = tx.WithContext(ctx)
-		unlock, err := d.LockMigrate(ctx, tx)
-		if err != nil {
-			return fmt.Errorf("asyncmonolith: migrate: %w", err)
+	//
+	// A transaction that lost a race for the database is run again (SQLite without
+	// _txlock=immediate: a transaction that has read cannot take the write lock another
+	// Migrate took meanwhile, and fails at once with "database is locked").
+	for attempt := 1; ; attempt++ {
+		err = db.WithContext(context.WithoutCancel(ctx)).Transaction(func(tx *gorm.DB) error {
+			tx = tx.WithContext(ctx)
+			unlock, err := d.LockMigrate(ctx, tx)
+			if err != nil {
+				return fmt.Errorf("asyncmonolith: migrate: %w", err)
+			}
+			defer unlock()
+			return migrate(ctx, tx, d)
+		}, d.ProcessorTxOptions())
+		if err == nil || !d.Retryable(err) || attempt == migrateAttempts || ctx.Err() != nil {
+			return err
 		}
-		defer unlock()
-		return migrate(ctx, tx, d)
-	}, d.ProcessorTxOptions())
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("asyncmonolith: migrate: %w (after %w)", ctx.Err(), err)
+		case <-time.After(backoff(attempt, 20*time.Millisecond, time.Second)):
+		}
+	}
 }
+
+// migrateAttempts bounds Migrate's runs after a lost race for the database.
+const migrateAttempts = 10
 
 func migrate(ctx context.Context, db *gorm.DB, d dialect.Dialect) error {
 	if err := db.WithContext(ctx).AutoMigrate(models()...); err != nil {
