@@ -20,27 +20,11 @@ func TestConcurrentMigrateSQLiteDeferredTx(t *testing.T) {
 		t.Run(q, func(t *testing.T) {
 			t.Parallel()
 			dsn := "file:" + filepath.Join(t.TempDir(), "app.db") + q
-			var wg sync.WaitGroup
-			errs := make([]error, 4)
-			start := make(chan struct{})
-			for i := range errs {
-				db := openAgain(t, "sqlite", dsn)
-				p := am.New(am.Config{})
-				if err := db.Use(p); err != nil {
-					t.Fatal(err)
-				}
-				wg.Go(func() {
-					<-start
-					errs[i] = p.Migrate(context.Background(), db)
-				})
+			var dbs []*gorm.DB
+			for range 4 {
+				dbs = append(dbs, openAgain(t, "sqlite", dsn))
 			}
-			close(start)
-			wg.Wait()
-			for i, err := range errs {
-				if err != nil {
-					t.Errorf("instance %d: Migrate: %v", i, err)
-				}
-			}
+			migrateAtOnce(t, dbs)
 		})
 	}
 }
@@ -59,26 +43,7 @@ func TestConcurrentMigrate(t *testing.T) {
 				db := openAgain(t, dialect, dsn)
 				dbs = append(dbs, db)
 			}
-			var wg sync.WaitGroup
-			errs := make([]error, len(dbs))
-			start := make(chan struct{})
-			for i, db := range dbs {
-				p := am.New(am.Config{})
-				if err := db.Use(p); err != nil {
-					t.Fatal(err)
-				}
-				wg.Go(func() {
-					<-start
-					errs[i] = p.Migrate(context.Background(), db)
-				})
-			}
-			close(start)
-			wg.Wait()
-			for i, err := range errs {
-				if err != nil {
-					t.Errorf("instance %d: Migrate: %v", i, err)
-				}
-			}
+			migrateAtOnce(t, dbs)
 			// The schema works: a message goes in.
 			p, err := am.Of(first)
 			if err != nil {
@@ -97,5 +62,31 @@ func TestConcurrentMigrate(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// migrateAtOnce registers a plugin on each of dbs and runs their Migrates at once; each
+// must succeed.
+func migrateAtOnce(t *testing.T, dbs []*gorm.DB) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make([]error, len(dbs))
+	start := make(chan struct{})
+	for i, db := range dbs {
+		p := am.New(am.Config{})
+		if err := db.Use(p); err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			<-start
+			errs[i] = p.Migrate(context.Background(), db)
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("instance %d: Migrate: %v", i, err)
+		}
 	}
 }
