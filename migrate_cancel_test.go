@@ -153,3 +153,29 @@ func openAgain(t *testing.T, dialect, dsn string) *gorm.DB {
 	t.Cleanup(func() { sqlDB.Close() })
 	return db
 }
+
+// A Migrate that fails midway (here: a view stands where its last table goes) releases the
+// lock: once the obstacle is gone, another instance's Migrate runs at once.
+func TestMigrateFailingMidwayLeavesNoLock(t *testing.T) {
+	t.Parallel()
+	for _, dialect := range []string{"postgres", "mysql"} {
+		t.Run(dialect, func(t *testing.T) {
+			t.Parallel()
+			db, p, other, op := twoInstances(t, dialect)
+			if err := db.Exec("CREATE VIEW scheduled_messages AS SELECT 1 AS x").Error; err != nil {
+				t.Fatal(err)
+			}
+			if err := p.Migrate(context.Background(), db); err == nil {
+				t.Fatal("Migrate with a view where a table goes returned nil")
+			}
+			if err := db.Exec("DROP VIEW scheduled_messages").Error; err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := op.Migrate(ctx, other); err != nil {
+				t.Fatalf("the next Migrate (another pool) after a failed one: %v", err)
+			}
+		})
+	}
+}
