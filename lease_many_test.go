@@ -41,33 +41,9 @@ func TestLeasesManyConsumers(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if err := am.ProduceNow(context.Background(), e.db, Job{N: 1}); err != nil {
-			t.Fatal(err)
-		}
 		claimedAt := e.clock.Now()
-		done := make(chan error, 1)
-		go func() {
-			_, err := e.p.ProcessBatch(context.Background())
-			done <- err
-		}()
-		wg.Wait()
+		checkLeases(t, e, want, &wg, release)
 		var rows []am.ConsumerMessage
-		if err := e.db.Find(&rows).Error; err != nil {
-			t.Fatal(err)
-		}
-		if len(rows) != consumers {
-			t.Fatalf("%d rows, want %d", len(rows), consumers)
-		}
-		for _, r := range rows {
-			if got := time.UnixMilli(r.AvailableAfter).Sub(claimedAt); got != want[r.ConsumerType] {
-				t.Errorf("%q: leased for %s, want %s", r.ConsumerType, got, want[r.ConsumerType])
-			}
-		}
-		close(release)
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
-		rows = nil
 		if err := e.db.Find(&rows).Error; err != nil {
 			t.Fatal(err)
 		}
