@@ -179,3 +179,34 @@ func TestMigrateFailingMidwayLeavesNoLock(t *testing.T) {
 		})
 	}
 }
+
+// Migrate's context bounds its wait for a connection: on a pool whose only connection is
+// busy, it fails with the context's error when the context ends.
+func TestMigrateContextBoundsConnectionWait(t *testing.T) {
+	t.Parallel()
+	db := testdb.Open(t, "postgres", testdb.Options{MaxOpenConns: 1})
+	p := am.New(am.Config{})
+	if err := db.Use(p); err != nil {
+		t.Fatal(err)
+	}
+	busy := db.Begin() // the pool's only connection
+	if busy.Error != nil {
+		t.Fatal(busy.Error)
+	}
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		done <- p.Migrate(ctx, db)
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Migrate on a busy pool: %v, want context.DeadlineExceeded", err)
+		}
+		busy.Rollback()
+	case <-time.After(10 * time.Second):
+		busy.Rollback() // lets the Migrate go on
+		t.Fatalf("Migrate with a 300ms context still waiting for a connection after 10s; then: %v", <-done)
+	}
+}

@@ -142,29 +142,12 @@ func (p *Plugin) Migrate(ctx context.Context, db *gorm.DB) error {
 	if err != nil {
 		return fmt.Errorf("asyncmonolith: migrate: %w", err)
 	}
-	// READ COMMITTED where the default is REPEATABLE READ (MySQL/MariaDB): each check sees
-	// the tables as they are, not as they were when the transaction began.
-	// Instances starting at once each call Migrate: one runs at a time.
-	//
-	// The transaction is begun without ctx's cancellation, its statements run with ctx:
-	// database/sql rolls back a transaction whose context ends and puts its connection back
-	// in the pool, which on MySQL would keep the session's migrate lock there, held for
-	// good. So an ended ctx fails the next statement, the unlock runs on the connection
-	// that holds the lock, and the rollback follows.
-	//
-	// A transaction that lost a race for the database is run again (SQLite without
+	// Instances starting at once each call Migrate: one runs at a time (LockMigrate). A
+	// transaction that lost a race for the database is run again (SQLite without
 	// _txlock=immediate: a transaction that has read cannot take the write lock another
 	// Migrate took meanwhile, and fails at once with "database is locked").
 	for attempt := 1; ; attempt++ {
-		err = db.WithContext(context.WithoutCancel(ctx)).Transaction(func(tx *gorm.DB) error {
-			tx = tx.WithContext(ctx)
-			unlock, err := d.LockMigrate(ctx, tx)
-			if err != nil {
-				return fmt.Errorf("asyncmonolith: migrate: %w", err)
-			}
-			defer unlock()
-			return migrate(ctx, tx, d)
-		}, d.ProcessorTxOptions())
+		err = migrateTx(ctx, db, d)
 		if err == nil || !d.Retryable(err) || attempt == migrateAttempts || ctx.Err() != nil {
 			return err
 		}
@@ -174,6 +157,39 @@ func (p *Plugin) Migrate(ctx context.Context, db *gorm.DB) error {
 		case <-time.After(backoff(attempt, 20*time.Millisecond, time.Second)):
 		}
 	}
+}
+
+// migrateTx runs Migrate's transaction once.
+//
+// The transaction outlives ctx's end once it is begun; its statements run with ctx.
+// database/sql rolls back a transaction whose context ends and puts its connection back in
+// the pool, which on MySQL would keep the session's migrate lock there, held for good. So an
+// ended ctx fails the next statement, the unlock runs on the connection that holds the
+// lock, and the rollback follows. Until the transaction is begun (waiting for a pooled
+// connection, or dialling one) ctx bounds it. It is READ COMMITTED where the default is
+// REPEATABLE READ (MySQL/MariaDB): each check sees the tables as they are, not as they were
+// when the transaction began.
+func migrateTx(ctx context.Context, db *gorm.DB, d dialect.Dialect) error {
+	txCtx, cancelTx := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancelTx(nil)
+	detach := context.AfterFunc(ctx, func() { cancelTx(context.Cause(ctx)) })
+	err := db.WithContext(txCtx).Transaction(func(tx *gorm.DB) error {
+		if !detach() { // ctx ended as the transaction began: it is rolling back
+			return fmt.Errorf("asyncmonolith: migrate: %w", ctx.Err())
+		}
+		tx = tx.WithContext(ctx)
+		unlock, err := d.LockMigrate(ctx, tx)
+		if err != nil {
+			return fmt.Errorf("asyncmonolith: migrate: %w", err)
+		}
+		defer unlock()
+		return migrate(ctx, tx, d)
+	}, d.ProcessorTxOptions())
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) && !errors.Is(err, ctx.Err()) {
+		// txCtx's cancellation stood for ctx's end: report that (a deadline, say).
+		return fmt.Errorf("asyncmonolith: migrate: %w", ctx.Err())
+	}
+	return err
 }
 
 // migrateAttempts bounds Migrate's runs after a lost race for the database.
