@@ -142,75 +142,29 @@ func (p *Plugin) Migrate(ctx context.Context, db *gorm.DB) error {
 	if err != nil {
 		return fmt.Errorf("asyncmonolith: migrate: %w", err)
 	}
-	// Instances starting at once each call Migrate: one runs at a time (LockMigrate). A
-	// transaction that lost a race for the database is run again (SQLite without
-	// _txlock=immediate: a transaction that has read cannot take the write lock another
-	// Migrate took meanwhile, and fails at once with "database is locked").
-	for attempt := 1; ; attempt++ {
-		err = migrateTx(ctx, db, d)
-		if err == nil || !d.Retryable(err) || attempt == migrateAttempts || ctx.Err() != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("asyncmonolith: migrate: %w (after %w)", ctx.Err(), err)
-		case <-time.After(backoff(attempt, 20*time.Millisecond, time.Second)):
-		}
+	// Instances starting at once each call Migrate: one runs at a time.
+	if err := dialect.MigrateTx(ctx, db, d, func(tx *gorm.DB) error { return migrate(ctx, tx, d) }); err != nil {
+		return fmt.Errorf("asyncmonolith: migrate: %w", err)
 	}
+	return nil
 }
-
-// migrateTx runs Migrate's transaction once.
-//
-// The transaction outlives ctx's end once it is begun; its statements run with ctx.
-// database/sql rolls back a transaction whose context ends and puts its connection back in
-// the pool, which on MySQL would keep the session's migrate lock there, held for good. So an
-// ended ctx fails the next statement, the unlock runs on the connection that holds the
-// lock, and the rollback follows. Until the transaction is begun (waiting for a pooled
-// connection, or dialling one) ctx bounds it. It is READ COMMITTED where the default is
-// REPEATABLE READ (MySQL/MariaDB): each check sees the tables as they are, not as they were
-// when the transaction began.
-func migrateTx(ctx context.Context, db *gorm.DB, d dialect.Dialect) error {
-	txCtx, cancelTx := context.WithCancelCause(context.WithoutCancel(ctx))
-	defer cancelTx(nil)
-	detach := context.AfterFunc(ctx, func() { cancelTx(context.Cause(ctx)) })
-	err := db.WithContext(txCtx).Transaction(func(tx *gorm.DB) error {
-		if !detach() { // ctx ended as the transaction began: it is rolling back
-			return fmt.Errorf("asyncmonolith: migrate: %w", ctx.Err())
-		}
-		tx = tx.WithContext(ctx)
-		unlock, err := d.LockMigrate(ctx, tx)
-		if err != nil {
-			return fmt.Errorf("asyncmonolith: migrate: %w", err)
-		}
-		defer unlock()
-		return migrate(ctx, tx, d)
-	}, d.ProcessorTxOptions())
-	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) && !errors.Is(err, ctx.Err()) {
-		// txCtx's cancellation stood for ctx's end: report that (a deadline, say).
-		return fmt.Errorf("asyncmonolith: migrate: %w", ctx.Err())
-	}
-	return err
-}
-
-// migrateAttempts bounds Migrate's runs after a lost race for the database.
-const migrateAttempts = 10
 
 func migrate(ctx context.Context, db *gorm.DB, d dialect.Dialect) error {
 	if err := db.WithContext(ctx).AutoMigrate(models()...); err != nil {
-		return fmt.Errorf("asyncmonolith: migrate: %w", err)
+		return err
 	}
 	// Before leases, the unique index left out pending (migrations/*/0002_leases or 0003):
 	// it would make a running message block its insert id.
 	if m := db.WithContext(ctx).Migrator(); m.HasIndex(&ConsumerMessage{}, legacyInsertIDIndex) {
 		if err := m.DropIndex(&ConsumerMessage{}, legacyInsertIDIndex); err != nil {
-			return fmt.Errorf("asyncmonolith: migrate: drop %s: %w", legacyInsertIDIndex, err)
+			return fmt.Errorf("drop %s: %w", legacyInsertIDIndex, err)
 		}
 	}
 	if err := d.EnsureExactNames(ctx, db); err != nil {
-		return fmt.Errorf("asyncmonolith: migrate: %w", err)
+		return err
 	}
 	if err := d.EnsureNotify(ctx, db); err != nil {
-		return fmt.Errorf("asyncmonolith: migrate: notify trigger: %w", err)
+		return fmt.Errorf("notify trigger: %w", err)
 	}
 	return nil
 }
