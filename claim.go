@@ -98,6 +98,7 @@ type claimed struct {
 	rows     []ConsumerMessage // AvailableAfter is the due time from before the claim
 	locators []string
 	leases   []int64 // Unix ms: each row's available_after until it is completed
+	plan     *leasePlan
 }
 
 // A claim holds each message for the longest run its consumer may take — its timeout,
@@ -220,6 +221,7 @@ func (p *Plugin) claim(ctx context.Context, n int) (claimed, error) {
 
 // lease sets each claimed row's lease end, as the claim's statement set it.
 func (c *claimed) lease(plan *leasePlan, now time.Time) {
+	c.plan = plan
 	c.leases = make([]int64, len(c.rows))
 	for i := range c.rows {
 		c.leases[i] = now.Add(plan.lease(c.rows[i].ConsumerType)).UnixMilli()

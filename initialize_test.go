@@ -2,6 +2,7 @@ package asyncmonolith_test
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -112,4 +113,54 @@ func TestInitializeOnAnotherDBFails(t *testing.T) {
 			t.Fatalf("gorm.Open on the same *gorm.Config = %v, want %q", err, oneDBError)
 		}
 	})
+}
+
+// A *gorm.DB opened with a copy of the registered config is accepted (dbresolver opens
+// its connections that way) but it is not the plugin's database: producing on it must fail
+// loudly, not write to a database the processors never read, nor buffer messages that no
+// callback of its own ever flushes.
+func TestProduceOnCopiedConfigDBFails(t *testing.T) {
+	t.Parallel()
+	e := setup(t, "sqlite", am.Config{})
+	r := &recorder[Job]{}
+	if err := am.Register[Job](e.p, Flaky{r}); err != nil {
+		t.Fatal(err)
+	}
+	other, err := openCopy(t, e.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.AutoMigrate(&Order{}, &am.ConsumerMessage{}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	// Buffered on a session of the other database, then its write.
+	err = am.Produce(other, Job{N: 1}).Create(&Order{ID: "o1"}).Error
+	if !errors.Is(err, am.ErrNotRegistered) {
+		t.Errorf("Produce on a *gorm.DB opened from a copied config, then Create: %v; want ErrNotRegistered", err)
+	}
+	// In a transaction of the other database.
+	err = other.Transaction(func(tx *gorm.DB) error { return am.ProduceTx(tx, Job{N: 2}) })
+	if !errors.Is(err, am.ErrNotRegistered) {
+		t.Errorf("ProduceTx on a transaction of that database: %v; want ErrNotRegistered", err)
+	}
+	if err := am.ProduceNow(ctx, other, Job{N: 3}); !errors.Is(err, am.ErrNotRegistered) {
+		t.Errorf("ProduceNow on that database: %v; want ErrNotRegistered", err)
+	}
+	var stray int64
+	other.Model(&am.ConsumerMessage{}).Count(&stray)
+	if stray != 0 {
+		t.Errorf("%d messages written to the database the processors never read", stray)
+	}
+	// Sessions, contexts and transactions of the registered database still produce.
+	s := e.db.Session(&gorm.Session{SkipDefaultTransaction: true, CreateBatchSize: 10}).WithContext(ctx).Debug()
+	if err := am.ProduceNow(ctx, s, Job{N: 4}); err != nil {
+		t.Fatalf("ProduceNow on a session (its own Config copy) of the registered database: %v", err)
+	}
+	if err := e.db.Transaction(func(tx *gorm.DB) error { return am.ProduceTx(tx, Job{N: 5}) }); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.pending(t); n != 2 {
+		t.Fatalf("%d messages pending on the registered database, want 2", n)
+	}
 }

@@ -305,32 +305,7 @@ func TestLeasesArePerConsumer(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if err := am.ProduceNow(context.Background(), e.db, Job{N: 1}); err != nil {
-			t.Fatal(err)
-		}
-		claimedAt := e.clock.Now()
-		done := make(chan error, 1)
-		go func() {
-			_, err := e.p.ProcessBatch(context.Background())
-			done <- err
-		}()
-		wg.Wait() // every consumer runs: the claim has committed
-		var rows []am.ConsumerMessage
-		if err := e.db.Find(&rows).Error; err != nil {
-			t.Fatal(err)
-		}
-		if len(rows) != len(want) {
-			t.Fatalf("%d rows, want %d", len(rows), len(want))
-		}
-		for _, r := range rows {
-			if got := time.UnixMilli(r.AvailableAfter).Sub(claimedAt); got != want[r.ConsumerType] {
-				t.Errorf("%s: leased for %s, want %s", r.ConsumerType, got, want[r.ConsumerType])
-			}
-		}
-		close(release)
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
+		checkLeases(t, e, want, &wg, release)
 		if n := e.pending(t); n != 0 {
 			t.Fatalf("%d messages left after their runs succeeded: a completion did not match its lease", n)
 		}
@@ -362,5 +337,38 @@ func TestClaimLeavesSynchronousCommitAlone(t *testing.T) {
 	}
 	if setting != "on" {
 		t.Fatalf("synchronous_commit after a claim = %q on its connection, want the server's \"on\"", setting)
+	}
+}
+
+// checkLeases produces a Job, runs a batch whose consumers each call wg.Done and wait for
+// release, checks while they wait that each consumer's message is leased for want[its
+// name], then lets them return and waits for the batch.
+func checkLeases(t *testing.T, e *env, want map[string]time.Duration, wg *sync.WaitGroup, release chan struct{}) {
+	t.Helper()
+	if err := am.ProduceNow(context.Background(), e.db, Job{N: 1}); err != nil {
+		t.Fatal(err)
+	}
+	claimedAt := e.clock.Now()
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.p.ProcessBatch(context.Background())
+		done <- err
+	}()
+	wg.Wait() // every consumer runs: the claim has committed
+	var rows []am.ConsumerMessage
+	if err := e.db.Find(&rows).Error; err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != len(want) {
+		t.Fatalf("%d rows, want %d", len(rows), len(want))
+	}
+	for _, r := range rows {
+		if got := time.UnixMilli(r.AvailableAfter).Sub(claimedAt); got != want[r.ConsumerType] {
+			t.Errorf("%q: leased for %s, want %s", r.ConsumerType, got, want[r.ConsumerType])
+		}
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

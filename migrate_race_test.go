@@ -2,17 +2,32 @@ package asyncmonolith_test
 
 import (
 	"context"
+	"path/filepath"
 	"sync"
 	"testing"
 
 	am "github.com/asyncmonolith/asyncmonolith"
 	"github.com/asyncmonolith/asyncmonolith/internal/testdb"
-	"gorm.io/driver/mysql"
-	"gorm.io/driver/postgres"
-	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 )
+
+// On SQLite without _txlock=immediate, a Migrate that has read cannot take the write
+// lock another took meanwhile ("database is locked" at once, busy_timeout or not): it runs
+// again, and every instance's Migrate succeeds.
+func TestConcurrentMigrateSQLiteDeferredTx(t *testing.T) {
+	t.Parallel()
+	for _, q := range []string{"?_journal_mode=WAL&_busy_timeout=5000", "?_busy_timeout=5000", ""} {
+		t.Run(q, func(t *testing.T) {
+			t.Parallel()
+			dsn := "file:" + filepath.Join(t.TempDir(), "app.db") + q
+			var dbs []*gorm.DB
+			for range 4 {
+				dbs = append(dbs, openAgain(t, "sqlite", dsn))
+			}
+			migrateAtOnce(t, dbs)
+		})
+	}
+}
 
 // Instances of an application started at once each call Migrate on a database that has
 // no tables yet: every call succeeds (they run one at a time), and the schema is whole.
@@ -25,43 +40,10 @@ func TestConcurrentMigrate(t *testing.T) {
 			const instances = 5
 			dbs := []*gorm.DB{first}
 			for range instances - 1 {
-				var d gorm.Dialector
-				switch dialect {
-				case "postgres":
-					d = postgres.Open(dsn)
-				case "mysql":
-					d = mysql.Open(dsn)
-				default:
-					d = sqlite.Open(dsn)
-				}
-				db, err := gorm.Open(d, &gorm.Config{Logger: logger.Discard})
-				if err != nil {
-					t.Fatal(err)
-				}
-				sqlDB, _ := db.DB()
-				t.Cleanup(func() { sqlDB.Close() })
+				db := openAgain(t, dialect, dsn)
 				dbs = append(dbs, db)
 			}
-			var wg sync.WaitGroup
-			errs := make([]error, len(dbs))
-			start := make(chan struct{})
-			for i, db := range dbs {
-				p := am.New(am.Config{})
-				if err := db.Use(p); err != nil {
-					t.Fatal(err)
-				}
-				wg.Go(func() {
-					<-start
-					errs[i] = p.Migrate(context.Background(), db)
-				})
-			}
-			close(start)
-			wg.Wait()
-			for i, err := range errs {
-				if err != nil {
-					t.Errorf("instance %d: Migrate: %v", i, err)
-				}
-			}
+			migrateAtOnce(t, dbs)
 			// The schema works: a message goes in.
 			p, err := am.Of(first)
 			if err != nil {
@@ -80,5 +62,31 @@ func TestConcurrentMigrate(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// migrateAtOnce registers a plugin on each of dbs and runs their Migrates at once; each
+// must succeed.
+func migrateAtOnce(t *testing.T, dbs []*gorm.DB) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make([]error, len(dbs))
+	start := make(chan struct{})
+	for i, db := range dbs {
+		p := am.New(am.Config{})
+		if err := db.Use(p); err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			<-start
+			errs[i] = p.Migrate(context.Background(), db)
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("instance %d: Migrate: %v", i, err)
+		}
 	}
 }

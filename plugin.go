@@ -28,13 +28,16 @@ type Plugin struct {
 	mu      sync.Mutex
 	db      *gorm.DB     // set by Initialize
 	gormCfg *gorm.Config // the Config of the *gorm.DB given to Initialize (db has a copy)
-	dialect dialect.Dialect
-	log     *slog.Logger
-	now     func() time.Time
-	run     *running // non-nil between Start and Stop
-	hooks   Hooks
-	stmts   *statements
-	breaker *breakers
+	// callbacks is the bound *gorm.DB's db.Callback(): every session, transaction and
+	// Config copy of it shares them; a *gorm.DB opened with a copy of its config has its own.
+	callbacks any
+	dialect   dialect.Dialect
+	log       *slog.Logger
+	now       func() time.Time
+	run       *running // non-nil between Start and Stop
+	hooks     Hooks
+	stmts     *statements
+	breaker   *breakers
 
 	counters counters
 
@@ -94,6 +97,7 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	p.breaker = newBreakers(cfg)
 	p.db = db.Session(&gorm.Session{NewDB: true})
 	p.gormCfg = db.Config
+	p.callbacks = db.Callback()
 	p.txConns = newTxConns(p.db, cfg.MaxMessageTxs)
 	if err := p.buildStatements(db); err != nil {
 		return fmt.Errorf("asyncmonolith: build statements: %w", err)
@@ -138,35 +142,29 @@ func (p *Plugin) Migrate(ctx context.Context, db *gorm.DB) error {
 	if err != nil {
 		return fmt.Errorf("asyncmonolith: migrate: %w", err)
 	}
-	// READ COMMITTED where the default is REPEATABLE READ (MySQL/MariaDB): each check sees
-	// the tables as they are, not as they were when the transaction began.
 	// Instances starting at once each call Migrate: one runs at a time.
-	return db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		unlock, err := d.LockMigrate(ctx, tx)
-		if err != nil {
-			return fmt.Errorf("asyncmonolith: migrate: %w", err)
-		}
-		defer unlock()
-		return migrate(ctx, tx, d)
-	}, d.ProcessorTxOptions())
+	if err := dialect.MigrateTx(ctx, db, d, func(tx *gorm.DB) error { return migrate(ctx, tx, d) }); err != nil {
+		return fmt.Errorf("asyncmonolith: migrate: %w", err)
+	}
+	return nil
 }
 
 func migrate(ctx context.Context, db *gorm.DB, d dialect.Dialect) error {
 	if err := db.WithContext(ctx).AutoMigrate(models()...); err != nil {
-		return fmt.Errorf("asyncmonolith: migrate: %w", err)
+		return err
 	}
 	// Before leases, the unique index left out pending (migrations/*/0002_leases or 0003):
 	// it would make a running message block its insert id.
 	if m := db.WithContext(ctx).Migrator(); m.HasIndex(&ConsumerMessage{}, legacyInsertIDIndex) {
 		if err := m.DropIndex(&ConsumerMessage{}, legacyInsertIDIndex); err != nil {
-			return fmt.Errorf("asyncmonolith: migrate: drop %s: %w", legacyInsertIDIndex, err)
+			return fmt.Errorf("drop %s: %w", legacyInsertIDIndex, err)
 		}
 	}
 	if err := d.EnsureExactNames(ctx, db); err != nil {
-		return fmt.Errorf("asyncmonolith: migrate: %w", err)
+		return err
 	}
 	if err := d.EnsureNotify(ctx, db); err != nil {
-		return fmt.Errorf("asyncmonolith: migrate: notify trigger: %w", err)
+		return fmt.Errorf("notify trigger: %w", err)
 	}
 	return nil
 }
@@ -175,13 +173,19 @@ func migrate(ctx context.Context, db *gorm.DB, d dialect.Dialect) error {
 // before leases.
 const legacyInsertIDIndex = "ux_consumer_messages_insert_id_consumer_type"
 
-// pluginOf returns the plugin registered on db.
+// pluginOf returns the plugin registered on db. A *gorm.DB opened with a copy of the
+// registered one's gorm.Config (as dbresolver opens its connections) shares its Plugins
+// map but is another database, with callbacks of its own that flush nothing: it has no
+// plugin.
 func pluginOf(db *gorm.DB) (*Plugin, error) {
 	if db == nil || db.Config == nil {
 		return nil, ErrNotRegistered
 	}
 	if pl, ok := db.Config.Plugins[Name]; ok {
 		if p, ok := pl.(*Plugin); ok {
+			if p.callbacks != nil && p.callbacks != any(db.Callback()) {
+				return nil, fmt.Errorf("%w: this *gorm.DB was opened with a copy of the registered one's gorm.Config; use the *gorm.DB the plugin was registered on (or one of its sessions)", ErrNotRegistered)
+			}
 			return p, nil
 		}
 	}

@@ -65,6 +65,7 @@ type run struct {
 	cancel  context.CancelFunc
 	workCtx context.Context // the processor's: done at a hard stop
 	timeout time.Duration
+	leased  time.Duration // the lease the claim gave the message
 	start   time.Time
 	state   atomic.Int32
 	report  func(outcome) // hands the outcome on and frees the run's slot; called once
@@ -79,6 +80,7 @@ func (p *Plugin) newRuns(workCtx context.Context, c *claimed, report func(outcom
 		r.p, r.workCtx, r.report = p, workCtx, report
 		r.mtx, r.txDB, r.txStmt = &mtxs[i], &dbs[i], &stmts[i]
 		r.o = outcome{row: &c.rows[i], locator: c.locators[i], lease: c.leases[i], ctx: workCtx}
+		r.leased = c.plan.lease(c.rows[i].ConsumerType)
 	}
 	return runs
 }
@@ -174,6 +176,14 @@ func (r *run) prepare() bool {
 	}
 	if known && reg.timeout > 0 {
 		timeout = reg.timeout
+	}
+	if known && timeout+cfg.AbandonGrace+max(cfg.LeaseMargin, leaseMarginMin) > r.leased {
+		// Registered after the claim, which leased the message as a type unknown here: a
+		// run would outlive its lease (another processor would run the message meanwhile,
+		// and fencing refuse this run's completion). It goes back at once, no attempt
+		// counted, to be claimed under a lease that covers its timeout.
+		r.o.release = true
+		return false
 	}
 	r.reg, r.timeout = reg, timeout
 	r.o.info = MessageInfo{

@@ -1,6 +1,10 @@
 package asyncmonolith
 
-import "gorm.io/gorm"
+import (
+	"database/sql"
+
+	"gorm.io/gorm"
+)
 
 // Reading from the source. Resolver plugins (gorm.io/plugin/dbresolver and its like) send
 // a query outside a transaction to a replica, which may lag behind, and leave every
@@ -20,5 +24,9 @@ func readOnSource(db *gorm.DB, fn func(tx *gorm.DB) error) error {
 	if p, err := pluginOf(db); err != nil || p.dialect == nil || !p.dialect.LockFreeReadTx() {
 		return fn(db)
 	}
-	return db.Transaction(fn)
+	// READ COMMITTED, as the statements read outside a transaction: each sees what is
+	// committed when it runs, and none locks (under a session default of SERIALIZABLE,
+	// InnoDB makes every plain SELECT in a transaction a locking read, which would wait
+	// behind the rows a processor is claiming).
+	return db.Transaction(fn, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 }

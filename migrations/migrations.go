@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/asyncmonolith/asyncmonolith/internal/dialect"
 	"gorm.io/gorm"
 )
 
@@ -146,8 +147,10 @@ func Statements(sql string) []string {
 	return out
 }
 
-// Up applies every migration newer than the recorded version, each in a transaction where
-// the database allows DDL in one (PostgreSQL, SQLite; MySQL commits DDL implicitly).
+// Up applies every migration newer than the recorded version, all in one transaction where
+// the database allows DDL in one (PostgreSQL, SQLite; MySQL commits DDL implicitly), each
+// in a savepoint of it. It holds the lock Migrate takes, so that instances starting at once
+// run Up (or Migrate) one after another.
 func Up(ctx context.Context, db *gorm.DB) error {
 	return migrate(ctx, db, true)
 }
@@ -174,12 +177,29 @@ func Version(ctx context.Context, db *gorm.DB) (int, bool, error) {
 	return row.Version, row.Dirty, err
 }
 
+// migrate runs Up or Down in one transaction holding the migrate lock Migrate takes, so
+// that instances starting at once run them one after another (each step's transaction is
+// a savepoint of it).
 func migrate(ctx context.Context, db *gorm.DB, up bool) error {
-	db = db.WithContext(ctx).Session(&gorm.Session{NewDB: true})
 	ms, err := List(db.Dialector.Name())
 	if err != nil {
 		return err
 	}
+	d, err := dialect.For(db)
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	err = dialect.MigrateTx(ctx, db.Session(&gorm.Session{NewDB: true}), d, func(tx *gorm.DB) error {
+		return apply(ctx, tx, ms, up)
+	})
+	if err != nil && !strings.HasPrefix(err.Error(), "migrations: ") {
+		return fmt.Errorf("migrations: %w", err) // the lock's, or ctx's
+	}
+	return err
+}
+
+// apply applies (up) or reverts the migrations ms beyond or within the recorded version.
+func apply(ctx context.Context, db *gorm.DB, ms []Migration, up bool) error {
 	if err := db.Exec("CREATE TABLE IF NOT EXISTS " + VersionTable + " (version bigint NOT NULL PRIMARY KEY, dirty boolean NOT NULL)").Error; err != nil {
 		return fmt.Errorf("migrations: create %s: %w", VersionTable, err)
 	}
