@@ -2,14 +2,17 @@ package natsrelay
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	am "github.com/asyncmonolith/asyncmonolith"
 	"github.com/nats-io/nats.go"
@@ -232,7 +235,9 @@ type incoming struct {
 
 func (in *Inbox) decode(m jetstream.Msg) incoming {
 	it := incoming{msg: m, key: m.Headers().Get(jetstream.MsgIDHeader)}
-	if it.key == "" || len(it.key) > am.NameMaxLen {
+	if !storableName(it.key) {
+		// Missing, over-long, or bytes no database stores alike (NUL, invalid UTF-8):
+		// the stream sequence is the key (a republish of it is then taken in again).
 		meta, err := m.Metadata()
 		if err != nil {
 			it.key = "nats:" + m.Subject()
@@ -278,6 +283,13 @@ func (in *Inbox) write(ctx context.Context, msgs []jetstream.Msg) {
 // retry leaves a message whose write failed for redelivery, or records it as poisoned
 // once it was delivered MaxDeliveries times.
 func (in *Inbox) retry(ctx context.Context, it incoming, cause error) {
+	if permanent(cause) && ctx.Err() == nil {
+		it.bad = fmt.Sprintf("the receiver cannot produce it: %v", cause)
+		it.payload = nil
+		if in.apply(ctx, []incoming{it}, true) == nil {
+			return
+		}
+	}
 	in.failed.Add(1)
 	meta, err := it.msg.Metadata()
 	if err == nil && meta.NumDelivered >= uint64(in.cfg.MaxDeliveries) && ctx.Err() == nil {
@@ -402,24 +414,50 @@ func (in *Inbox) claimKeys(tx *gorm.DB, items []incoming, now time.Time) (map[st
 	return isNew, tx.CreateInBatches(rows, 500).Error
 }
 
-// poisonRow records a message the inbox cannot produce, with the reason.
+// permanent reports whether a write failed on the message itself (its payload or names,
+// or a receiver without a consumer for its type): a redelivery would fail alike.
+func permanent(err error) bool {
+	return errors.Is(err, am.ErrInvalidName) || errors.Is(err, am.ErrInvalidPayload) || errors.Is(err, am.ErrNoConsumers)
+}
+
+// poisonRow records a message the inbox cannot produce, with the reason. A payload that
+// is not text every database stores (NUL bytes, invalid UTF-8) is kept in base64.
 func (in *Inbox) poisonRow(it incoming, now time.Time) *am.PoisonedMessage {
+	payload, reason := string(it.msg.Data()), "natsrelay inbox: "+it.bad
+	if !storableText(payload) {
+		payload = base64.StdEncoding.EncodeToString(it.msg.Data())
+		reason += " (the payload, not valid UTF-8 text without NUL, is stored in base64)"
+	}
 	return &am.PoisonedMessage{
 		ID: "natsrelay-" + nuidNext(), CreatedAt: now.UnixMilli(), AvailableAfter: now.UnixMilli(), Attempts: 1,
-		ConsumerType: InboxConsumerName(in.cfg.Durable), PayloadType: truncate(it.msg.Headers().Get(HeaderPayloadType), am.NameMaxLen),
-		Payload: string(it.msg.Data()), InsertID: it.key, LastError: "natsrelay inbox: " + it.bad, PoisonedAt: now.UnixMilli(),
+		ConsumerType: InboxConsumerName(in.cfg.Durable), PayloadType: cleanName(it.msg.Headers().Get(HeaderPayloadType)),
+		Payload: payload, InsertID: it.key, LastError: reason, PoisonedAt: now.UnixMilli(),
 	}
+}
+
+// storableText reports whether s is text every database stores as is: valid UTF-8
+// without NUL (PostgreSQL refuses both, MySQL invalid UTF-8).
+func storableText(s string) bool { return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 }
+
+// storableName reports whether s can be stored as an insert id.
+func storableName(s string) bool { return s != "" && len(s) <= am.NameMaxLen && storableText(s) }
+
+// cleanName is s made storable as a name: invalid bytes and NUL replaced, cut to
+// NameMaxLen bytes on a character boundary.
+func cleanName(s string) string {
+	if storableName(s) || s == "" {
+		return s
+	}
+	s = strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+	for len(s) > am.NameMaxLen {
+		_, size := utf8.DecodeLastRuneInString(s)
+		s = s[:len(s)-size]
+	}
+	return s
 }
 
 // InboxConsumerName is the consumer type of the poisoned_messages rows an inbox records.
 func InboxConsumerName(durable string) string { return "natsrelay.inbox." + durable }
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
-}
 
 // prune deletes received ids older than DedupRetention, at most once a minute.
 func (in *Inbox) prune(ctx context.Context) {

@@ -1,0 +1,78 @@
+package natsrelay_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	am "github.com/asyncmonolith/asyncmonolith"
+	"github.com/asyncmonolith/asyncmonolith/internal/testdb"
+	"github.com/asyncmonolith/asyncmonolith/natsrelay"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// A hostile publisher's messages (a payload of NUL bytes or invalid UTF-8, a Nats-Msg-Id
+// a database cannot store, an over-long payload-type header cut inside a character, a
+// garbage traceparent) are each taken in or poisoned with the reason on the first
+// delivery, on every database: none is redelivered for ever, none blocks the good ones.
+func TestInboxHostileMessages(t *testing.T) {
+	for _, dialect := range testdb.Dialects {
+		t.Run(dialect, func(t *testing.T) {
+			nc := connect(t)
+			js, _ := jetstream.New(nc)
+			st, prefix := newStream(t, nc, jetstream.StreamConfig{})
+			b := newService(t, testdb.Open(t, dialect), am.Config{})
+			applyConsumer(t, b)
+			in := newInbox(t, b, nc, natsrelay.InboxConfig{Stream: streamName(t, st), Durable: "h", RetryDelay: 20 * time.Millisecond})
+			good, _ := json.Marshal(OrderCancelled{OrderID: 1})
+			pub := func(id, payloadType string, data []byte, extra ...string) {
+				t.Helper()
+				m := nats.NewMsg(prefix + ".orders")
+				m.Data = data
+				if id != "" {
+					m.Header.Set(jetstream.MsgIDHeader, id)
+				}
+				m.Header.Set(natsrelay.HeaderPayloadType, payloadType)
+				for i := 0; i+1 < len(extra); i += 2 {
+					m.Header.Set(extra[i], extra[i+1])
+				}
+				if _, err := js.PublishMsg(t.Context(), m); err != nil {
+					t.Fatal(err)
+				}
+			}
+			pub("nul-payload", "OrderCancelled", []byte("{\x00\x00}"))
+			pub("utf8-payload", "OrderCancelled", []byte("\xff\xfe{"))
+			pub("long-type", strings.Repeat("é", 200), []byte(`{}`))
+			pub("bad-id-\xff", "OrderCancelled", good)
+			pub("nul-id-\x00", "OrderCancelled", []byte(`{"order_id": 2}`))
+			pub("", "OrderCancelled", []byte(`{"order_id": 3}`))
+			pub("trace", "OrderCancelled", []byte(`{"order_id": 4}`), natsrelay.HeaderTraceParent, "00-zz-\xff-01")
+			b.start(t)
+			startInbox(t, in)
+			waitFor(t, 20*time.Second, func() bool { s := in.Stats(); return s.Received+s.Poisoned == 7 },
+				"every hostile message taken in or poisoned (stats %+v)", in.Stats())
+			if s := in.Stats(); s.Received != 4 || s.Poisoned != 3 || s.Failed != 0 {
+				t.Fatalf("stats %+v, want 4 received, 3 poisoned, no failed write", s)
+			}
+			waitFor(t, 10*time.Second, func() bool { rows, _ := applied(t, b); return rows == 4 }, "the 4 good orders applied")
+			var poisoned []am.PoisonedMessage
+			if err := b.db.Order("insert_id").Find(&poisoned).Error; err != nil {
+				t.Fatal(err)
+			}
+			if len(poisoned) != 3 {
+				t.Fatalf("%d poisoned rows, want 3", len(poisoned))
+			}
+			for _, p := range poisoned {
+				if !utf8.ValidString(p.PayloadType) || p.LastError == "" {
+					t.Errorf("poisoned %q: payload type %q, reason %q", p.InsertID, p.PayloadType, p.LastError)
+				}
+			}
+			if p := poisoned[2]; p.InsertID != "utf8-payload" || !strings.Contains(p.LastError, "base64") {
+				t.Errorf("invalid UTF-8 payload poisoned as %+v, want its reason to say the payload is kept in base64", p)
+			}
+		})
+	}
+}
