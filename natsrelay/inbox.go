@@ -140,7 +140,9 @@ func (in *Inbox) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop ends the background loop and waits for the write in progress (or ctx).
+// Stop ends the background loop and waits for it to end (or for ctx). A fetch waiting for
+// messages ends at once; a write in progress is cancelled and rolled back, and its
+// messages are redelivered after RetryDelay (nothing is acked that did not commit).
 func (in *Inbox) Stop(ctx context.Context) error {
 	in.mu.Lock()
 	cancel, done := in.cancel, in.done
@@ -198,11 +200,16 @@ func (in *Inbox) fetch(ctx context.Context) ([]jetstream.Msg, error) {
 	if err != nil || len(msgs) > 0 {
 		return msgs, err
 	}
-	wait := in.cfg.FetchWait
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
-		wait = max(time.Until(dl), time.Millisecond)
+	// The wait ends with ctx too: Stop does not wait out an idle fetch.
+	wctx, cancel := context.WithTimeout(ctx, in.cfg.FetchWait)
+	defer cancel()
+	first, err := collect(in.cons.Fetch(1, jetstream.FetchContext(wctx)))
+	if len(first) == 0 && ctx.Err() != nil {
+		return nil, ctx.Err()
 	}
-	first, err := collect(in.cons.Fetch(1, jetstream.FetchMaxWait(wait)))
+	if err != nil && wctx.Err() != nil {
+		err = nil // FetchWait passed with nothing to fetch
+	}
 	if err != nil || len(first) == 0 || in.cfg.FetchBatch == 1 {
 		return first, err
 	}
