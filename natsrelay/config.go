@@ -165,6 +165,8 @@ func (c InboxConfig) validate() error {
 		return &ConfigError{"InboxConfig.Stream", c.Stream, "is required: the name of an existing stream"}
 	case !validName(c.Durable):
 		return &ConfigError{"InboxConfig.Durable", c.Durable, "is required: a consumer name without whitespace, dots or wildcards"}
+	case len(InboxConsumerName(c.Durable)) > am.NameMaxLen:
+		return &ConfigError{"InboxConfig.Durable", c.Durable, fmt.Sprintf("must be at most %d bytes (InboxConsumerName names its poisoned messages)", am.NameMaxLen-len(InboxConsumerName("")))}
 	case c.FetchBatch < 1 || c.FetchBatch > 10_000:
 		return &ConfigError{"InboxConfig.FetchBatch", c.FetchBatch, "must be between 1 and 10000"}
 	case c.FetchWait < time.Millisecond:
