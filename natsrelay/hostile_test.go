@@ -1,6 +1,7 @@
 package natsrelay_test
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/asyncmonolith/asyncmonolith/natsrelay"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"gorm.io/gorm"
 )
 
 // A hostile publisher's messages (a payload of NUL bytes or invalid UTF-8, a Nats-Msg-Id
@@ -74,5 +76,47 @@ func TestInboxHostileMessages(t *testing.T) {
 				t.Errorf("invalid UTF-8 payload poisoned as %+v, want its reason to say the payload is kept in base64", p)
 			}
 		})
+	}
+}
+
+// A payload string holding NUL bytes and invalid UTF-8 goes from a PostgreSQL outbox
+// through the relay and the inbox into another PostgreSQL database (which refuses NUL in
+// text): the NUL bytes arrive intact, the invalid byte as U+FFFD (what encoding/json makes
+// of it when the message is produced).
+func TestRelayAndInboxCarryNULOnPostgres(t *testing.T) {
+	nc := connect(t)
+	st, prefix := newStream(t, nc, jetstream.StreamConfig{})
+	a := newService(t, testdb.Open(t, "postgres"), am.Config{})
+	relay, err := natsrelay.NewRelay(nc, natsrelay.RelayConfig{SubjectPrefix: prefix, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := natsrelay.Forward[OrderCancelled](a.p, relay); err != nil {
+		t.Fatal(err)
+	}
+	b := newService(t, testdb.Open(t, "postgres"), am.Config{})
+	got := make(chan string, 1)
+	if err := am.Register[OrderCancelled](b.p, am.ConsumerFunc[OrderCancelled](func(_ context.Context, m *am.Message[OrderCancelled]) error {
+		got <- m.Payload.Reason
+		return nil
+	}), am.WithName("Record")); err != nil {
+		t.Fatal(err)
+	}
+	in := newInbox(t, b, nc, natsrelay.InboxConfig{Stream: streamName(t, st), Durable: "nul"})
+	if err := a.db.Transaction(func(tx *gorm.DB) error {
+		return am.ProduceTx(tx, OrderCancelled{OrderID: 1, Reason: "a\x00b\xffc"})
+	}); err != nil {
+		t.Fatalf("produce a payload with NUL on PostgreSQL: %v", err)
+	}
+	a.start(t)
+	b.start(t)
+	startInbox(t, in)
+	select {
+	case r := <-got:
+		if r != "a\x00b\uFFFDc" {
+			t.Fatalf("received reason %q, want %q", r, "a\x00b\uFFFDc")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the message did not arrive; relay %+v, inbox %+v", relay.Stats(), in.Stats())
 	}
 }

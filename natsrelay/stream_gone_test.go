@@ -1,0 +1,72 @@
+package natsrelay_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	am "github.com/asyncmonolith/asyncmonolith"
+	"github.com/asyncmonolith/asyncmonolith/internal/testdb"
+	"github.com/asyncmonolith/asyncmonolith/natsrelay"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The stream is deleted while the relay runs: the messages produced meanwhile are
+// poisoned with ErrNoStream's reason (not retried for ever, not lost), and once the
+// stream is created again RequeuePoisoned sends them, each once.
+func TestRelayStreamDeletedWhileRunning(t *testing.T) {
+	nc := connect(t)
+	js, _ := jetstream.New(nc)
+	st, prefix := newStream(t, nc, jetstream.StreamConfig{})
+	cfg := st.CachedInfo().Config
+	a := newService(t, testdb.Open(t, "sqlite"), am.Config{})
+	relay, err := natsrelay.NewRelay(nc, natsrelay.RelayConfig{SubjectPrefix: prefix, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := natsrelay.Forward[OrderCancelled](a.p, relay); err != nil {
+		t.Fatal(err)
+	}
+	a.start(t)
+	a.produce(t, 0, 20, 10)
+	waitFor(t, 10*time.Second, func() bool { return relay.Stats().Published == 20 }, "the first 20 relayed")
+	ctx := context.Background()
+	if err := js.DeleteStream(ctx, cfg.Name); err != nil {
+		t.Fatal(err)
+	}
+	a.produce(t, 20, 50, 10)
+	waitFor(t, 20*time.Second, func() bool { return a.count(t, &am.ConsumerMessage{}) == 0 }, "the 30 produced without a stream settled")
+	poisoned, err := a.p.ListPoisoned(ctx, am.MessageFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(poisoned) != 30 {
+		t.Fatalf("%d poisoned, want the 30 produced without a stream", len(poisoned))
+	}
+	ids := make([]string, 0, len(poisoned))
+	for _, p := range poisoned {
+		if !strings.Contains(p.LastError, "no stream captures") {
+			t.Fatalf("poisoned with %q, want ErrNoStream's reason", p.LastError)
+		}
+		ids = append(ids, p.ID)
+	}
+	st, err = js.CreateStream(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := a.p.RequeuePoisoned(ctx, ids); err != nil || n != 30 {
+		t.Fatalf("requeue: %d, %v", n, err)
+	}
+	waitFor(t, 20*time.Second, func() bool { return a.count(t, &am.ConsumerMessage{}) == 0 }, "the requeued messages relayed")
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 30 {
+		t.Fatalf("the new stream holds %d messages, want the 30 requeued", info.State.Msgs)
+	}
+	if paused := a.p.Paused(); len(paused) != 0 {
+		t.Fatalf("relay paused %v", paused)
+	}
+}
