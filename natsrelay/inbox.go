@@ -2,7 +2,9 @@ package natsrelay
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -235,7 +237,7 @@ func collect(b jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
 // incoming is one fetched message, decoded.
 type incoming struct {
 	msg     jetstream.Msg
-	key     string // the dedup key: Nats-Msg-Id, or stream:sequence
+	key     string // the dedup key: Nats-Msg-Id, or streamKey
 	payload any
 	bad     string // why it cannot be produced ("" when it can)
 }
@@ -244,14 +246,14 @@ func (in *Inbox) decode(m jetstream.Msg) incoming {
 	it := incoming{msg: m, key: m.Headers().Get(jetstream.MsgIDHeader)}
 	if !storableName(it.key) {
 		// Missing, over-long, or bytes no database stores alike (NUL, invalid UTF-8):
-		// the stream sequence is the key (a republish of it is then taken in again).
+		// its place in the stream is the key (a republish of it is then taken in again).
 		meta, err := m.Metadata()
 		if err != nil {
 			it.key = "nats:" + m.Subject()
 			it.bad = "no Nats-Msg-Id and no metadata: " + err.Error()
 			return it
 		}
-		it.key = meta.Stream + ":" + strconv.FormatUint(meta.Sequence.Stream, 10)
+		it.key = streamKey(meta)
 	}
 	pt := m.Headers().Get(HeaderPayloadType)
 	dec, ok := in.types.Load(pt)
@@ -266,6 +268,18 @@ func (in *Inbox) decode(m jetstream.Msg) incoming {
 	}
 	it.payload = v
 	return it
+}
+
+// streamKey is the dedup key of a message without a usable Nats-Msg-Id: its place in the
+// stream and when it was stored there, since a stream deleted and created again numbers
+// its messages from 1 again. A key over NameMaxLen (a long stream name) is hashed.
+func streamKey(meta *jetstream.MsgMetadata) string {
+	key := meta.Stream + ":" + strconv.FormatUint(meta.Sequence.Stream, 10) + ":" + strconv.FormatInt(meta.Timestamp.UnixNano(), 10)
+	if len(key) > am.NameMaxLen {
+		sum := sha256.Sum256([]byte(key))
+		key = "sha256:" + hex.EncodeToString(sum[:])
+	}
+	return key
 }
 
 // write stores msgs in one transaction and acks them; when that fails, each one alone.

@@ -2,6 +2,7 @@ package natsrelay_test
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	am "github.com/asyncmonolith/asyncmonolith"
 	"github.com/asyncmonolith/asyncmonolith/internal/testdb"
 	"github.com/asyncmonolith/asyncmonolith/natsrelay"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -69,4 +71,45 @@ func TestRelayStreamDeletedWhileRunning(t *testing.T) {
 	if paused := a.p.Paused(); len(paused) != 0 {
 		t.Fatalf("relay paused %v", paused)
 	}
+}
+
+// Messages without a Nats-Msg-Id are deduplicated by their place in the stream: a stream
+// deleted and created again numbers its messages from 1 again, and those are new
+// messages, taken in, not dropped as redeliveries of the old stream's.
+func TestInboxStreamRecreatedTakesInAnonymousMessages(t *testing.T) {
+	nc := connect(t)
+	js, _ := jetstream.New(nc)
+	st, prefix := newStream(t, nc, jetstream.StreamConfig{})
+	cfg := st.CachedInfo().Config
+	b := newService(t, testdb.Open(t, "sqlite"), am.Config{})
+	applyConsumer(t, b)
+	b.start(t)
+	ctx := context.Background()
+	for round := range 2 {
+		in := newInbox(t, b, nc, natsrelay.InboxConfig{Stream: cfg.Name, Durable: "anon"})
+		for i := range 3 {
+			data, _ := json.Marshal(OrderCancelled{OrderID: 3*round + i})
+			m := nats.NewMsg(prefix + ".orders")
+			m.Data = data
+			m.Header.Set(natsrelay.HeaderPayloadType, "OrderCancelled")
+			if _, err := js.PublishMsg(ctx, m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for in.Stats().Received+in.Stats().Duplicates < 3 {
+			if _, err := in.Fetch(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if s := in.Stats(); s.Received != 3 {
+			t.Fatalf("round %d: stats %+v, want the stream's 3 new messages received", round, s)
+		}
+		if err := js.DeleteStream(ctx, cfg.Name); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := js.CreateStream(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, func() bool { rows, _ := applied(t, b); return rows == 6 }, "the 6 orders applied")
 }
