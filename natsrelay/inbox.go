@@ -26,18 +26,22 @@ import (
 // database: each fetch is written in one transaction (asyncmonolith.Produce per message,
 // with its id as the insert id, plus its id in natsrelay_inbox) and acked once that
 // committed. A message seen before is acked and dropped; one that cannot be decoded is
-// recorded in poisoned_messages with the reason.
+// recorded in poisoned_messages with the reason. A durable found gone (deleted, or its
+// stream deleted and created again) is created again, with the same config.
 type Inbox struct {
 	db    *gorm.DB
-	cons  jetstream.Consumer
+	js    jetstream.JetStream
+	cc    jetstream.ConsumerConfig // to create the durable again when it is gone
 	cfg   InboxConfig
 	log   *slog.Logger
 	types sync.Map // payload type name → func([]byte) (any, error)
 
 	mu      sync.Mutex
+	cons    jetstream.Consumer
 	cancel  context.CancelFunc
 	done    chan struct{}
 	pruneAt time.Time
+	checkAt time.Time // when an idle fetch next looks for the durable
 
 	received   atomic.Int64
 	duplicates atomic.Int64
@@ -101,7 +105,7 @@ func NewInbox(ctx context.Context, db *gorm.DB, nc *nats.Conn, cfg InboxConfig) 
 			return nil, fmt.Errorf("natsrelay: %s collation: %w", Received{}.TableName(), err)
 		}
 	}
-	return &Inbox{db: db, cons: cons, cfg: cfg, log: cfg.Logger}, nil
+	return &Inbox{db: db, js: js, cc: cc, cons: cons, cfg: cfg, log: cfg.Logger}, nil
 }
 
 // Accept makes in take messages of T's payload type: they are decoded into T and
@@ -198,14 +202,67 @@ func (in *Inbox) Fetch(ctx context.Context) (int, error) {
 }
 
 func (in *Inbox) fetch(ctx context.Context) ([]jetstream.Msg, error) {
-	msgs, err := collect(in.cons.FetchNoWait(in.cfg.FetchBatch))
+	msgs, err := in.fetchFrom(ctx, in.consumer())
+	// A fetch from a durable that is gone finds nothing, like an idle one: an idle inbox
+	// looks for its durable every durableCheck.
+	if ctx.Err() == nil && (err != nil || (len(msgs) == 0 && in.checkDue())) {
+		if rerr := in.recreate(ctx); rerr != nil {
+			return nil, fmt.Errorf("%w (%w)", err, rerr)
+		}
+	}
+	return msgs, err
+}
+
+// durableCheck is how often an idle inbox makes sure its durable is still there.
+const durableCheck = 5 * time.Second
+
+func (in *Inbox) checkDue() bool {
+	now := in.cfg.Now()
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if now.Before(in.checkAt) {
+		return false
+	}
+	in.checkAt = now.Add(durableCheck)
+	return true
+}
+
+func (in *Inbox) consumer() jetstream.Consumer {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.cons
+}
+
+// recreate creates the durable again when it is gone (deleted, or its stream deleted and
+// created again); a fetch from it then works again.
+func (in *Inbox) recreate(ctx context.Context) error {
+	_, err := in.js.Consumer(ctx, in.cfg.Stream, in.cfg.Durable)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return fmt.Errorf("%w: stream %q is gone", ErrNoStream, in.cfg.Stream)
+	case !errors.Is(err, jetstream.ErrConsumerNotFound):
+		return nil // there, or JetStream unreachable: the fetch's error says enough
+	}
+	cons, err := in.js.CreateOrUpdateConsumer(ctx, in.cfg.Stream, in.cc)
+	if err != nil {
+		return fmt.Errorf("natsrelay: create durable %s on stream %s again: %w", in.cfg.Durable, in.cfg.Stream, err)
+	}
+	in.log.WarnContext(ctx, "natsrelay: the inbox's durable was gone; created it again", "stream", in.cfg.Stream, "durable", in.cfg.Durable)
+	in.mu.Lock()
+	in.cons = cons
+	in.mu.Unlock()
+	return nil
+}
+
+func (in *Inbox) fetchFrom(ctx context.Context, cons jetstream.Consumer) ([]jetstream.Msg, error) {
+	msgs, err := collect(cons.FetchNoWait(in.cfg.FetchBatch))
 	if err != nil || len(msgs) > 0 {
 		return msgs, err
 	}
 	// The wait ends with ctx too: Stop does not wait out an idle fetch.
 	wctx, cancel := context.WithTimeout(ctx, in.cfg.FetchWait)
 	defer cancel()
-	first, err := collect(in.cons.Fetch(1, jetstream.FetchContext(wctx)))
+	first, err := collect(cons.Fetch(1, jetstream.FetchContext(wctx)))
 	if len(first) == 0 && ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
@@ -215,7 +272,7 @@ func (in *Inbox) fetch(ctx context.Context) ([]jetstream.Msg, error) {
 	if err != nil || len(first) == 0 || in.cfg.FetchBatch == 1 {
 		return first, err
 	}
-	rest, err := collect(in.cons.FetchNoWait(in.cfg.FetchBatch - 1))
+	rest, err := collect(cons.FetchNoWait(in.cfg.FetchBatch - 1))
 	return append(first, rest...), err
 }
 

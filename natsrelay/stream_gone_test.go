@@ -3,6 +3,7 @@ package natsrelay_test
 import (
 	"context"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -112,4 +113,36 @@ func TestInboxStreamRecreatedTakesInAnonymousMessages(t *testing.T) {
 		}
 	}
 	waitFor(t, 10*time.Second, func() bool { rows, _ := applied(t, b); return rows == 6 }, "the 6 orders applied")
+}
+
+// The inbox's stream (and with it its durable) is deleted and created again while the
+// inbox runs: it creates its durable again and takes in the new stream's messages.
+func TestInboxRecoversItsDurable(t *testing.T) {
+	nc := connect(t)
+	js, _ := jetstream.New(nc)
+	st, prefix := newStream(t, nc, jetstream.StreamConfig{})
+	cfg := st.CachedInfo().Config
+	b := newService(t, testdb.Open(t, "sqlite"), am.Config{})
+	applyConsumer(t, b)
+	b.start(t)
+	in := newInbox(t, b, nc, natsrelay.InboxConfig{Stream: cfg.Name, Durable: "back", FetchWait: 100 * time.Millisecond})
+	startInbox(t, in)
+	publish := func(from, to int) {
+		for i := from; i < to; i++ {
+			data, _ := json.Marshal(OrderCancelled{OrderID: i})
+			publishRaw(t, js, prefix+".orders", "back-"+strconv.Itoa(i), "OrderCancelled", data)
+		}
+	}
+	publish(0, 5)
+	waitFor(t, 10*time.Second, func() bool { return in.Stats().Received == 5 }, "the first 5 taken in")
+	ctx := context.Background()
+	if err := js.DeleteStream(ctx, cfg.Name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	publish(5, 10)
+	waitFor(t, 20*time.Second, func() bool { return in.Stats().Received == 10 }, "the new stream's 5 taken in by the running inbox")
+	waitFor(t, 10*time.Second, func() bool { rows, _ := applied(t, b); return rows == 10 }, "the 10 orders applied")
 }
