@@ -133,12 +133,18 @@ func (in *Inbox) Stats() InboxStats {
 		Poisoned: in.poisoned.Load(), Failed: in.failed.Load()}
 }
 
-// Start fetches and writes in the background until Stop or ctx ends.
+// Start fetches and writes in the background until Stop or ctx ends. An inbox whose
+// ctx ended can be started again without a Stop.
 func (in *Inbox) Start(ctx context.Context) error {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.cancel != nil {
-		return ErrAlreadyStarted
+		select {
+		case <-in.done: // its ctx ended
+			in.cancel()
+		default:
+			return ErrAlreadyStarted
+		}
 	}
 	ctx, in.cancel = context.WithCancel(ctx)
 	in.done = make(chan struct{})

@@ -58,6 +58,16 @@ func TestInboxStopIsPromptAndLeavesNoGoroutine(t *testing.T) {
 	if n, err := in.Fetch(context.Background()); n != 1 || err != nil {
 		t.Fatalf("Fetch after Stop: %d, %v, want the 1 message published", n, err)
 	}
+	// Started with a ctx that ends: it stops by itself and can be started again.
+	ended, end := context.WithCancel(context.Background())
+	if err := in.Start(ended); err != nil {
+		t.Fatal(err)
+	}
+	end()
+	waitFor(t, 10*time.Second, func() bool { return in.Start(context.Background()) == nil }, "Start again after its ctx ended")
+	if err := in.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, 10*time.Second, func() bool { return runtime.NumGoroutine() <= before },
 		"goroutines back to %d after Stop", before)
 }
