@@ -71,3 +71,38 @@ func TestInboxStopIsPromptAndLeavesNoGoroutine(t *testing.T) {
 	waitFor(t, 10*time.Second, func() bool { return runtime.NumGoroutine() <= before },
 		"goroutines back to %d after Stop", before)
 }
+
+// A relay leaves no goroutine behind once its plugin stopped and it is closed, on a
+// connection that stays open; a relay used after Close works again.
+func TestRelayCloseLeavesNoGoroutine(t *testing.T) {
+	nc := connect(t)
+	st, prefix := newStream(t, nc, jetstream.StreamConfig{})
+	a := newService(t, testdb.Open(t, "sqlite"), am.Config{})
+	before := runtime.NumGoroutine()
+	relay, err := natsrelay.NewRelay(nc, natsrelay.RelayConfig{SubjectPrefix: prefix, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := natsrelay.Forward[OrderCancelled](a.p, relay); err != nil {
+		t.Fatal(err)
+	}
+	for round := range 2 {
+		if err := a.p.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		a.produce(t, 10*round, 10*round+10, 5)
+		waitFor(t, 10*time.Second, func() bool { return relay.Stats().Published == int64(10*round+10) }, "round %d relayed", round)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := a.p.Stop(ctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		relay.Close()
+		waitFor(t, 10*time.Second, func() bool { return runtime.NumGoroutine() <= before },
+			"round %d: goroutines back to %d after Stop and Close (now %d)", round, before, runtime.NumGoroutine())
+	}
+	if info, err := st.Info(context.Background()); err != nil || info.State.Msgs != 20 {
+		t.Fatalf("stream: %v, %v; want 20 messages", info, err)
+	}
+}

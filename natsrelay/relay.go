@@ -64,6 +64,11 @@ func NewRelay(nc *nats.Conn, cfg RelayConfig) (*Relay, error) {
 	return &Relay{nc: nc, js: js, cfg: cfg, log: cfg.Logger}, nil
 }
 
+// Close releases what the relay holds on its connection (the subscription its acks
+// arrive on): call it once the plugins forwarding through it stopped. A relay used after
+// Close subscribes again.
+func (r *Relay) Close() { r.js.CleanupPublisher() }
+
 // Stats returns the relay's counts.
 func (r *Relay) Stats() RelayStats {
 	return RelayStats{Published: r.published.Load(), Duplicates: r.duplicates.Load(), Failed: r.failed.Load()}
