@@ -38,6 +38,7 @@ type ConfigError struct {
 	Reason string // what a valid value looks like
 }
 
+// Error names the field, the rejected value and what a valid value looks like.
 func (e *ConfigError) Error() string {
 	return fmt.Sprintf("natsrelay: invalid config: %s = %v: %s", e.Field, e.Value, e.Reason)
 }
