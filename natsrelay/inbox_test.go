@@ -116,7 +116,7 @@ func TestInboxTakesInOnce(t *testing.T) {
 // messages to a second instance sharing the durable) is a redelivery the inboxes drop:
 // each order is applied once.
 func TestInboxDropsRedeliveryAfterSlowCommit(t *testing.T) {
-	for _, dialect := range []string{"sqlite", "postgres"} {
+	for _, dialect := range testdb.Dialects {
 		t.Run(dialect, func(t *testing.T) {
 			nc := connect(t)
 			js, _ := jetstream.New(nc)
