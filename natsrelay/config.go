@@ -47,7 +47,8 @@ const (
 // RelayConfig configures a Relay. Every field is optional.
 type RelayConfig struct {
 	// Subject chooses the subject of a message. Nil means SubjectPrefix + "." +
-	// payload type. A subject that CheckSubject rejects poisons the message.
+	// payload type. A subject that CheckSubject rejects poisons the message, as does a
+	// panic of the function (with the panic as the reason).
 	Subject func(m Outgoing) string
 	// SubjectPrefix is the default subject's prefix (SubjectPrefixDefault).
 	SubjectPrefix string

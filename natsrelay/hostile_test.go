@@ -120,3 +120,53 @@ func TestRelayAndInboxCarryNULOnPostgres(t *testing.T) {
 		t.Fatalf("the message did not arrive; relay %+v, inbox %+v", relay.Stats(), in.Stats())
 	}
 }
+
+// A RelayConfig.Subject function that panics on one message poisons that message at once
+// with the panic as its reason: it is not retried a thousand times, and the relay is not
+// paused for the messages around it.
+func TestRelaySubjectPanicPoisonsTheMessage(t *testing.T) {
+	nc := connect(t)
+	st, prefix := newStream(t, nc, jetstream.StreamConfig{})
+	a := newService(t, testdb.Open(t, "sqlite"), am.Config{BreakerFailures: 2})
+	relay, err := natsrelay.NewRelay(nc, natsrelay.RelayConfig{Logger: quietLogger(), Subject: func(m natsrelay.Outgoing) string {
+		var oc OrderCancelled
+		_ = json.Unmarshal(m.Data, &oc)
+		if oc.Reason == "panic" {
+			return strings.Split(m.PayloadType, "/")[1] // the kind of bug a subject function has
+		}
+		return prefix + ".orders"
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := natsrelay.Forward[OrderCancelled](a.p, relay); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.db.Transaction(func(tx *gorm.DB) error {
+		for i, r := range []string{"ok", "panic", "ok", "panic", "ok"} {
+			if err := am.ProduceTx(tx, OrderCancelled{OrderID: i, Reason: r}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	a.start(t)
+	waitFor(t, 20*time.Second, func() bool { return a.count(t, &am.ConsumerMessage{}) == 0 }, "every message relayed or poisoned")
+	poisoned, err := a.p.ListPoisoned(t.Context(), am.MessageFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(poisoned) != 2 {
+		t.Fatalf("%d poisoned, want the 2 whose subject panicked", len(poisoned))
+	}
+	for _, p := range poisoned {
+		if p.Attempts != 1 || !strings.Contains(p.LastError, "index out of range") {
+			t.Errorf("poisoned after %d attempts with %q, want 1 attempt and the panic", p.Attempts, p.LastError)
+		}
+	}
+	if info, err := st.Info(t.Context()); err != nil || info.State.Msgs != 3 {
+		t.Fatalf("stream: %v; want the 3 good messages", err)
+	}
+}

@@ -102,12 +102,18 @@ func Forward[T any](p *am.Plugin, r *Relay, opts ...am.ConsumerOption) error {
 	}), all...)
 }
 
-// subject is the subject of o.
-func (r *Relay) subject(o Outgoing) string {
-	if r.cfg.Subject != nil {
-		return r.cfg.Subject(o)
+// subject is the subject of o. A Subject function that panics on o yields an error
+// wrapping ErrInvalidSubject: retrying would panic again.
+func (r *Relay) subject(o Outgoing) (subject string, err error) {
+	if r.cfg.Subject == nil {
+		return r.cfg.SubjectPrefix + "." + o.PayloadType, nil
 	}
-	return r.cfg.SubjectPrefix + "." + o.PayloadType
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("%w: RelayConfig.Subject panicked on %s message %s: %v", ErrInvalidSubject, o.PayloadType, o.ID, v)
+		}
+	}()
+	return r.cfg.Subject(o), nil
 }
 
 // publish sends o and waits for its ack.
@@ -120,8 +126,11 @@ func (r *Relay) publish(ctx context.Context, o Outgoing, traceID, spanID string)
 }
 
 func (r *Relay) send(ctx context.Context, o Outgoing, traceID, spanID string) error {
-	subject := r.subject(o)
-	if err := CheckSubject(subject); err != nil {
+	subject, err := r.subject(o)
+	if err == nil {
+		err = CheckSubject(subject)
+	}
+	if err != nil {
 		return fmt.Errorf("%w (payload type %s: fix RelayConfig.Subject, then requeue): %w", err, o.PayloadType, am.ErrPermanent)
 	}
 	msg := &nats.Msg{Subject: subject, Data: o.Data, Header: nats.Header{}}
