@@ -125,6 +125,8 @@ type InboxConfig struct {
 	// Extract returns the context a message is produced with, from its headers: set it
 	// to continue the producer's trace, e.g. with OpenTelemetry,
 	// otel.GetTextMapPropagator().Extract(ctx, propagation.HeaderCarrier(h)). Nil: ctx.
+	// Headers come from whoever published: a panic here is logged and the message taken
+	// in with ctx.
 	Extract func(ctx context.Context, h nats.Header) context.Context
 	// Now is the clock (time.Now).
 	Now func() time.Time

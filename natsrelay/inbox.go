@@ -116,9 +116,14 @@ func Accept[T any](in *Inbox) error {
 	if err != nil {
 		return err
 	}
-	decode := func(data []byte) (any, error) {
+	decode := func(data []byte) (_ any, err error) {
+		defer func() {
+			if v := recover(); v != nil { // a hostile payload and a T whose UnmarshalJSON panics
+				err = fmt.Errorf("decoding panicked: %v", v)
+			}
+		}()
 		var v T
-		err := json.Unmarshal(data, &v)
+		err = json.Unmarshal(data, &v)
 		return v, err
 	}
 	if _, taken := in.types.LoadOrStore(name, decode); taken {
@@ -415,7 +420,7 @@ func (in *Inbox) apply(ctx context.Context, items []incoming, forcePoison bool) 
 			}
 			if in.cfg.Extract != nil {
 				// Each message has a trace context of its own: one Produce each.
-				if err := am.ProduceTx(tx.WithContext(in.cfg.Extract(ctx, it.msg.Headers())), it.payload, am.InsertID(it.key)); err != nil {
+				if err := am.ProduceTx(tx.WithContext(in.extract(ctx, it)), it.payload, am.InsertID(it.key)); err != nil {
 					return err
 				}
 				continue
@@ -442,6 +447,19 @@ func (in *Inbox) apply(ctx context.Context, items []incoming, forcePoison bool) 
 		_ = it.msg.Ack()
 	}
 	return nil
+}
+
+// extract is InboxConfig.Extract on the headers of it. A panic there (on headers a hostile
+// publisher set) is logged and the message produced with ctx, without its trace context.
+func (in *Inbox) extract(ctx context.Context, it incoming) (out context.Context) {
+	defer func() {
+		if v := recover(); v != nil {
+			in.log.WarnContext(ctx, "natsrelay: InboxConfig.Extract panicked; the message is taken in without its trace context",
+				"key", it.key, "subject", it.msg.Subject(), "panic", fmt.Sprint(v))
+			out = ctx
+		}
+	}()
+	return in.cfg.Extract(ctx, it.msg.Headers())
 }
 
 // claimKeys records the keys of items in natsrelay_inbox and returns those that were not
