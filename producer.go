@@ -239,7 +239,7 @@ func (p *Plugin) buildRows(ctx context.Context, payloads []any, opts []ProduceOp
 	}
 	var traceID, spanID *string
 	if p.hooks.TraceContext != nil && ctx != nil {
-		if t, s := p.hooks.TraceContext(ctx); t != "" {
+		if t, s := p.hooks.TraceContext(ctx); isHex(t, 32) && isHex(s, 16) {
 			traceID, spanID = &t, &s
 		}
 	}
@@ -342,4 +342,18 @@ func (p *Plugin) wrapDBError(op string, err error) error {
 		return fmt.Errorf("asyncmonolith: %s: %w: %w", op, ErrRetryable, err)
 	}
 	return fmt.Errorf("asyncmonolith: %s: %w", op, err)
+}
+
+// isHex reports whether s is n lowercase hex digits (a W3C trace or span id): anything
+// else, e.g. taken from a hostile traceparent, would not fit the trace columns.
+func isHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for i := 0; i < n; i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
