@@ -170,3 +170,41 @@ func TestRelaySubjectPanicPoisonsTheMessage(t *testing.T) {
 		t.Fatalf("stream: %v; want the 3 good messages", err)
 	}
 }
+
+// OrderCancelledV2 claims the stored name of OrderCancelled, which the receiver has
+// registered under that other Go type.
+type OrderCancelledV2 struct {
+	OrderID int `json:"order_id"`
+}
+
+// PayloadType is "OrderCancelled".
+func (OrderCancelledV2) PayloadType() string { return "OrderCancelled" }
+
+// An inbox that accepts a payload type under one Go type while the receiver's consumers
+// have it under another poisons the message on its first delivery with the core's
+// reason (ErrInvalidName: the consumers would decode it into the other type), rather
+// than failing it MaxDeliveries times.
+func TestInboxPayloadTypeUnderAnotherGoType(t *testing.T) {
+	nc := connect(t)
+	js, _ := jetstream.New(nc)
+	st, prefix := newStream(t, nc, jetstream.StreamConfig{})
+	b := newService(t, testdb.Open(t, "sqlite"), am.Config{})
+	applyConsumer(t, b) // registers OrderCancelled
+	in, err := natsrelay.NewInbox(t.Context(), b.db, nc, natsrelay.InboxConfig{Stream: streamName(t, st), Durable: "v2", Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := natsrelay.Accept[OrderCancelledV2](in); err != nil {
+		t.Fatal(err)
+	}
+	publishRaw(t, js, prefix+".orders", "v2-1", "OrderCancelled", []byte(`{"order_id": 1}`))
+	startInbox(t, in)
+	waitFor(t, 10*time.Second, func() bool { return in.Stats().Poisoned == 1 }, "the message poisoned")
+	var p am.PoisonedMessage
+	if err := b.db.First(&p).Error; err != nil || !strings.Contains(p.LastError, "is the name of") {
+		t.Fatalf("poisoned %+v (%v), want the core's reason", p, err)
+	}
+	if s := in.Stats(); s.Failed != 0 {
+		t.Fatalf("stats %+v: the message was retried", s)
+	}
+}
