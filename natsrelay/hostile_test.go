@@ -142,16 +142,7 @@ func TestRelaySubjectPanicPoisonsTheMessage(t *testing.T) {
 	if err := natsrelay.Forward[OrderCancelled](a.p, relay); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.db.Transaction(func(tx *gorm.DB) error {
-		for i, r := range []string{"ok", "panic", "ok", "panic", "ok"} {
-			if err := am.ProduceTx(tx, OrderCancelled{OrderID: i, Reason: r}); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	a.produceReasons(t, "ok", "panic", "ok", "panic", "ok")
 	a.start(t)
 	waitFor(t, 20*time.Second, func() bool { return a.count(t, &am.ConsumerMessage{}) == 0 }, "every message relayed or poisoned")
 	poisoned, err := a.p.ListPoisoned(t.Context(), am.MessageFilter{})

@@ -105,12 +105,7 @@ func TestInboxStreamRecreatedTakesInAnonymousMessages(t *testing.T) {
 		if s := in.Stats(); s.Received != 3 {
 			t.Fatalf("round %d: stats %+v, want the stream's 3 new messages received", round, s)
 		}
-		if err := js.DeleteStream(ctx, cfg.Name); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := js.CreateStream(ctx, cfg); err != nil {
-			t.Fatal(err)
-		}
+		recreateStream(t, js, cfg)
 	}
 	waitFor(t, 10*time.Second, func() bool { rows, _ := applied(t, b); return rows == 6 }, "the 6 orders applied")
 }
@@ -135,13 +130,7 @@ func TestInboxRecoversItsDurable(t *testing.T) {
 	}
 	publish(0, 5)
 	waitFor(t, 10*time.Second, func() bool { return in.Stats().Received == 5 }, "the first 5 taken in")
-	ctx := context.Background()
-	if err := js.DeleteStream(ctx, cfg.Name); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.CreateStream(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
+	recreateStream(t, js, cfg)
 	publish(5, 10)
 	waitFor(t, 20*time.Second, func() bool { return in.Stats().Received == 10 }, "the new stream's 5 taken in by the running inbox")
 	waitFor(t, 10*time.Second, func() bool { rows, _ := applied(t, b); return rows == 10 }, "the 10 orders applied")
