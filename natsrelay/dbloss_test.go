@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/asyncmonolith/asyncmonolith/internal/testdb"
 	"github.com/asyncmonolith/asyncmonolith/natsrelay"
 	"github.com/nats-io/nats.go/jetstream"
+	"gorm.io/gorm"
 )
 
 // The receiver's database connection dies in the middle of the inbox's transaction (its
@@ -53,4 +55,40 @@ func TestInboxDatabaseGoneMidWrite(t *testing.T) {
 		t.Fatalf("%d backends killed, stats %+v: want the kills to fail writes, none poisoned", kills.Load(), s)
 	}
 	t.Logf("%d backends killed mid-write; stats %+v", kills.Load(), s)
+}
+
+// On MySQL/MariaDB the inbox makes natsrelay_inbox's ids byte-compared once, not with an
+// ALTER TABLE (a copy of a week's ids) at every start; ids differing only in case are two
+// messages.
+func TestInboxMySQLCollationAlteredOnce(t *testing.T) {
+	nc := connect(t)
+	js, _ := jetstream.New(nc)
+	st, prefix := newStream(t, nc, jetstream.StreamConfig{})
+	db := testdb.Open(t, "mysql")
+	b := newService(t, db, am.Config{})
+	applyConsumer(t, b)
+	var alters atomic.Int32
+	if err := db.Callback().Raw().After("gorm:raw").Register("test:alters", func(tx *gorm.DB) {
+		if strings.Contains(tx.Statement.SQL.String(), "ALTER TABLE natsrelay_inbox") {
+			alters.Add(1)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := natsrelay.InboxConfig{Stream: streamName(t, st), Durable: "case"}
+	newInbox(t, b, nc, cfg)
+	in := newInbox(t, b, nc, cfg)
+	if n := alters.Load(); n != 1 {
+		t.Fatalf("%d ALTER TABLE natsrelay_inbox over two starts, want 1", n)
+	}
+	publishRaw(t, js, prefix+".orders", "Case-1", "OrderCancelled", []byte(`{"order_id": 1}`))
+	publishRaw(t, js, prefix+".orders", "case-1", "OrderCancelled", []byte(`{"order_id": 2}`))
+	for in.Stats().Received+in.Stats().Duplicates < 2 {
+		if _, err := in.Fetch(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s := in.Stats(); s.Received != 2 {
+		t.Fatalf("stats %+v, want both ids (differing in case) received", s)
+	}
 }

@@ -100,9 +100,17 @@ func NewInbox(ctx context.Context, db *gorm.DB, nc *nats.Conn, cfg InboxConfig) 
 	}
 	if db.Dialector.Name() == "mysql" {
 		// Ids are compared byte for byte: MySQL's default collation would take two ids
-		// that differ only in case for one.
-		if err := db.WithContext(ctx).Exec("ALTER TABLE natsrelay_inbox MODIFY id varchar(255) COLLATE utf8mb4_bin NOT NULL").Error; err != nil {
+		// that differ only in case for one. Altered once: an ALTER at every start may
+		// copy a table of a week's ids.
+		var collation string
+		if err := db.WithContext(ctx).Raw(`SELECT COALESCE(collation_name, '') FROM information_schema.columns
+			WHERE table_schema = DATABASE() AND table_name = 'natsrelay_inbox' AND column_name = 'id'`).Scan(&collation).Error; err != nil {
 			return nil, fmt.Errorf("natsrelay: %s collation: %w", Received{}.TableName(), err)
+		}
+		if collation != "utf8mb4_bin" {
+			if err := db.WithContext(ctx).Exec("ALTER TABLE natsrelay_inbox MODIFY id varchar(255) COLLATE utf8mb4_bin NOT NULL").Error; err != nil {
+				return nil, fmt.Errorf("natsrelay: %s collation: %w", Received{}.TableName(), err)
+			}
 		}
 	}
 	return &Inbox{db: db, js: js, cc: cc, cons: cons, cfg: cfg, log: cfg.Logger}, nil
