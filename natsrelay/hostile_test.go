@@ -17,7 +17,7 @@ import (
 )
 
 // A hostile publisher's messages (a payload of NUL bytes or invalid UTF-8, a Nats-Msg-Id
-// a database cannot store, an over-long payload-type header cut inside a character, a
+// a database cannot store or an over-long one, an over-long payload-type header cut inside a character, a
 // garbage traceparent) are each taken in or poisoned with the reason on the first
 // delivery, on every database: none is redelivered for ever, none blocks the good ones.
 func TestInboxHostileMessages(t *testing.T) {
@@ -52,14 +52,15 @@ func TestInboxHostileMessages(t *testing.T) {
 			pub("nul-id-\x00", "OrderCancelled", []byte(`{"order_id": 2}`))
 			pub("", "OrderCancelled", []byte(`{"order_id": 3}`))
 			pub("trace", "OrderCancelled", []byte(`{"order_id": 4}`), natsrelay.HeaderTraceParent, "00-zz-\xff-01")
+			pub(strings.Repeat("i", 300), "OrderCancelled", []byte(`{"order_id": 5}`))
 			b.start(t)
 			startInbox(t, in)
-			waitFor(t, 20*time.Second, func() bool { s := in.Stats(); return s.Received+s.Poisoned == 7 },
+			waitFor(t, 20*time.Second, func() bool { s := in.Stats(); return s.Received+s.Poisoned == 8 },
 				"every hostile message taken in or poisoned (stats %+v)", in.Stats())
-			if s := in.Stats(); s.Received != 4 || s.Poisoned != 3 || s.Failed != 0 {
-				t.Fatalf("stats %+v, want 4 received, 3 poisoned, no failed write", s)
+			if s := in.Stats(); s.Received != 5 || s.Poisoned != 3 || s.Failed != 0 {
+				t.Fatalf("stats %+v, want 5 received, 3 poisoned, no failed write", s)
 			}
-			waitFor(t, 10*time.Second, func() bool { rows, _ := applied(t, b); return rows == 4 }, "the 4 good orders applied")
+			waitFor(t, 10*time.Second, func() bool { rows, _ := applied(t, b); return rows == 5 }, "the 5 good orders applied")
 			var poisoned []am.PoisonedMessage
 			if err := b.db.Order("insert_id").Find(&poisoned).Error; err != nil {
 				t.Fatal(err)
