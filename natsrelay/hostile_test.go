@@ -17,9 +17,9 @@ import (
 )
 
 // A hostile publisher's messages (a payload of NUL bytes or invalid UTF-8, a Nats-Msg-Id
-// a database cannot store or an over-long one, an over-long payload-type header cut inside a character, a
-// garbage traceparent) are each taken in or poisoned with the reason on the first
-// delivery, on every database: none is redelivered for ever, none blocks the good ones.
+// a database cannot store or an over-long one, a payload-type header cut inside a
+// character, a garbage traceparent) are each taken in or poisoned with the reason on the
+// first delivery, on every database: none is redelivered for ever, none blocks the rest.
 func TestInboxHostileMessages(t *testing.T) {
 	for _, dialect := range testdb.Dialects {
 		t.Run(dialect, func(t *testing.T) {
