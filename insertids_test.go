@@ -38,7 +38,7 @@ func TestProduceBatchInsertIDs(t *testing.T) {
 		if want := []string{"in:1", "in:1", "in:2", "in:2", "in:3", "in:3", "in:4", "in:4"}; !slices.Equal(ids, want) {
 			t.Fatalf("insert ids %v, want %v (one row per consumer; the pending in:2 skipped)", ids, want)
 		}
-		for _, bad := range [][]string{{"in:5"}, {"in:5", "in:6", "in:7", "in:8"}} {
+		for _, bad := range [][]string{nil, {"in:5"}, {"in:5", "in:6", "in:7", "in:8"}} {
 			if err := produce(batch, bad...); !errors.Is(err, am.ErrInvalidOption) {
 				t.Fatalf("%d ids for 3 payloads: %v, want ErrInvalidOption", len(bad), err)
 			}

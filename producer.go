@@ -19,6 +19,7 @@ type produceOptions struct {
 	at        time.Time
 	insertID  string
 	insertIDs []string
+	hasIDs    bool // InsertIDs was given (with no ids, its slice is nil)
 }
 
 // Delay makes the message due d after it is produced (sub-second precision).
@@ -37,7 +38,9 @@ func InsertID(id string) ProduceOption { return func(o *produceOptions) { o.inse
 
 // InsertIDs is InsertID for a ProduceBatch: ids[i] is the insert id of payloads[i]. It
 // needs exactly one id per payload.
-func InsertIDs(ids ...string) ProduceOption { return func(o *produceOptions) { o.insertIDs = ids } }
+func InsertIDs(ids ...string) ProduceOption {
+	return func(o *produceOptions) { o.insertIDs, o.hasIDs = ids, true }
+}
 
 // Produce writes payload as one message per consumer registered for its type, all sharing
 // one insert id. It returns a *gorm.DB to chain the domain write on; errors are on its
@@ -222,7 +225,7 @@ func (p *Plugin) buildRows(ctx context.Context, payloads []any, opts []ProduceOp
 			return nil, err
 		}
 	}
-	if o.insertIDs != nil {
+	if o.hasIDs {
 		if o.insertID != "" || len(o.insertIDs) != len(payloads) {
 			return nil, fmt.Errorf("%w: InsertIDs gives %d ids for %d payloads (one each, without InsertID)", ErrInvalidOption, len(o.insertIDs), len(payloads))
 		}
@@ -268,7 +271,7 @@ func (p *Plugin) buildRows(ctx context.Context, payloads []any, opts []ProduceOp
 			return nil, fmt.Errorf("%w: %s: %w", ErrInvalidPayload, name, err)
 		}
 		insertID := o.insertID
-		if o.insertIDs != nil {
+		if o.hasIDs {
 			insertID = o.insertIDs[k]
 		}
 		fresh := insertID == ""
