@@ -175,6 +175,10 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{natsrelay.InboxConfig{Stream: "S"}, "InboxConfig.Durable"},
 		{natsrelay.InboxConfig{Stream: "S", Durable: "a.b"}, "InboxConfig.Durable"},
 		{natsrelay.InboxConfig{Stream: "S", Durable: "a*"}, "InboxConfig.Durable"},
+		{natsrelay.InboxConfig{Stream: "S", Durable: "a>"}, "InboxConfig.Durable"},
+		{natsrelay.InboxConfig{Stream: "S/x", Durable: "d"}, "InboxConfig.Stream"},
+		{natsrelay.InboxConfig{Stream: "S", Durable: "d", FetchBatch: 10_001}, "InboxConfig.FetchBatch"},
+		{natsrelay.InboxConfig{Stream: "S", Durable: "d", FilterSubjects: []string{""}}, "InboxConfig.FilterSubjects[0]"},
 		{natsrelay.InboxConfig{Stream: "S.x", Durable: "d"}, "InboxConfig.Stream"},
 		{natsrelay.InboxConfig{Stream: "S", Durable: strings.Repeat("d", am.NameMaxLen-len(natsrelay.InboxConsumerName(""))+1)}, "InboxConfig.Durable"},
 		{natsrelay.InboxConfig{Stream: "S", Durable: "d", FetchWait: -time.Second}, "InboxConfig.FetchWait"},
@@ -196,11 +200,15 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		t.Errorf("missing stream: %v, want ErrNoStream", err)
 	}
 	for cfg, field := range map[*natsrelay.RelayConfig]string{
-		{SubjectPrefix: "a b"}:     "RelayConfig.SubjectPrefix",
-		{PublishTimeout: -1}:       "RelayConfig.PublishTimeout",
-		{MaxAttempts: -2}:          "RelayConfig.MaxAttempts",
-		{MaxPending: -1}:           "RelayConfig.MaxPending",
-		{SubjectPrefix: "orders>"}: "",
+		{SubjectPrefix: "a b"}:      "RelayConfig.SubjectPrefix",
+		{SubjectPrefix: "orders.*"}: "RelayConfig.SubjectPrefix",
+		{SubjectPrefix: "orders."}:  "RelayConfig.SubjectPrefix",
+		{SubjectPrefix: ">"}:        "RelayConfig.SubjectPrefix",
+		{PublishTimeout: -1}:        "RelayConfig.PublishTimeout",
+		{PublishTimeout: time.Hour}: "RelayConfig.PublishTimeout",
+		{MaxAttempts: -2}:           "RelayConfig.MaxAttempts",
+		{MaxPending: -1}:            "RelayConfig.MaxPending",
+		{SubjectPrefix: "orders>"}:  "",
 	} {
 		_, err := natsrelay.NewRelay(nc, *cfg)
 		var ce *natsrelay.ConfigError
