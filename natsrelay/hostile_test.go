@@ -200,3 +200,44 @@ func TestInboxPayloadTypeUnderAnotherGoType(t *testing.T) {
 		t.Fatalf("stats %+v: the message was retried", s)
 	}
 }
+
+// A subject function that lets payload data reach the subject cannot turn a message into
+// a JetStream API call (here: purge the stream) or a system request: subjects under $JS.,
+// $SYS. and _INBOX. are invalid, and the message is poisoned.
+func TestRelayRefusesAPISubjects(t *testing.T) {
+	nc := connect(t)
+	st, prefix := newStream(t, nc, jetstream.StreamConfig{})
+	name := streamName(t, st)
+	a := newService(t, testdb.Open(t, "sqlite"), am.Config{})
+	relay, err := natsrelay.NewRelay(nc, natsrelay.RelayConfig{Logger: quietLogger(), Subject: func(m natsrelay.Outgoing) string {
+		var oc OrderCancelled
+		_ = json.Unmarshal(m.Data, &oc)
+		if oc.Reason != "ok" {
+			return oc.Reason // tenant-chosen routing: the bug that lets a payload pick the subject
+		}
+		return prefix + ".orders"
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := natsrelay.Forward[OrderCancelled](a.p, relay); err != nil {
+		t.Fatal(err)
+	}
+	a.produceReasons(t, "ok", "ok")
+	a.start(t)
+	waitFor(t, 10*time.Second, func() bool { return a.count(t, &am.ConsumerMessage{}) == 0 }, "the first 2 relayed")
+	a.produceReasons(t, "$JS.API.STREAM.PURGE."+name, "$SYS.REQ.SERVER.PING", "_INBOX.x")
+	waitFor(t, 10*time.Second, func() bool { return a.count(t, &am.ConsumerMessage{}) == 0 }, "the hostile ones settled")
+	if info, err := st.Info(t.Context()); err != nil || info.State.Msgs != 2 {
+		t.Fatalf("stream after hostile subjects: %+v, %v; want its 2 messages kept", info.State, err)
+	}
+	poisoned, err := a.p.ListPoisoned(t.Context(), am.MessageFilter{})
+	if err != nil || len(poisoned) != 3 {
+		t.Fatalf("%d poisoned (%v), want the 3 hostile subjects", len(poisoned), err)
+	}
+	for _, p := range poisoned {
+		if !strings.Contains(p.LastError, "reserved") {
+			t.Errorf("poisoned with %q, want the reserved-subject reason", p.LastError)
+		}
+	}
+}

@@ -230,7 +230,7 @@ func TestCheckSubject(t *testing.T) {
 			t.Errorf("%q: %v", s, err)
 		}
 	}
-	for _, s := range []string{"", "a b", "a\tb", "a\x00b", ".a", "a.", "a..b", "a.*", ">", "a.>.b", "\xff", strings.Repeat("a", natsrelay.SubjectMaxLen+1)} {
+	for _, s := range []string{"", "a b", "a\tb", "a\x00b", ".a", "a.", "a..b", "a.*", ">", "a.>.b", "\xff", "$JS.API.STREAM.PURGE.S", "$SYS.REQ.SERVER.PING", "$KV.b.k", "_INBOX.abc", strings.Repeat("a", natsrelay.SubjectMaxLen+1)} {
 		if err := natsrelay.CheckSubject(s); !errors.Is(err, natsrelay.ErrInvalidSubject) {
 			t.Errorf("%q: %v, want ErrInvalidSubject", s, err)
 		}
