@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -239,5 +240,37 @@ func TestRelayRefusesAPISubjects(t *testing.T) {
 		if !strings.Contains(p.LastError, "reserved") {
 			t.Errorf("poisoned with %q, want the reserved-subject reason", p.LastError)
 		}
+	}
+}
+
+// A subject that a plain NATS service answers (no stream captures it) poisons the
+// message at once, rather than handing it to that service on every retry.
+func TestRelaySubjectAnsweredByAService(t *testing.T) {
+	nc := connect(t)
+	_, prefix := newStream(t, nc, jetstream.StreamConfig{})
+	var calls atomic.Int32
+	sub, err := nc.Subscribe("svc"+prefix+".orders", func(m *nats.Msg) { calls.Add(1); _ = m.Respond([]byte("pong")) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	a := newService(t, testdb.Open(t, "sqlite"), am.Config{})
+	relay, err := natsrelay.NewRelay(nc, natsrelay.RelayConfig{SubjectPrefix: "svc" + prefix, Logger: quietLogger(),
+		Subject: func(natsrelay.Outgoing) string { return "svc" + prefix + ".orders" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := natsrelay.Forward[OrderCancelled](a.p, relay); err != nil {
+		t.Fatal(err)
+	}
+	a.produceReasons(t, "x")
+	a.start(t)
+	waitFor(t, 10*time.Second, func() bool { return a.count(t, &am.ConsumerMessage{}) == 0 }, "the message settled")
+	poisoned, err := a.p.ListPoisoned(t.Context(), am.MessageFilter{})
+	if err != nil || len(poisoned) != 1 || poisoned[0].Attempts != 1 || !strings.Contains(poisoned[0].LastError, "not a JetStream stream") {
+		t.Fatalf("poisoned %+v (%v), want 1 on its first attempt with the reason", poisoned, err)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("the service got the message %d times, want 1", n)
 	}
 }

@@ -180,6 +180,11 @@ func (r *Relay) ackError(ctx context.Context, subject string, err error) error {
 			return fmt.Errorf("%w: %q (create a stream for it, then requeue the poisoned messages): %w", ErrNoStream, subject, am.ErrPermanent)
 		}
 	}
+	if errors.Is(err, jetstream.ErrInvalidJSAck) {
+		// Something answered that is not a stream (a plain NATS service on the subject):
+		// each retry would hand it the message again.
+		return fmt.Errorf("%w: %q is answered by a subscriber that is not a JetStream stream: %w: %w", ErrNoStream, subject, err, am.ErrPermanent)
+	}
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) && apiErr.Code == 400 {
 		// The stream refused the message (a subject its config rejects, a size over its
