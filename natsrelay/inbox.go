@@ -212,12 +212,11 @@ func (in *Inbox) loop(ctx context.Context, done chan struct{}) {
 // writes them and returns how many it fetched.
 func (in *Inbox) Fetch(ctx context.Context) (int, error) {
 	msgs, err := in.fetch(ctx)
-	if err != nil || len(msgs) == 0 {
-		return 0, err
+	if len(msgs) > 0 { // fetched messages are written (or left for redelivery) even beside an error
+		in.write(ctx, msgs)
+		in.prune(ctx)
 	}
-	in.write(ctx, msgs)
-	in.prune(ctx)
-	return len(msgs), nil
+	return len(msgs), err
 }
 
 func (in *Inbox) fetch(ctx context.Context) ([]jetstream.Msg, error) {
@@ -226,7 +225,10 @@ func (in *Inbox) fetch(ctx context.Context) ([]jetstream.Msg, error) {
 	// looks for its durable every durableCheck.
 	if ctx.Err() == nil && (err != nil || (len(msgs) == 0 && in.checkDue())) {
 		if rerr := in.recreate(ctx); rerr != nil {
-			return nil, fmt.Errorf("%w (%w)", err, rerr)
+			if err == nil {
+				return msgs, rerr
+			}
+			return msgs, fmt.Errorf("%w (%w)", err, rerr)
 		}
 	}
 	return msgs, err
@@ -292,7 +294,10 @@ func (in *Inbox) fetchFrom(ctx context.Context, cons jetstream.Consumer) ([]jets
 		return first, err
 	}
 	rest, err := collect(cons.FetchNoWait(in.cfg.FetchBatch - 1))
-	return append(first, rest...), err
+	if err != nil {
+		return first, nil // written now; the next fetch meets the error again
+	}
+	return append(first, rest...), nil
 }
 
 // collect drains a fetch. Messages already received are kept when it ends in an error.

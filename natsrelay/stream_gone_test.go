@@ -3,6 +3,7 @@ package natsrelay_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strconv"
 	"strings"
 	"testing"
@@ -134,4 +135,21 @@ func TestInboxRecoversItsDurable(t *testing.T) {
 	publish(5, 10)
 	waitFor(t, 20*time.Second, func() bool { return in.Stats().Received == 10 }, "the new stream's 5 taken in by the running inbox")
 	waitFor(t, 10*time.Second, func() bool { rows, _ := applied(t, b); return rows == 10 }, "the 10 orders applied")
+}
+
+// An idle Fetch on an inbox whose stream is gone says so: ErrNoStream, with a readable
+// message.
+func TestInboxFetchStreamGone(t *testing.T) {
+	nc := connect(t)
+	js, _ := jetstream.New(nc)
+	st, _ := newStream(t, nc, jetstream.StreamConfig{})
+	b := newService(t, testdb.Open(t, "sqlite"), am.Config{})
+	in := newInbox(t, b, nc, natsrelay.InboxConfig{Stream: streamName(t, st), Durable: "gone", FetchWait: 50 * time.Millisecond})
+	if err := js.DeleteStream(t.Context(), streamName(t, st)); err != nil {
+		t.Fatal(err)
+	}
+	n, err := in.Fetch(t.Context())
+	if n != 0 || !errors.Is(err, natsrelay.ErrNoStream) || strings.Contains(err.Error(), "%!") {
+		t.Fatalf("Fetch from a deleted stream: %d, %v; want ErrNoStream with a readable message", n, err)
+	}
 }
