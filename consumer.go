@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"gorm.io/gorm"
 )
@@ -215,9 +217,15 @@ func typeName(c any, t reflect.Type) string {
 	return t.Name()
 }
 
+// checkName validates a name stored in a varchar column: 1 to NameMaxLen bytes of valid
+// UTF-8 without NUL, which every database stores alike (PostgreSQL refuses NUL and
+// invalid UTF-8, MySQL invalid UTF-8; SQLite would store either).
 func checkName(what, name string) error {
 	if name == "" || len(name) > NameMaxLen {
 		return fmt.Errorf("%w: %s %.40q must be 1 to %d bytes, got %d", ErrInvalidName, what, name, NameMaxLen, len(name))
+	}
+	if !utf8.ValidString(name) || strings.IndexByte(name, 0) >= 0 {
+		return fmt.Errorf("%w: %s %.40q must be valid UTF-8 without NUL bytes", ErrInvalidName, what, name)
 	}
 	return nil
 }

@@ -10,7 +10,8 @@ import (
 // them fast.
 type Hooks struct {
 	// TraceContext returns the W3C trace id (32 hex) and span id (16 hex) to record on
-	// messages produced with ctx, or "" for none.
+	// messages produced with ctx, or "" for none. Ids of another form (length, upper case,
+	// not hex) record none.
 	TraceContext func(ctx context.Context) (traceID, spanID string)
 	// Produced is called after rows were written in a transaction (which may still roll back).
 	Produced func(ctx context.Context, rows []ConsumerMessage)

@@ -2,9 +2,11 @@ package asyncmonolith_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	am "github.com/asyncmonolith/asyncmonolith"
 	"gorm.io/gorm"
@@ -46,6 +48,60 @@ func TestPermanentErrorPoisonsAtOnce(t *testing.T) {
 		for _, p := range poisoned {
 			if p.Attempts != 1 || !strings.Contains(p.LastError, `subject "a b" is invalid`) {
 				t.Fatalf("poisoned after %d attempts with reason %q; want 1 attempt and the consumer's reason", p.Attempts, p.LastError)
+			}
+		}
+		if paused := e.p.Paused(); len(paused) != 0 {
+			t.Fatalf("paused %v, want none", paused)
+		}
+	})
+}
+
+// ErrPermanent is found however it is wrapped: several levels deep, inside errors.Join,
+// and beside the consumer's timeout (a consumer that gave up when its context ended and
+// said so permanently): each message is poisoned on its first run with its reason.
+func TestPermanentErrorWrappedJoinedOrTimedOut(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		e := setup(t, dialect, am.Config{MaxAttempts: 5, BreakerFailures: 2})
+		c := &recorder[Job]{fn: func(ctx context.Context, m *am.Message[Job]) error {
+			switch m.Payload.N {
+			case 0:
+				return fmt.Errorf("outer: %w", fmt.Errorf("middle: %w", fmt.Errorf("inner-reason: %w", am.ErrPermanent)))
+			case 1:
+				return errors.Join(errors.New("joined-reason"), am.ErrPermanent)
+			default:
+				<-ctx.Done()
+				return fmt.Errorf("timeout-reason: %w: %w", ctx.Err(), am.ErrPermanent)
+			}
+		}}
+		if err := am.Register[Job](e.p, c, am.WithTimeout(200*time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.db.Transaction(func(tx *gorm.DB) error { return am.ProduceBatch(tx, []Job{{N: 0}, {N: 1}, {N: 2}}).Error }); err != nil {
+			t.Fatal(err)
+		}
+		mustBatch(t, e)
+		if n := e.pending(t); n != 0 {
+			t.Fatalf("%d messages pending, want 0 (permanent failures are not retried)", n)
+		}
+		poisoned, err := e.p.ListPoisoned(context.Background(), am.MessageFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		reasons := map[string]bool{"inner-reason": false, "joined-reason": false, "timeout-reason": false}
+		for _, p := range poisoned {
+			for r := range reasons {
+				if strings.Contains(p.LastError, r) && p.Attempts == 1 {
+					reasons[r] = true
+				}
+			}
+			if strings.Contains(p.LastError, "timeout-reason") && !strings.Contains(p.LastError, "timed out") {
+				t.Errorf("timed-out permanent failure's reason %q does not say it timed out", p.LastError)
+			}
+		}
+		for r, ok := range reasons {
+			if !ok {
+				t.Errorf("no message poisoned on its first run with %q (poisoned: %+v)", r, poisoned)
 			}
 		}
 		if paused := e.p.Paused(); len(paused) != 0 {

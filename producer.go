@@ -19,6 +19,7 @@ type produceOptions struct {
 	at        time.Time
 	insertID  string
 	insertIDs []string
+	hasIDs    bool // InsertIDs was given (with no ids, its slice is nil)
 }
 
 // Delay makes the message due d after it is produced (sub-second precision).
@@ -37,7 +38,9 @@ func InsertID(id string) ProduceOption { return func(o *produceOptions) { o.inse
 
 // InsertIDs is InsertID for a ProduceBatch: ids[i] is the insert id of payloads[i]. It
 // needs exactly one id per payload.
-func InsertIDs(ids ...string) ProduceOption { return func(o *produceOptions) { o.insertIDs = ids } }
+func InsertIDs(ids ...string) ProduceOption {
+	return func(o *produceOptions) { o.insertIDs, o.hasIDs = ids, true }
+}
 
 // Produce writes payload as one message per consumer registered for its type, all sharing
 // one insert id. It returns a *gorm.DB to chain the domain write on; errors are on its
@@ -222,7 +225,7 @@ func (p *Plugin) buildRows(ctx context.Context, payloads []any, opts []ProduceOp
 			return nil, err
 		}
 	}
-	if o.insertIDs != nil {
+	if o.hasIDs {
 		if o.insertID != "" || len(o.insertIDs) != len(payloads) {
 			return nil, fmt.Errorf("%w: InsertIDs gives %d ids for %d payloads (one each, without InsertID)", ErrInvalidOption, len(o.insertIDs), len(payloads))
 		}
@@ -239,7 +242,7 @@ func (p *Plugin) buildRows(ctx context.Context, payloads []any, opts []ProduceOp
 	}
 	var traceID, spanID *string
 	if p.hooks.TraceContext != nil && ctx != nil {
-		if t, s := p.hooks.TraceContext(ctx); t != "" {
+		if t, s := p.hooks.TraceContext(ctx); isHex(t, 32) && isHex(s, 16) {
 			traceID, spanID = &t, &s
 		}
 	}
@@ -268,7 +271,7 @@ func (p *Plugin) buildRows(ctx context.Context, payloads []any, opts []ProduceOp
 			return nil, fmt.Errorf("%w: %s: %w", ErrInvalidPayload, name, err)
 		}
 		insertID := o.insertID
-		if o.insertIDs != nil {
+		if o.hasIDs {
 			insertID = o.insertIDs[k]
 		}
 		fresh := insertID == ""
@@ -342,4 +345,18 @@ func (p *Plugin) wrapDBError(op string, err error) error {
 		return fmt.Errorf("asyncmonolith: %s: %w: %w", op, ErrRetryable, err)
 	}
 	return fmt.Errorf("asyncmonolith: %s: %w", op, err)
+}
+
+// isHex reports whether s is n lowercase hex digits (a W3C trace or span id): anything
+// else, e.g. taken from a hostile traceparent, would not fit the trace columns.
+func isHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for i := 0; i < n; i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }

@@ -47,7 +47,8 @@ const (
 // RelayConfig configures a Relay. Every field is optional.
 type RelayConfig struct {
 	// Subject chooses the subject of a message. Nil means SubjectPrefix + "." +
-	// payload type. A subject that CheckSubject rejects poisons the message.
+	// payload type. A subject that CheckSubject rejects poisons the message, as does a
+	// panic of the function (with the panic as the reason).
 	Subject func(m Outgoing) string
 	// SubjectPrefix is the default subject's prefix (SubjectPrefixDefault).
 	SubjectPrefix string
@@ -124,6 +125,8 @@ type InboxConfig struct {
 	// Extract returns the context a message is produced with, from its headers: set it
 	// to continue the producer's trace, e.g. with OpenTelemetry,
 	// otel.GetTextMapPropagator().Extract(ctx, propagation.HeaderCarrier(h)). Nil: ctx.
+	// Headers come from whoever published: a panic here is logged and the message taken
+	// in with ctx.
 	Extract func(ctx context.Context, h nats.Header) context.Context
 	// Now is the clock (time.Now).
 	Now func() time.Time
@@ -165,6 +168,8 @@ func (c InboxConfig) validate() error {
 		return &ConfigError{"InboxConfig.Stream", c.Stream, "is required: the name of an existing stream"}
 	case !validName(c.Durable):
 		return &ConfigError{"InboxConfig.Durable", c.Durable, "is required: a consumer name without whitespace, dots or wildcards"}
+	case len(InboxConsumerName(c.Durable)) > am.NameMaxLen:
+		return &ConfigError{"InboxConfig.Durable", c.Durable, fmt.Sprintf("must be at most %d bytes (InboxConsumerName names its poisoned messages)", am.NameMaxLen-len(InboxConsumerName("")))}
 	case c.FetchBatch < 1 || c.FetchBatch > 10_000:
 		return &ConfigError{"InboxConfig.FetchBatch", c.FetchBatch, "must be between 1 and 10000"}
 	case c.FetchWait < time.Millisecond:

@@ -17,8 +17,9 @@
 //	nc, _ := nats.Connect(nats.DefaultURL)
 //	relay, _ := natsrelay.NewRelay(nc, natsrelay.RelayConfig{})
 //	_ = natsrelay.Forward[OrderCancelled](plugin, relay) // subject asyncmonolith.OrderCancelled
+//	defer relay.Close()                                   // after the plugin stopped
 //
-//	in, _ := natsrelay.NewInbox(receiverDB, nc, natsrelay.InboxConfig{Stream: "ORDERS", Durable: "shipping"})
+//	in, _ := natsrelay.NewInbox(ctx, receiverDB, nc, natsrelay.InboxConfig{Stream: "ORDERS", Durable: "shipping"})
 //	_ = natsrelay.Accept[OrderCancelled](in)
 //	_ = in.Start(ctx)
 //

@@ -10,8 +10,9 @@ var (
 	// ErrInvalidConfig reports a config field out of range; see ConfigError for the field.
 	ErrInvalidConfig = errors.New("natsrelay: invalid config")
 	// ErrInvalidSubject reports a subject that NATS would reject or misroute (empty, with
-	// whitespace or control characters, an empty token, a wildcard, invalid UTF-8). The
-	// message is poisoned at once (it wraps asyncmonolith.ErrPermanent).
+	// whitespace or control characters, an empty token, a wildcard, invalid UTF-8, a
+	// reserved $-subject or _INBOX. reply subject). The message is poisoned at once (it
+	// wraps asyncmonolith.ErrPermanent).
 	ErrInvalidSubject = errors.New("natsrelay: invalid subject")
 	// ErrPayloadTooLarge reports a message larger than the server's max_payload. The
 	// message is poisoned at once (it wraps asyncmonolith.ErrPermanent).
@@ -38,6 +39,7 @@ type ConfigError struct {
 	Reason string // what a valid value looks like
 }
 
+// Error names the field, the rejected value and what a valid value looks like.
 func (e *ConfigError) Error() string {
 	return fmt.Sprintf("natsrelay: invalid config: %s = %v: %s", e.Field, e.Value, e.Reason)
 }

@@ -273,3 +273,30 @@ func applied(t testing.TB, s *service) (rows, distinct int64) {
 	}
 	return rows, distinct
 }
+
+// produceReasons writes one OrderCancelled per reason (order i has reasons[i]) in one transaction.
+func (s *service) produceReasons(t testing.TB, reasons ...string) {
+	t.Helper()
+	if err := s.db.Transaction(func(tx *gorm.DB) error {
+		for i, r := range reasons {
+			if err := am.ProduceTx(tx, OrderCancelled{OrderID: i, Reason: r}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// recreateStream deletes the stream of cfg and creates it again, empty.
+func recreateStream(t testing.TB, js jetstream.JetStream, cfg jetstream.StreamConfig) {
+	t.Helper()
+	ctx := context.Background()
+	if err := js.DeleteStream(ctx, cfg.Name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -2,14 +2,19 @@ package natsrelay
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	am "github.com/asyncmonolith/asyncmonolith"
 	"github.com/nats-io/nats.go"
@@ -21,18 +26,22 @@ import (
 // database: each fetch is written in one transaction (asyncmonolith.Produce per message,
 // with its id as the insert id, plus its id in natsrelay_inbox) and acked once that
 // committed. A message seen before is acked and dropped; one that cannot be decoded is
-// recorded in poisoned_messages with the reason.
+// recorded in poisoned_messages with the reason. A durable found gone (deleted, or its
+// stream deleted and created again) is created again, with the same config.
 type Inbox struct {
 	db    *gorm.DB
-	cons  jetstream.Consumer
+	js    jetstream.JetStream
+	cc    jetstream.ConsumerConfig // to create the durable again when it is gone
 	cfg   InboxConfig
 	log   *slog.Logger
 	types sync.Map // payload type name → func([]byte) (any, error)
 
 	mu      sync.Mutex
+	cons    jetstream.Consumer
 	cancel  context.CancelFunc
 	done    chan struct{}
 	pruneAt time.Time
+	checkAt time.Time // when an idle fetch next looks for the durable
 
 	received   atomic.Int64
 	duplicates atomic.Int64
@@ -91,12 +100,20 @@ func NewInbox(ctx context.Context, db *gorm.DB, nc *nats.Conn, cfg InboxConfig) 
 	}
 	if db.Dialector.Name() == "mysql" {
 		// Ids are compared byte for byte: MySQL's default collation would take two ids
-		// that differ only in case for one.
-		if err := db.WithContext(ctx).Exec("ALTER TABLE natsrelay_inbox MODIFY id varchar(255) COLLATE utf8mb4_bin NOT NULL").Error; err != nil {
+		// that differ only in case for one. Altered once: an ALTER at every start may
+		// copy a table of a week's ids.
+		var collation string
+		if err := db.WithContext(ctx).Raw(`SELECT COALESCE(collation_name, '') FROM information_schema.columns
+			WHERE table_schema = DATABASE() AND table_name = 'natsrelay_inbox' AND column_name = 'id'`).Scan(&collation).Error; err != nil {
 			return nil, fmt.Errorf("natsrelay: %s collation: %w", Received{}.TableName(), err)
 		}
+		if collation != "utf8mb4_bin" {
+			if err := db.WithContext(ctx).Exec("ALTER TABLE natsrelay_inbox MODIFY id varchar(255) COLLATE utf8mb4_bin NOT NULL").Error; err != nil {
+				return nil, fmt.Errorf("natsrelay: %s collation: %w", Received{}.TableName(), err)
+			}
+		}
 	}
-	return &Inbox{db: db, cons: cons, cfg: cfg, log: cfg.Logger}, nil
+	return &Inbox{db: db, js: js, cc: cc, cons: cons, cfg: cfg, log: cfg.Logger}, nil
 }
 
 // Accept makes in take messages of T's payload type: they are decoded into T and
@@ -107,9 +124,14 @@ func Accept[T any](in *Inbox) error {
 	if err != nil {
 		return err
 	}
-	decode := func(data []byte) (any, error) {
+	decode := func(data []byte) (_ any, err error) {
+		defer func() {
+			if v := recover(); v != nil { // a hostile payload and a T whose UnmarshalJSON panics
+				err = fmt.Errorf("decoding panicked: %v", v)
+			}
+		}()
 		var v T
-		err := json.Unmarshal(data, &v)
+		err = json.Unmarshal(data, &v)
 		return v, err
 	}
 	if _, taken := in.types.LoadOrStore(name, decode); taken {
@@ -124,12 +146,18 @@ func (in *Inbox) Stats() InboxStats {
 		Poisoned: in.poisoned.Load(), Failed: in.failed.Load()}
 }
 
-// Start fetches and writes in the background until Stop or ctx ends.
+// Start fetches and writes in the background until Stop or ctx ends. An inbox whose
+// ctx ended can be started again without a Stop.
 func (in *Inbox) Start(ctx context.Context) error {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.cancel != nil {
-		return ErrAlreadyStarted
+		select {
+		case <-in.done: // its ctx ended
+			in.cancel()
+		default:
+			return ErrAlreadyStarted
+		}
 	}
 	ctx, in.cancel = context.WithCancel(ctx)
 	in.done = make(chan struct{})
@@ -137,7 +165,9 @@ func (in *Inbox) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop ends the background loop and waits for the write in progress (or ctx).
+// Stop ends the background loop and waits for it to end (or for ctx). A fetch waiting for
+// messages ends at once; a write in progress is cancelled and rolled back, and its
+// messages are redelivered after RetryDelay (nothing is acked that did not commit).
 func (in *Inbox) Stop(ctx context.Context) error {
 	in.mu.Lock()
 	cancel, done := in.cancel, in.done
@@ -182,29 +212,92 @@ func (in *Inbox) loop(ctx context.Context, done chan struct{}) {
 // writes them and returns how many it fetched.
 func (in *Inbox) Fetch(ctx context.Context) (int, error) {
 	msgs, err := in.fetch(ctx)
-	if err != nil || len(msgs) == 0 {
-		return 0, err
+	if len(msgs) > 0 { // fetched messages are written (or left for redelivery) even beside an error
+		in.write(ctx, msgs)
+		in.prune(ctx)
 	}
-	in.write(ctx, msgs)
-	in.prune(ctx)
-	return len(msgs), nil
+	return len(msgs), err
 }
 
 func (in *Inbox) fetch(ctx context.Context) ([]jetstream.Msg, error) {
-	msgs, err := collect(in.cons.FetchNoWait(in.cfg.FetchBatch))
+	msgs, err := in.fetchFrom(ctx, in.consumer())
+	// A fetch from a durable that is gone finds nothing, like an idle one: an idle inbox
+	// looks for its durable every durableCheck.
+	if ctx.Err() == nil && (err != nil || (len(msgs) == 0 && in.checkDue())) {
+		if rerr := in.recreate(ctx); rerr != nil {
+			if err == nil {
+				return msgs, rerr
+			}
+			return msgs, fmt.Errorf("%w (%w)", err, rerr)
+		}
+	}
+	return msgs, err
+}
+
+// durableCheck is how often an idle inbox makes sure its durable is still there.
+const durableCheck = 5 * time.Second
+
+func (in *Inbox) checkDue() bool {
+	now := in.cfg.Now()
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if now.Before(in.checkAt) {
+		return false
+	}
+	in.checkAt = now.Add(durableCheck)
+	return true
+}
+
+func (in *Inbox) consumer() jetstream.Consumer {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.cons
+}
+
+// recreate creates the durable again when it is gone (deleted, or its stream deleted and
+// created again); a fetch from it then works again.
+func (in *Inbox) recreate(ctx context.Context) error {
+	_, err := in.js.Consumer(ctx, in.cfg.Stream, in.cfg.Durable)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return fmt.Errorf("%w: stream %q is gone", ErrNoStream, in.cfg.Stream)
+	case !errors.Is(err, jetstream.ErrConsumerNotFound):
+		return nil // there, or JetStream unreachable: the fetch's error says enough
+	}
+	cons, err := in.js.CreateOrUpdateConsumer(ctx, in.cfg.Stream, in.cc)
+	if err != nil {
+		return fmt.Errorf("natsrelay: create durable %s on stream %s again: %w", in.cfg.Durable, in.cfg.Stream, err)
+	}
+	in.log.WarnContext(ctx, "natsrelay: the inbox's durable was gone; created it again", "stream", in.cfg.Stream, "durable", in.cfg.Durable)
+	in.mu.Lock()
+	in.cons = cons
+	in.mu.Unlock()
+	return nil
+}
+
+func (in *Inbox) fetchFrom(ctx context.Context, cons jetstream.Consumer) ([]jetstream.Msg, error) {
+	msgs, err := collect(cons.FetchNoWait(in.cfg.FetchBatch))
 	if err != nil || len(msgs) > 0 {
 		return msgs, err
 	}
-	wait := in.cfg.FetchWait
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
-		wait = max(time.Until(dl), time.Millisecond)
+	// The wait ends with ctx too: Stop does not wait out an idle fetch.
+	wctx, cancel := context.WithTimeout(ctx, in.cfg.FetchWait)
+	defer cancel()
+	first, err := collect(cons.Fetch(1, jetstream.FetchContext(wctx)))
+	if len(first) == 0 && ctx.Err() != nil {
+		return nil, ctx.Err()
 	}
-	first, err := collect(in.cons.Fetch(1, jetstream.FetchMaxWait(wait)))
+	if err != nil && wctx.Err() != nil {
+		err = nil // FetchWait passed with nothing to fetch
+	}
 	if err != nil || len(first) == 0 || in.cfg.FetchBatch == 1 {
 		return first, err
 	}
-	rest, err := collect(in.cons.FetchNoWait(in.cfg.FetchBatch - 1))
-	return append(first, rest...), err
+	rest, err := collect(cons.FetchNoWait(in.cfg.FetchBatch - 1))
+	if err != nil {
+		return first, nil // written now; the next fetch meets the error again
+	}
+	return append(first, rest...), nil
 }
 
 // collect drains a fetch. Messages already received are kept when it ends in an error.
@@ -225,21 +318,23 @@ func collect(b jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
 // incoming is one fetched message, decoded.
 type incoming struct {
 	msg     jetstream.Msg
-	key     string // the dedup key: Nats-Msg-Id, or stream:sequence
+	key     string // the dedup key: Nats-Msg-Id, or streamKey
 	payload any
 	bad     string // why it cannot be produced ("" when it can)
 }
 
 func (in *Inbox) decode(m jetstream.Msg) incoming {
 	it := incoming{msg: m, key: m.Headers().Get(jetstream.MsgIDHeader)}
-	if it.key == "" || len(it.key) > am.NameMaxLen {
+	if !storableName(it.key) {
+		// Missing, over-long, or bytes no database stores alike (NUL, invalid UTF-8):
+		// its place in the stream is the key (a republish of it is then taken in again).
 		meta, err := m.Metadata()
 		if err != nil {
 			it.key = "nats:" + m.Subject()
 			it.bad = "no Nats-Msg-Id and no metadata: " + err.Error()
 			return it
 		}
-		it.key = meta.Stream + ":" + strconv.FormatUint(meta.Sequence.Stream, 10)
+		it.key = streamKey(meta)
 	}
 	pt := m.Headers().Get(HeaderPayloadType)
 	dec, ok := in.types.Load(pt)
@@ -254,6 +349,18 @@ func (in *Inbox) decode(m jetstream.Msg) incoming {
 	}
 	it.payload = v
 	return it
+}
+
+// streamKey is the dedup key of a message without a usable Nats-Msg-Id: its place in the
+// stream and when it was stored there, since a stream deleted and created again numbers
+// its messages from 1 again. A key over NameMaxLen (a long stream name) is hashed.
+func streamKey(meta *jetstream.MsgMetadata) string {
+	key := meta.Stream + ":" + strconv.FormatUint(meta.Sequence.Stream, 10) + ":" + strconv.FormatInt(meta.Timestamp.UnixNano(), 10)
+	if len(key) > am.NameMaxLen {
+		sum := sha256.Sum256([]byte(key))
+		key = "sha256:" + hex.EncodeToString(sum[:])
+	}
+	return key
 }
 
 // write stores msgs in one transaction and acks them; when that fails, each one alone.
@@ -278,6 +385,13 @@ func (in *Inbox) write(ctx context.Context, msgs []jetstream.Msg) {
 // retry leaves a message whose write failed for redelivery, or records it as poisoned
 // once it was delivered MaxDeliveries times.
 func (in *Inbox) retry(ctx context.Context, it incoming, cause error) {
+	if permanent(cause) && ctx.Err() == nil {
+		it.bad = fmt.Sprintf("the receiver cannot produce it: %v", cause)
+		it.payload = nil
+		if in.apply(ctx, []incoming{it}, true) == nil {
+			return
+		}
+	}
 	in.failed.Add(1)
 	meta, err := it.msg.Metadata()
 	if err == nil && meta.NumDelivered >= uint64(in.cfg.MaxDeliveries) && ctx.Err() == nil {
@@ -319,7 +433,7 @@ func (in *Inbox) apply(ctx context.Context, items []incoming, forcePoison bool) 
 			}
 			if in.cfg.Extract != nil {
 				// Each message has a trace context of its own: one Produce each.
-				if err := am.ProduceTx(tx.WithContext(in.cfg.Extract(ctx, it.msg.Headers())), it.payload, am.InsertID(it.key)); err != nil {
+				if err := am.ProduceTx(tx.WithContext(in.extract(ctx, it)), it.payload, am.InsertID(it.key)); err != nil {
 					return err
 				}
 				continue
@@ -346,6 +460,19 @@ func (in *Inbox) apply(ctx context.Context, items []incoming, forcePoison bool) 
 		_ = it.msg.Ack()
 	}
 	return nil
+}
+
+// extract is InboxConfig.Extract on the headers of it. A panic there (on headers a hostile
+// publisher set) is logged and the message produced with ctx, without its trace context.
+func (in *Inbox) extract(ctx context.Context, it incoming) (out context.Context) {
+	defer func() {
+		if v := recover(); v != nil {
+			in.log.WarnContext(ctx, "natsrelay: InboxConfig.Extract panicked; the message is taken in without its trace context",
+				"key", it.key, "subject", it.msg.Subject(), "panic", fmt.Sprint(v))
+			out = ctx
+		}
+	}()
+	return in.cfg.Extract(ctx, it.msg.Headers())
 }
 
 // claimKeys records the keys of items in natsrelay_inbox and returns those that were not
@@ -402,24 +529,50 @@ func (in *Inbox) claimKeys(tx *gorm.DB, items []incoming, now time.Time) (map[st
 	return isNew, tx.CreateInBatches(rows, 500).Error
 }
 
-// poisonRow records a message the inbox cannot produce, with the reason.
+// permanent reports whether a write failed on the message itself (its payload or names,
+// or a receiver without a consumer for its type): a redelivery would fail alike.
+func permanent(err error) bool {
+	return errors.Is(err, am.ErrInvalidName) || errors.Is(err, am.ErrInvalidPayload) || errors.Is(err, am.ErrNoConsumers)
+}
+
+// poisonRow records a message the inbox cannot produce, with the reason. A payload that
+// is not text every database stores (NUL bytes, invalid UTF-8) is kept in base64.
 func (in *Inbox) poisonRow(it incoming, now time.Time) *am.PoisonedMessage {
+	payload, reason := string(it.msg.Data()), "natsrelay inbox: "+it.bad
+	if !storableText(payload) {
+		payload = base64.StdEncoding.EncodeToString(it.msg.Data())
+		reason += " (the payload, not valid UTF-8 text without NUL, is stored in base64)"
+	}
 	return &am.PoisonedMessage{
 		ID: "natsrelay-" + nuidNext(), CreatedAt: now.UnixMilli(), AvailableAfter: now.UnixMilli(), Attempts: 1,
-		ConsumerType: InboxConsumerName(in.cfg.Durable), PayloadType: truncate(it.msg.Headers().Get(HeaderPayloadType), am.NameMaxLen),
-		Payload: string(it.msg.Data()), InsertID: it.key, LastError: "natsrelay inbox: " + it.bad, PoisonedAt: now.UnixMilli(),
+		ConsumerType: InboxConsumerName(in.cfg.Durable), PayloadType: cleanName(it.msg.Headers().Get(HeaderPayloadType)),
+		Payload: payload, InsertID: it.key, LastError: reason, PoisonedAt: now.UnixMilli(),
 	}
+}
+
+// storableText reports whether s is text every database stores as is: valid UTF-8
+// without NUL (PostgreSQL refuses both, MySQL invalid UTF-8).
+func storableText(s string) bool { return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 }
+
+// storableName reports whether s can be stored as an insert id.
+func storableName(s string) bool { return s != "" && len(s) <= am.NameMaxLen && storableText(s) }
+
+// cleanName is s made storable as a name: invalid bytes and NUL replaced, cut to
+// NameMaxLen bytes on a character boundary.
+func cleanName(s string) string {
+	if storableName(s) || s == "" {
+		return s
+	}
+	s = strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+	for len(s) > am.NameMaxLen {
+		_, size := utf8.DecodeLastRuneInString(s)
+		s = s[:len(s)-size]
+	}
+	return s
 }
 
 // InboxConsumerName is the consumer type of the poisoned_messages rows an inbox records.
 func InboxConsumerName(durable string) string { return "natsrelay.inbox." + durable }
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
-}
 
 // prune deletes received ids older than DedupRetention, at most once a minute.
 func (in *Inbox) prune(ctx context.Context) {

@@ -116,7 +116,7 @@ func TestInboxTakesInOnce(t *testing.T) {
 // messages to a second instance sharing the durable) is a redelivery the inboxes drop:
 // each order is applied once.
 func TestInboxDropsRedeliveryAfterSlowCommit(t *testing.T) {
-	for _, dialect := range []string{"sqlite", "postgres"} {
+	for _, dialect := range testdb.Dialects {
 		t.Run(dialect, func(t *testing.T) {
 			nc := connect(t)
 			js, _ := jetstream.New(nc)
@@ -174,6 +174,17 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{natsrelay.InboxConfig{Durable: "d"}, "InboxConfig.Stream"},
 		{natsrelay.InboxConfig{Stream: "S"}, "InboxConfig.Durable"},
 		{natsrelay.InboxConfig{Stream: "S", Durable: "a.b"}, "InboxConfig.Durable"},
+		{natsrelay.InboxConfig{Stream: "S", Durable: "a*"}, "InboxConfig.Durable"},
+		{natsrelay.InboxConfig{Stream: "S", Durable: "a>"}, "InboxConfig.Durable"},
+		{natsrelay.InboxConfig{Stream: "S/x", Durable: "d"}, "InboxConfig.Stream"},
+		{natsrelay.InboxConfig{Stream: "S", Durable: "d", FetchBatch: 10_001}, "InboxConfig.FetchBatch"},
+		{natsrelay.InboxConfig{Stream: "S", Durable: "d", FilterSubjects: []string{""}}, "InboxConfig.FilterSubjects[0]"},
+		{natsrelay.InboxConfig{Stream: "S.x", Durable: "d"}, "InboxConfig.Stream"},
+		{natsrelay.InboxConfig{Stream: "S", Durable: strings.Repeat("d", am.NameMaxLen-len(natsrelay.InboxConsumerName(""))+1)}, "InboxConfig.Durable"},
+		{natsrelay.InboxConfig{Stream: "S", Durable: "d", FetchWait: -time.Second}, "InboxConfig.FetchWait"},
+		{natsrelay.InboxConfig{Stream: "S", Durable: "d", RetryDelay: -time.Second}, "InboxConfig.RetryDelay"},
+		{natsrelay.InboxConfig{Stream: "S", Durable: "d", MaxDeliveries: -1}, "InboxConfig.MaxDeliveries"},
+		{natsrelay.InboxConfig{Stream: "S", Durable: "d", DedupRetention: time.Second}, "InboxConfig.DedupRetention"},
 		{natsrelay.InboxConfig{Stream: "S", Durable: "d", FetchBatch: -1}, "InboxConfig.FetchBatch"},
 		{natsrelay.InboxConfig{Stream: "S", Durable: "d", AckWait: time.Millisecond}, "InboxConfig.AckWait"},
 		{natsrelay.InboxConfig{Stream: "S", Durable: "d", FilterSubjects: []string{"a b"}}, "InboxConfig.FilterSubjects[0]"},
@@ -189,11 +200,15 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		t.Errorf("missing stream: %v, want ErrNoStream", err)
 	}
 	for cfg, field := range map[*natsrelay.RelayConfig]string{
-		{SubjectPrefix: "a b"}:     "RelayConfig.SubjectPrefix",
-		{PublishTimeout: -1}:       "RelayConfig.PublishTimeout",
-		{MaxAttempts: -2}:          "RelayConfig.MaxAttempts",
-		{MaxPending: -1}:           "RelayConfig.MaxPending",
-		{SubjectPrefix: "orders>"}: "",
+		{SubjectPrefix: "a b"}:      "RelayConfig.SubjectPrefix",
+		{SubjectPrefix: "orders.*"}: "RelayConfig.SubjectPrefix",
+		{SubjectPrefix: "orders."}:  "RelayConfig.SubjectPrefix",
+		{SubjectPrefix: ">"}:        "RelayConfig.SubjectPrefix",
+		{PublishTimeout: -1}:        "RelayConfig.PublishTimeout",
+		{PublishTimeout: time.Hour}: "RelayConfig.PublishTimeout",
+		{MaxAttempts: -2}:           "RelayConfig.MaxAttempts",
+		{MaxPending: -1}:            "RelayConfig.MaxPending",
+		{SubjectPrefix: "orders>"}:  "",
 	} {
 		_, err := natsrelay.NewRelay(nc, *cfg)
 		var ce *natsrelay.ConfigError
@@ -215,7 +230,7 @@ func TestCheckSubject(t *testing.T) {
 			t.Errorf("%q: %v", s, err)
 		}
 	}
-	for _, s := range []string{"", "a b", "a\tb", "a\x00b", ".a", "a.", "a..b", "a.*", ">", "a.>.b", "\xff", strings.Repeat("a", natsrelay.SubjectMaxLen+1)} {
+	for _, s := range []string{"", "a b", "a\tb", "a\x00b", ".a", "a.", "a..b", "a.*", ">", "a.>.b", "\xff", "$JS.API.STREAM.PURGE.S", "$SYS.REQ.SERVER.PING", "$KV.b.k", "_INBOX.abc", strings.Repeat("a", natsrelay.SubjectMaxLen+1)} {
 		if err := natsrelay.CheckSubject(s); !errors.Is(err, natsrelay.ErrInvalidSubject) {
 			t.Errorf("%q: %v, want ErrInvalidSubject", s, err)
 		}

@@ -64,6 +64,11 @@ func NewRelay(nc *nats.Conn, cfg RelayConfig) (*Relay, error) {
 	return &Relay{nc: nc, js: js, cfg: cfg, log: cfg.Logger}, nil
 }
 
+// Close releases what the relay holds on its connection (the subscription its acks
+// arrive on): call it once the plugins forwarding through it stopped. A relay used after
+// Close subscribes again.
+func (r *Relay) Close() { r.js.CleanupPublisher() }
+
 // Stats returns the relay's counts.
 func (r *Relay) Stats() RelayStats {
 	return RelayStats{Published: r.published.Load(), Duplicates: r.duplicates.Load(), Failed: r.failed.Load()}
@@ -97,12 +102,18 @@ func Forward[T any](p *am.Plugin, r *Relay, opts ...am.ConsumerOption) error {
 	}), all...)
 }
 
-// subject is the subject of o.
-func (r *Relay) subject(o Outgoing) string {
-	if r.cfg.Subject != nil {
-		return r.cfg.Subject(o)
+// subject is the subject of o. A Subject function that panics on o yields an error
+// wrapping ErrInvalidSubject: retrying would panic again.
+func (r *Relay) subject(o Outgoing) (subject string, err error) {
+	if r.cfg.Subject == nil {
+		return r.cfg.SubjectPrefix + "." + o.PayloadType, nil
 	}
-	return r.cfg.SubjectPrefix + "." + o.PayloadType
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("%w: RelayConfig.Subject panicked on %s message %s: %v", ErrInvalidSubject, o.PayloadType, o.ID, v)
+		}
+	}()
+	return r.cfg.Subject(o), nil
 }
 
 // publish sends o and waits for its ack.
@@ -115,8 +126,11 @@ func (r *Relay) publish(ctx context.Context, o Outgoing, traceID, spanID string)
 }
 
 func (r *Relay) send(ctx context.Context, o Outgoing, traceID, spanID string) error {
-	subject := r.subject(o)
-	if err := CheckSubject(subject); err != nil {
+	subject, err := r.subject(o)
+	if err == nil {
+		err = CheckSubject(subject)
+	}
+	if err != nil {
 		return fmt.Errorf("%w (payload type %s: fix RelayConfig.Subject, then requeue): %w", err, o.PayloadType, am.ErrPermanent)
 	}
 	msg := &nats.Msg{Subject: subject, Data: o.Data, Header: nats.Header{}}
@@ -165,6 +179,11 @@ func (r *Relay) ackError(ctx context.Context, subject string, err error) error {
 		if errors.Is(lerr, jetstream.ErrStreamNotFound) {
 			return fmt.Errorf("%w: %q (create a stream for it, then requeue the poisoned messages): %w", ErrNoStream, subject, am.ErrPermanent)
 		}
+	}
+	if errors.Is(err, jetstream.ErrInvalidJSAck) {
+		// Something answered that is not a stream (a plain NATS service on the subject):
+		// each retry would hand it the message again.
+		return fmt.Errorf("%w: %q is answered by a subscriber that is not a JetStream stream: %w: %w", ErrNoStream, subject, err, am.ErrPermanent)
 	}
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) && apiErr.Code == 400 {

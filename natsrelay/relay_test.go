@@ -12,7 +12,6 @@ import (
 	"github.com/asyncmonolith/asyncmonolith/internal/testdb"
 	"github.com/asyncmonolith/asyncmonolith/natsrelay"
 	"github.com/nats-io/nats.go/jetstream"
-	"gorm.io/gorm"
 )
 
 const traceID, spanID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
@@ -125,16 +124,7 @@ func TestRelayBadInputIsPoisonedWithTheReason(t *testing.T) {
 	}
 	huge := strings.Repeat("x", 70_000)
 	reasons := []string{"ok", "bad-subject", "ok", huge, "wildcard", "no-stream", "ok", "bad-subject", "ok"}
-	if err := a.db.Transaction(func(tx *gorm.DB) error {
-		for i, r := range reasons {
-			if err := am.ProduceTx(tx, OrderCancelled{OrderID: i, Reason: r}); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	a.produceReasons(t, reasons...)
 	a.start(t)
 	waitFor(t, 20*time.Second, func() bool { return a.count(t, &am.ConsumerMessage{}) == 0 }, "every message relayed or poisoned")
 	info, err := st.Info(context.Background())

@@ -12,7 +12,10 @@ const SubjectMaxLen = 1024
 
 // CheckSubject reports whether subject is one the relay can publish to: 1 to
 // SubjectMaxLen bytes of valid UTF-8, dot-separated non-empty tokens, no whitespace or
-// control characters, no wildcard token (* or >). The error wraps ErrInvalidSubject.
+// control characters, no wildcard token (* or >), and not reserved: a subject starting
+// with "$" ($JS.API, $SYS, $KV, ...) or "_INBOX." is a request to the server or an
+// answer to one (a publish to $JS.API.STREAM.PURGE.<stream> purges the stream). The
+// error wraps ErrInvalidSubject.
 func CheckSubject(subject string) error {
 	bad := func(why string) error {
 		return fmt.Errorf("%w: %.80q: %s", ErrInvalidSubject, subject, why)
@@ -26,6 +29,8 @@ func CheckSubject(subject string) error {
 		return bad("not valid UTF-8")
 	case strings.IndexFunc(subject, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:
 		return bad("contains whitespace or a control character")
+	case strings.HasPrefix(subject, "$") || strings.HasPrefix(subject, "_INBOX."):
+		return bad("is reserved: $-subjects are the server's API, _INBOX. its replies")
 	}
 	for tok := range strings.SplitSeq(subject, ".") {
 		switch tok {

@@ -66,3 +66,70 @@ func TestTraceContinuesAcrossServices(t *testing.T) {
 		}
 	}
 }
+
+// A garbage traceparent from a hostile publisher that makes InboxConfig.Extract panic
+// neither crashes the receiver nor loses the message: it is taken in without the trace
+// context, and the messages around it keep theirs.
+func TestInboxExtractPanicTakesTheMessageIn(t *testing.T) {
+	nc := connect(t)
+	js, _ := jetstream.New(nc)
+	st, prefix := newStream(t, nc, jetstream.StreamConfig{})
+	b := newService(t, testdb.Open(t, "postgres"), am.Config{})
+	applyConsumer(t, b)
+	in := newInbox(t, b, nc, natsrelay.InboxConfig{Stream: streamName(t, st), Durable: "garbage",
+		Extract: func(ctx context.Context, h nats.Header) context.Context {
+			parts := strings.Split(h.Get(natsrelay.HeaderTraceParent), "-")
+			return context.WithValue(ctx, traceKey{}, parts[1]+parts[2]) // panics on a garbage traceparent
+		}})
+	for i, tp := range []string{"00-" + traceID + "-" + spanID + "-01", "garbage", "00-" + traceID + "-" + spanID + "-01"} {
+		m := nats.NewMsg(prefix + ".orders")
+		m.Data = []byte(`{"order_id": ` + string(rune('0'+i)) + `}`)
+		m.Header.Set(jetstream.MsgIDHeader, "tp-"+string(rune('0'+i)))
+		m.Header.Set(natsrelay.HeaderPayloadType, "OrderCancelled")
+		m.Header.Set(natsrelay.HeaderTraceParent, tp)
+		if _, err := js.PublishMsg(t.Context(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.start(t)
+	startInbox(t, in)
+	waitFor(t, 20*time.Second, func() bool { return in.Stats().Received == 3 }, "the 3 messages taken in (stats %+v)", in.Stats())
+	waitFor(t, 10*time.Second, func() bool { rows, _ := applied(t, b); return rows == 3 }, "the 3 orders applied")
+}
+
+// Fragile is a payload whose decoding panics on input it did not expect.
+type Fragile struct{ N int }
+
+// UnmarshalJSON panics on anything but an object.
+func (f *Fragile) UnmarshalJSON(b []byte) error {
+	if b[0] != '{' {
+		panic("Fragile: not an object")
+	}
+	f.N = len(b)
+	return nil
+}
+
+// A payload that makes its type's UnmarshalJSON panic is poisoned with the panic; the
+// receiver keeps running and takes in the next message.
+func TestInboxDecodePanicPoisons(t *testing.T) {
+	nc := connect(t)
+	js, _ := jetstream.New(nc)
+	st, prefix := newStream(t, nc, jetstream.StreamConfig{})
+	b := newService(t, testdb.Open(t, "sqlite"), am.Config{})
+	applyConsumer(t, b)
+	if err := am.Register[Fragile](b.p, am.ConsumerFunc[Fragile](func(context.Context, *am.Message[Fragile]) error { return nil })); err != nil {
+		t.Fatal(err)
+	}
+	in := newInbox(t, b, nc, natsrelay.InboxConfig{Stream: streamName(t, st), Durable: "fragile"})
+	if err := natsrelay.Accept[Fragile](in); err != nil {
+		t.Fatal(err)
+	}
+	publishRaw(t, js, prefix+".f", "f1", "Fragile", []byte(`[1]`))
+	publishRaw(t, js, prefix+".f", "f2", "OrderCancelled", []byte(`{"order_id": 7}`))
+	startInbox(t, in)
+	waitFor(t, 20*time.Second, func() bool { s := in.Stats(); return s.Received == 1 && s.Poisoned == 1 }, "one taken in, one poisoned")
+	var p am.PoisonedMessage
+	if err := b.db.First(&p).Error; err != nil || !strings.Contains(p.LastError, "Fragile: not an object") {
+		t.Fatalf("poisoned row %+v (%v), want the panic as the reason", p, err)
+	}
+}
