@@ -24,9 +24,10 @@ func readOnSource(db *gorm.DB, fn func(tx *gorm.DB) error) error {
 	if p, err := pluginOf(db); err != nil || p.dialect == nil || !p.dialect.LockFreeReadTx() {
 		return fn(db)
 	}
-	// READ COMMITTED, as the statements read outside a transaction: each sees what is
-	// committed when it runs, and none locks (under a session default of SERIALIZABLE,
-	// InnoDB makes every plain SELECT in a transaction a locking read, which would wait
-	// behind the rows a processor is claiming).
-	return db.Transaction(fn, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	// REPEATABLE READ, read only: the statements of one operation (Stats reads two tables)
+	// see one snapshot, so a message moving from pending to poisoned between them is not
+	// counted twice, and none locks (named explicitly: under a session default of
+	// SERIALIZABLE, InnoDB makes every plain SELECT in a transaction a locking read, which
+	// would wait behind the rows a processor is claiming).
+	return db.Transaction(fn, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
 }
