@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
@@ -358,11 +356,8 @@ func scheduleInfos(rows []ScheduledMessage) []ScheduleInfo {
 	return out
 }
 
-// storable reports whether s fits a text column of p's database: PostgreSQL's holds neither
-// NUL bytes nor invalid UTF-8, and refuses a query that compares with such a value.
-func (p *Plugin) storable(s string) bool {
-	return p.dialect == nil || p.dialect.Name() != "postgres" || utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
-}
+// storable reports whether s fits a text column of p's database (dialect.TextStorable).
+func (p *Plugin) storable(s string) bool { return p.dialect == nil || p.dialect.TextStorable(s) }
 
 // storableOnly is ids without those that no row can hold (see storable).
 func (p *Plugin) storableOnly(ids []string) []string {

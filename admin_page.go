@@ -57,26 +57,9 @@ func (p *Plugin) cursor(s string) (pageCursor, error) {
 }
 
 // keyset keeps the rows that sort after (op ">") or before ("<") vals in the order of cols.
-// PostgreSQL and SQLite read the row comparison "(a, b) > (?, ?)" as a range of the index;
-// MySQL and MariaDB scan the index from its start instead (MariaDB 10.11 read 150,050
-// entries for a page after row 150,000), so for them it is spelled out as
-// "a > ? OR (a = ? AND b > ?)", which they do read as a range.
 func (p *Plugin) keyset(q *gorm.DB, op string, cols []string, vals ...any) *gorm.DB {
-	if p.dialect == nil || p.dialect.Name() != "mysql" {
-		return q.Where("("+strings.Join(cols, ", ")+") "+op+" ("+strings.Repeat("?, ", len(cols)-1)+"?)", vals...)
-	}
-	var ors []string
-	var args []any
-	for i := range cols {
-		var and []string
-		for j := range i {
-			and = append(and, cols[j]+" = ?")
-			args = append(args, vals[j])
-		}
-		ors = append(ors, "("+strings.Join(append(and, cols[i]+" "+op+" ?"), " AND ")+")")
-		args = append(args, vals[i])
-	}
-	return q.Where("("+strings.Join(ors, " OR ")+")", args...)
+	cond, args := p.dialect.Keyset(cols, op, vals)
+	return q.Where(cond, args...)
 }
 
 // filterMessages applies f's conditions (not its limit or offset) to a consumer_messages query.

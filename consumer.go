@@ -5,10 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
-	"strings"
 	"time"
-	"unicode/utf8"
 
+	"github.com/asyncmonolith/asyncmonolith/internal/dialect"
 	"gorm.io/gorm"
 )
 
@@ -224,7 +223,7 @@ func checkName(what, name string) error {
 	if name == "" || len(name) > NameMaxLen {
 		return fmt.Errorf("%w: %s %.40q must be 1 to %d bytes, got %d", ErrInvalidName, what, name, NameMaxLen, len(name))
 	}
-	if !utf8.ValidString(name) || strings.IndexByte(name, 0) >= 0 {
+	if !dialect.ValidText(name) {
 		return fmt.Errorf("%w: %s %.40q must be valid UTF-8 without NUL bytes", ErrInvalidName, what, name)
 	}
 	return nil

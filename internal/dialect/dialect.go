@@ -31,6 +31,12 @@ type Dialect interface {
 	// false on SQLite, where BEGIN IMMEDIATE (the recommended _txlock) takes the database's
 	// write lock.
 	LockFreeReadTx() bool
+	// TextStorable reports whether s can be stored in a text column and compared with one
+	// (text.go).
+	TextStorable(s string) bool
+	// Keyset is the condition, with its arguments, keeping the rows that sort after (op
+	// ">") or before ("<") vals in the order of cols, read as a range of an index on cols.
+	Keyset(cols []string, op string, vals []any) (string, []any)
 	// ProcessorTxOptions are the options of a processor's batch transaction.
 	ProcessorTxOptions() *sql.TxOptions
 	// Retryable reports whether err is a transient conflict (deadlock, lock wait
