@@ -234,3 +234,45 @@ func TestDocsSettingsListEveryConfigField(t *testing.T) {
 		}
 	}
 }
+
+// TestDocsContributingLayoutComplete keeps CONTRIBUTING.md's layout tables up to date: every
+// non-test Go file of the root package and every directory of the repository (and of
+// internal/) has a row.
+func TestDocsContributingLayoutComplete(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile("CONTRIBUTING.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	has := func(name string) bool {
+		return strings.Contains(string(doc), "\n| `"+name+"` |") || strings.Contains(string(doc), "\n| `"+name+"/") // a directory, or one of its subdirectories
+	}
+	var want []string
+	for _, dir := range []string{".", "internal"} {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			name := e.Name()
+			if dir != "." {
+				name = dir + "/" + name
+			}
+			switch {
+			case strings.HasPrefix(e.Name(), "."), name == "internal":
+			case e.IsDir():
+				want = append(want, name)
+			case strings.HasSuffix(name, ".go") && !strings.HasSuffix(name, "_test.go"):
+				want = append(want, name)
+			}
+		}
+	}
+	if len(want) < 30 {
+		t.Fatalf("found only %d files and directories to check: %v", len(want), want)
+	}
+	for _, name := range want {
+		if !has(name) {
+			t.Errorf("CONTRIBUTING.md's layout has no row for %s", name)
+		}
+	}
+}
