@@ -155,9 +155,13 @@ func migrate(ctx context.Context, db *gorm.DB, d dialect.Dialect) error {
 	}
 	// Before leases, the unique index left out pending (migrations/*/0002_leases or 0003):
 	// it would make a running message block its insert id.
-	if m := db.WithContext(ctx).Migrator(); m.HasIndex(&ConsumerMessage{}, legacyInsertIDIndex) {
-		if err := m.DropIndex(&ConsumerMessage{}, legacyInsertIDIndex); err != nil {
-			return fmt.Errorf("drop %s: %w", legacyInsertIDIndex, err)
+	// Before rails, the fetch index had no rail column (migrations/*/0004_rails or 0003):
+	// idx_consumer_messages_rail_fetch replaces it.
+	for _, legacy := range []string{legacyInsertIDIndex, legacyFetchIndex} {
+		if m := db.WithContext(ctx).Migrator(); m.HasIndex(&ConsumerMessage{}, legacy) {
+			if err := m.DropIndex(&ConsumerMessage{}, legacy); err != nil {
+				return fmt.Errorf("drop %s: %w", legacy, err)
+			}
 		}
 	}
 	if err := d.EnsureExactNames(ctx, db); err != nil {
@@ -172,6 +176,9 @@ func migrate(ctx context.Context, db *gorm.DB, d dialect.Dialect) error {
 // legacyInsertIDIndex is the unique index on (insert_id, consumer_type) of schemas created
 // before leases.
 const legacyInsertIDIndex = "ux_consumer_messages_insert_id_consumer_type"
+
+// legacyFetchIndex is the fetch index of schemas created before rails.
+const legacyFetchIndex = "idx_consumer_messages_fetch"
 
 // pluginOf returns the plugin registered on db. A *gorm.DB opened with a copy of the
 // registered one's gorm.Config (as dbresolver opens its connections) shares its Plugins
