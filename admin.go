@@ -177,9 +177,10 @@ func (p *Plugin) RequeuePoisoned(ctx context.Context, ids []string, opts ...Requ
 			msg := ConsumerMessage{
 				ID: r.ID, CreatedAt: r.CreatedAt, AvailableAfter: due, Attempts: 0, ConsumerType: r.ConsumerType,
 				PayloadType: r.PayloadType, Payload: r.Payload, InsertID: r.InsertID, TraceID: r.TraceID, SpanID: r.SpanID,
+				Rail: r.Rail, // back on the rail it was poisoned on
 			}
-			res := tx.Exec(p.insertSQL(1, true, true), msg.ID, msg.CreatedAt, msg.AvailableAfter, msg.ConsumerType,
-				msg.PayloadType, msg.Payload, msg.InsertID, msg.TraceID, msg.SpanID)
+			res := tx.Exec(p.insertSQL(1, true, true, true), msg.ID, msg.CreatedAt, msg.AvailableAfter, msg.ConsumerType,
+				msg.PayloadType, msg.Payload, msg.InsertID, msg.TraceID, msg.SpanID, msg.Rail)
 			if res.Error != nil {
 				return res.Error
 			}

@@ -30,8 +30,9 @@ import (
 // processor.
 var skipLocked = clause.Locking{Strength: "UPDATE", Options: "SKIP LOCKED"}
 
-// fetchOrder serves the index idx_consumer_messages_fetch, so a locking read stops after
-// the batch instead of locking (or, on InnoDB, scanning) every due row.
+// fetchOrder serves the index idx_consumer_messages_rail_fetch (rail, available_after,
+// created_at, id) under a claim's rail = ? condition, so a locking read stops after the
+// batch instead of locking (or, on InnoDB, scanning) every due row.
 const fetchOrder = "available_after, created_at, id"
 
 // fetchColumns is the column order of claimed rows. The insert id is read as NULL when it
@@ -44,34 +45,64 @@ const fetchColumns = "id, created_at, available_after, attempts, consumer_type, 
 // a completion must land before the lease ends.
 const leaseMarginMin = 100 * time.Millisecond
 
-// claimStatements are a claim's SQL for one batch size and lease plan, rendered by GORM
-// with clause.Locking once and kept.
+// claimStatements are a claim's SQL for one batch size, lease plan and filter, rendered by
+// GORM with clause.Locking once and kept.
 type claimStatements struct {
-	// one is the single-statement claim (PostgreSQL); its parameters are the due time, the
-	// limit, the base lease end, then each group's consumer types and lease end.
+	// one is the single-statement claim (PostgreSQL); its parameters are the filter's
+	// (the rail, then its consumer types), the due time, the limit, the base lease end,
+	// then each group's consumer types and lease end.
 	one string
-	// fetch is the locking SELECT of the two-statement claim (its parameters: the due
-	// time and the limit), followed by an UPDATE of the rows it returned.
+	// fetch is the locking SELECT of the two-statement claim (its parameters: the filter's,
+	// the due time and the limit), followed by an UPDATE of the rows it returned.
 	fetch string
+}
+
+// claimFilter is which of a rail's messages a claim takes: all of them (types 0, !only),
+// all but those of types consumer types (the rail's limited consumers), or only those of
+// one consumer type (only).
+type claimFilter struct {
+	types int
+	only  bool
+}
+
+// where is the filter's condition, with placeholder values for the statement's shape.
+func (f claimFilter) where() (string, []any) {
+	switch {
+	case f.only:
+		return "rail = ? AND consumer_type = ? AND available_after <= ?", []any{"", "", int64(0)}
+	case f.types > 0:
+		return "rail = ? AND consumer_type NOT IN ? AND available_after <= ?", []any{"", make([]string, f.types), int64(0)}
+	}
+	return "rail = ? AND available_after <= ?", []any{"", int64(0)}
+}
+
+// params is how many bound parameters the filter's condition has.
+func (f claimFilter) params() int {
+	if f.only {
+		return 3
+	}
+	return 2 + f.types
 }
 
 // claimKey keys the kept claim statements.
 type claimKey struct {
-	n     int
-	shape string // leasePlan.shape
+	n      int
+	shape  string // leasePlan.shape
+	filter claimFilter
 }
 
-// claimSQL returns the claim statements for batches of n under plan.
-func (p *Plugin) claimSQL(db *gorm.DB, n int, plan *leasePlan) (*claimStatements, error) {
-	key := claimKey{n, plan.shape}
+// claimSQL returns the claim statements for batches of n under plan and filter f.
+func (p *Plugin) claimSQL(db *gorm.DB, n int, plan *leasePlan, f claimFilter) (*claimStatements, error) {
+	key := claimKey{n, plan.shape, f}
 	if cs, ok := p.stmts.claims.Load(key); ok {
 		return cs.(*claimStatements), nil
 	}
 	build := func(columns string) (string, error) {
 		var rows []ConsumerMessage
+		cond, vals := f.where()
 		stmt := db.Session(&gorm.Session{DryRun: true, NewDB: true}).
 			Select(columns).Clauses(skipLocked).
-			Where("available_after <= ?", int64(0)).Order(fetchOrder).Limit(n).
+			Where(cond, vals...).Order(fetchOrder).Limit(n).
 			Find(&rows).Statement
 		return stmt.SQL.String(), stmt.Error
 	}
@@ -84,7 +115,7 @@ func (p *Plugin) claimSQL(db *gorm.DB, n int, plan *leasePlan) (*claimStatements
 	for i, g := range plan.groups {
 		sizes[i] = len(g.types)
 	}
-	if cs.one = p.dialect.ClaimSQL(sel, 2, sizes); cs.one == "" {
+	if cs.one = p.dialect.ClaimSQL(sel, f.params()+1, sizes); cs.one == "" {
 		if cs.fetch, err = build(fetchColumns + ", " + p.dialect.Locator()); err != nil {
 			return nil, err
 		}
@@ -97,8 +128,29 @@ func (p *Plugin) claimSQL(db *gorm.DB, n int, plan *leasePlan) (*claimStatements
 type claimed struct {
 	rows     []ConsumerMessage // AvailableAfter is the due time from before the claim
 	locators []string
-	leases   []int64 // Unix ms: each row's available_after until it is completed
+	leases   []int64    // Unix ms: each row's available_after until it is completed
+	limits   []*limiter // the slot each row holds of its consumer's WithConcurrency, or nil
 	plan     *leasePlan
+}
+
+// add appends claim part, whose rows each hold a slot of lim (nil: none).
+func (c *claimed) add(part claimed, lim *limiter) {
+	c.rows = append(c.rows, part.rows...)
+	c.locators = append(c.locators, part.locators...)
+	c.leases = append(c.leases, part.leases...)
+	for range part.rows {
+		c.limits = append(c.limits, lim)
+	}
+	c.plan = part.plan
+}
+
+// releaseLimits frees the slots c's rows hold (their runs will not start).
+func (c *claimed) releaseLimits() {
+	for _, l := range c.limits {
+		if l != nil {
+			l.release(1)
+		}
+	}
 }
 
 // A claim holds each message for the longest run its consumer may take — its timeout,
@@ -109,11 +161,13 @@ type claimed struct {
 
 // leasePlan is the leases of one registry snapshot.
 type leasePlan struct {
-	snap   *registrySnapshot
-	base   time.Duration
-	groups []leaseGroup // by lease; never the base
-	shape  string       // the groups' sizes, for the statement cache
-	byType map[string]time.Duration
+	// limited is, by rail, the consumers registered WithConcurrency, by name.
+	limited map[string][]*registration
+	snap    *registrySnapshot
+	base    time.Duration
+	groups  []leaseGroup // by lease; never the base
+	shape   string       // the groups' sizes, for the statement cache
+	byType  map[string]time.Duration
 }
 
 // leaseGroup is the consumer types that share a lease other than the base.
@@ -129,8 +183,14 @@ func (p *Plugin) leases() *leasePlan {
 		return plan
 	}
 	margin := p.cfg.AbandonGrace + max(p.cfg.LeaseMargin, leaseMarginMin)
-	plan := &leasePlan{snap: snap, base: p.cfg.DefaultConsumerTimeout + margin, byType: map[string]time.Duration{}}
+	plan := &leasePlan{snap: snap, base: p.cfg.DefaultConsumerTimeout + margin, byType: map[string]time.Duration{},
+		limited: map[string][]*registration{}}
 	byLease := map[time.Duration][]string{}
+	for _, name := range slices.Sorted(maps.Keys(snap.byConsumer)) {
+		if reg := snap.byConsumer[name]; reg.limit != nil {
+			plan.limited[reg.rail] = append(plan.limited[reg.rail], reg)
+		}
+	}
 	for name, reg := range snap.byConsumer {
 		if reg.timeout == 0 || reg.timeout+margin == plan.base {
 			continue
@@ -169,18 +229,64 @@ func (plan *leasePlan) args(now time.Time) []any {
 	return args
 }
 
-// claim locks up to n due messages, leases them and commits, in one short transaction.
-func (p *Plugin) claim(ctx context.Context, n int) (claimed, error) {
+// claim locks up to n due messages of rail rl, leases them and commits, in short
+// transactions: first, for each consumer of the rail registered WithConcurrency, as many
+// of its messages as it has free slots (reserved before its claim), then the rail's other
+// messages. On a database without row locks, one claim runs at a time in this plugin.
+func (p *Plugin) claim(ctx context.Context, rl string, n int) (claimed, error) {
+	if !p.dialect.RowLocks() {
+		p.claimMu.Lock()
+		defer p.claimMu.Unlock()
+	}
 	plan := p.leases()
-	cs, err := p.claimSQL(p.db, n, plan)
+	limited := plan.limited[rl]
+	if len(limited) == 0 {
+		return p.claimWhere(ctx, plan, claimFilter{}, []any{rl}, n)
+	}
+	var c claimed
+	c.plan = plan
+	types := make([]string, len(limited))
+	for i, reg := range limited {
+		types[i] = reg.consumerType
+		want := n - len(c.rows)
+		if want <= 0 {
+			continue
+		}
+		k := reg.limit.reserve(want)
+		if k == 0 {
+			continue
+		}
+		part, err := p.claimWhere(ctx, plan, claimFilter{only: true}, []any{rl, reg.consumerType}, k)
+		reg.limit.release(k - len(part.rows))
+		c.add(part, reg.limit)
+		if err != nil {
+			c.releaseLimits() // its rows are left to their leases
+			return claimed{}, err
+		}
+	}
+	if want := n - len(c.rows); want > 0 {
+		part, err := p.claimWhere(ctx, plan, claimFilter{types: len(types)}, append([]any{rl}, stringArgsOf(types)...), want)
+		if err != nil {
+			c.releaseLimits()
+			return claimed{}, err
+		}
+		c.add(part, nil)
+	}
+	return c, nil
+}
+
+// claimWhere claims up to n due messages matching filter f, whose parameters are args.
+func (p *Plugin) claimWhere(ctx context.Context, plan *leasePlan, f claimFilter, args []any, n int) (claimed, error) {
+	cs, err := p.claimSQL(p.db, n, plan, f)
 	if err != nil {
 		return claimed{}, err
 	}
 	now := p.now()
+	args = append(args, now.UnixMilli(), n)
 	var c claimed
 	if cs.one != "" {
 		// One statement, in autocommit: it is its own short transaction.
-		args := append([]any{now.UnixMilli(), n}, plan.args(now)...)
+		args = append(args, plan.args(now)...)
 		rs, err := p.db.Statement.ConnPool.QueryContext(ctx, cs.one, args...)
 		if err != nil {
 			return claimed{}, err
@@ -196,17 +302,17 @@ func (p *Plugin) claim(ctx context.Context, n int) (claimed, error) {
 	}
 	defer tx.Rollback()
 	conn := tx.Statement.ConnPool
-	rs, err := conn.QueryContext(ctx, cs.fetch, now.UnixMilli(), n)
+	rs, err := conn.QueryContext(ctx, cs.fetch, args...)
 	if err != nil {
 		return claimed{}, err
 	}
 	if err := c.scan(rs, n); err != nil {
 		return claimed{}, err
 	}
+	c.lease(plan, now)
 	if len(c.rows) == 0 {
 		return c, nil
 	}
-	c.lease(plan, now)
 	byLease := map[int64][]string{}
 	for i, l := range c.leases {
 		byLease[l] = append(byLease[l], c.locators[i])
@@ -217,6 +323,15 @@ func (p *Plugin) claim(ctx context.Context, n int) (claimed, error) {
 		}
 	}
 	return c, tx.Commit().Error
+}
+
+// stringArgsOf is ss as statement arguments.
+func stringArgsOf(ss []string) []any {
+	args := make([]any, len(ss))
+	for i, s := range ss {
+		args[i] = s
+	}
+	return args
 }
 
 // lease sets each claimed row's lease end, as the claim's statement set it.

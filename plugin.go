@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"sync"
 	"time"
 
@@ -37,6 +39,7 @@ type Plugin struct {
 	run       *running // non-nil between Start and Stop
 	hooks     Hooks
 	stmts     *statements
+	claimMu   sync.Mutex // serializes claims where the database has no row locks (SQLite)
 	breaker   *breakers
 
 	counters counters
@@ -265,14 +268,18 @@ func (p *Plugin) Start(ctx context.Context) error {
 	r := &running{ctx: ctx, stopFetch: stopFetch, cancel: cancel, done: make(chan struct{})}
 	// A cancelled Start context is a hard stop.
 	r.detach = context.AfterFunc(ctx, cancel)
-	for i := range p.cfg.ConsumerProcessors {
-		pr := &processor{p: p, index: i, wakeCh: p.wake.subscribe()}
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			defer p.wake.unsubscribe(pr.wakeCh)
-			pr.loop(fetchCtx, workCtx)
-		}()
+	index := 0
+	for _, rl := range p.cfg.rails() {
+		for range rl.processors {
+			pr := &processor{p: p, rail: rl, index: index, wakeCh: p.wake.subscribe()}
+			index++
+			r.wg.Add(1)
+			go func() {
+				defer r.wg.Done()
+				defer p.wake.unsubscribe(pr.wakeCh)
+				pr.loop(fetchCtx, workCtx)
+			}()
+		}
 	}
 	p.startSchedulers(fetchCtx, workCtx, &r.wg)
 	if !p.cfg.PollOnly {
@@ -300,6 +307,12 @@ func (p *Plugin) checkConcurrency() error {
 	}
 	if p.cfg.ConsumerProcessors > 1 {
 		return fmt.Errorf("%w: Config.ConsumerProcessors = %d on %s; use 1", ErrConcurrencyUnsupported, p.cfg.ConsumerProcessors, p.dialect.Name())
+	}
+	// Each rail runs one processor there; their claims take turns (Plugin.claim).
+	for _, name := range slices.Sorted(maps.Keys(p.cfg.Rails)) {
+		if n := p.cfg.Rails[name].ConsumerProcessors; n > 1 {
+			return fmt.Errorf("%w: Config.Rails[%q].ConsumerProcessors = %d on %s; use 1 (each rail runs one processor, and their claims take turns)", ErrConcurrencyUnsupported, name, n, p.dialect.Name())
+		}
 	}
 	return p.checkScheduleConcurrency()
 }
@@ -351,7 +364,8 @@ func (p *Plugin) Stop(ctx context.Context) error {
 // ProcessBatch processes up to ProcessorBatchSize due messages synchronously, records their
 // outcomes, and returns how many messages it claimed. Its consumers run concurrently, up to
 // ConsumerConcurrency: it claims no more at a time than can start at once, so that every
-// message runs within its lease. It is for tests and tools that drive the queue without
+// message runs within its lease. With Config.Rails it then does the same for each rail, by
+// name, with that rail's batch size and concurrency; WithConcurrency limits hold. It is for tests and tools that drive the queue without
 // Start; it may run beside started processors.
 func (p *Plugin) ProcessBatch(ctx context.Context) (int, error) {
 	p.mu.Lock()
