@@ -421,7 +421,7 @@ func TestRequeueRestoresRail(t *testing.T) {
 	})
 }
 
-// Rows written by hand: without a rail (or with ''), they are the default rail's; on a rail
+// Rows written by hand: without a rail (or with ”), they are the default rail's; on a rail
 // this plugin does not run, they are never fetched here, and StatsByRail shows them under
 // that rail, Configured false.
 func TestHandWrittenRowsRails(t *testing.T) {
