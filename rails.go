@@ -113,6 +113,8 @@ func (c Config) rails() []*rail {
 // Rails returns the names of the rails this plugin runs: DefaultRail ("") first, then
 // Config.Rails by name.
 func (p *Plugin) Rails() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	names := []string{DefaultRail}
 	return append(names, slices.Sorted(maps.Keys(p.cfg.Rails))...)
 }
@@ -122,6 +124,8 @@ func (p *Plugin) hasRail(name string) bool {
 	if name == DefaultRail {
 		return true
 	}
+	p.mu.Lock() // Initialize replaces p.cfg
+	defer p.mu.Unlock()
 	_, ok := p.cfg.Rails[name]
 	return ok
 }
@@ -160,11 +164,4 @@ func (l *limiter) release(n int) {
 	l.mu.Lock()
 	l.running -= n
 	l.mu.Unlock()
-}
-
-// inUse is how many slots are taken.
-func (l *limiter) inUse() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.running
 }
