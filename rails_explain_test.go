@@ -119,3 +119,80 @@ func TestRailClaimUsesTheRailIndex(t *testing.T) {
 		})
 	}
 }
+
+// TestClaimTakesOnlyItsRail claims for each rail from a table holding three rails' due
+// messages, with and without a limited consumer: every claimed row is of the claimed rail,
+// and each rail's rows are all claimed by its own claims.
+func TestClaimTakesOnlyItsRail(t *testing.T) {
+	t.Parallel()
+	for _, dialect := range []string{"postgres", "mysql", "sqlite"} {
+		t.Run(dialect, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			db := testdb.Open(t, dialect)
+			p := New(Config{Rails: map[string]RailConfig{"slow": {}}})
+			if err := db.Use(p); err != nil {
+				t.Fatal(err)
+			}
+			if err := p.Migrate(ctx, db); err != nil {
+				t.Fatal(err)
+			}
+			limited := &registration{consumerType: "L", payloadType: "P", rail: "slow", limit: &limiter{limit: 2}}
+			if err := p.registry.add(limited); err != nil {
+				t.Fatal(err)
+			}
+			var rows []ConsumerMessage
+			for i := range 60 {
+				rail := []string{"", "slow", "gone"}[i%3]
+				ct := []string{"A", "L"}[i%2]
+				rows = append(rows, ConsumerMessage{ID: fmt.Sprintf("m%02d", i), CreatedAt: int64(i), AvailableAfter: int64(i),
+					ConsumerType: ct, PayloadType: "P", Payload: "{}", InsertID: fmt.Sprintf("m%02d", i), Rail: rail})
+			}
+			if err := db.Create(&rows).Error; err != nil {
+				t.Fatal(err)
+			}
+			claimedOn := map[string]int{}
+			for _, rl := range []string{"", "slow"} {
+				for {
+					c, err := p.claim(ctx, rl, 7)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if len(c.rows) == 0 {
+						break
+					}
+					var limitedHere int
+					for i, r := range c.rows {
+						var stored ConsumerMessage
+						if err := db.Where("id = ?", r.ID).Take(&stored).Error; err != nil {
+							t.Fatal(err)
+						}
+						if stored.Rail != rl {
+							t.Fatalf("the claim of rail %q took %s of rail %q", rl, r.ID, stored.Rail)
+						}
+						var lim *limiter
+						if c.limits != nil { // nil: a claim of a rail without limited consumers
+							lim = c.limits[i]
+						}
+						if (lim != nil) != (rl == "slow" && r.ConsumerType == "L") {
+							t.Fatalf("rail %q, %s of %s: limiter %v", rl, r.ID, r.ConsumerType, lim)
+						}
+						if lim != nil {
+							limitedHere++
+						}
+						claimedOn[rl]++
+					}
+					if limitedHere > 2 || limited.limit.running != limitedHere {
+						t.Fatalf("one claim took %d messages of L (limit 2), %d slots held", limitedHere, limited.limit.running)
+					}
+					c.releaseLimits() // as the runs ending would
+				}
+			}
+			var gone int64
+			db.Model(&ConsumerMessage{}).Where("rail = ? AND pending IS NOT NULL", "gone").Count(&gone)
+			if claimedOn[""] != 20 || claimedOn["slow"] != 20 || gone != 20 {
+				t.Fatalf("claimed %v, %d of rail gone left pending; want 20 per configured rail and gone untouched", claimedOn, gone)
+			}
+		})
+	}
+}
