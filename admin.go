@@ -1,10 +1,12 @@
 package asyncmonolith
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -27,12 +29,29 @@ type MessageFilter struct {
 	Offset       int           // skip this many rows (paging)
 }
 
-// QueueStats describes one consumer type.
+// QueueStats describes one consumer type on one rail (a consumer's messages are all on
+// its rail, unless it moved to another rail while some were stored).
 type QueueStats struct {
 	ConsumerType string        `json:"consumer_type"`
+	Rail         string        `json:"rail"`           // the messages' rail; "" is DefaultRail
 	Pending      int64         `json:"pending"`        // rows in consumer_messages
-	Due          int64         `json:"due"`            // of which due now
+	Running      int64         `json:"running"`        // of which claimed by a processor (pending IS NULL)
+	Due          int64         `json:"due"`            // of which due now (a claimed one once its lease has ended)
 	OldestDueAge time.Duration `json:"oldest_due_age"` // how long the oldest due message has waited
+	Poisoned     int64         `json:"poisoned"`
+}
+
+// RailStats sums QueueStats over one rail.
+type RailStats struct {
+	Rail string `json:"rail"` // "" is DefaultRail
+	// Configured is false for a rail this plugin does not run (not in Config.Rails): its
+	// messages (written by hand, or by a process configured otherwise) are never fetched
+	// here.
+	Configured   bool          `json:"configured"`
+	Pending      int64         `json:"pending"`
+	Running      int64         `json:"running"`
+	Due          int64         `json:"due"`
+	OldestDueAge time.Duration `json:"oldest_due_age"`
 	Poisoned     int64         `json:"poisoned"`
 }
 
@@ -177,9 +196,10 @@ func (p *Plugin) RequeuePoisoned(ctx context.Context, ids []string, opts ...Requ
 			msg := ConsumerMessage{
 				ID: r.ID, CreatedAt: r.CreatedAt, AvailableAfter: due, Attempts: 0, ConsumerType: r.ConsumerType,
 				PayloadType: r.PayloadType, Payload: r.Payload, InsertID: r.InsertID, TraceID: r.TraceID, SpanID: r.SpanID,
+				Rail: r.Rail, // back on the rail it was poisoned on
 			}
-			res := tx.Exec(p.insertSQL(1, true, true), msg.ID, msg.CreatedAt, msg.AvailableAfter, msg.ConsumerType,
-				msg.PayloadType, msg.Payload, msg.InsertID, msg.TraceID, msg.SpanID)
+			res := tx.Exec(p.insertSQL(1, true, true, true), msg.ID, msg.CreatedAt, msg.AvailableAfter, msg.ConsumerType,
+				msg.PayloadType, msg.Payload, msg.InsertID, msg.TraceID, msg.SpanID, msg.Rail)
 			if res.Error != nil {
 				return res.Error
 			}
@@ -236,7 +256,8 @@ func (p *Plugin) PurgePoisoned(ctx context.Context, f MessageFilter) (int64, err
 	return res.RowsAffected, nil
 }
 
-// ListMessages lists pending messages (due ones and delayed ones), in fetch order.
+// ListMessages lists pending messages (due ones and delayed ones), in fetch order rail by
+// rail (the default rail first).
 func (p *Plugin) ListMessages(ctx context.Context, f MessageFilter) ([]ConsumerMessage, error) {
 	db, err := p.adminDB(ctx)
 	if err != nil {
@@ -245,7 +266,7 @@ func (p *Plugin) ListMessages(ctx context.Context, f MessageFilter) ([]ConsumerM
 	q := p.filterMessages(db.Model(&ConsumerMessage{}), f)
 	var rows []ConsumerMessage
 	err = readOnSource(q, func(tx *gorm.DB) error {
-		return tx.Order(fetchOrder).Limit(f.limit()).Offset(f.Offset).Find(&rows).Error
+		return tx.Order(listOrder).Limit(f.limit()).Offset(f.Offset).Find(&rows).Error
 	})
 	if err != nil {
 		return nil, p.wrapDBError("list messages", err)
@@ -267,8 +288,8 @@ func (p *Plugin) DeleteMessages(ctx context.Context, ids []string) (int64, error
 	return res.RowsAffected, nil
 }
 
-// Stats returns, per consumer type, the pending, due and poisoned counts and the age of
-// the oldest due message, ordered by consumer type.
+// Stats returns, per consumer type and rail, the pending, running, due and poisoned counts
+// and the age of the oldest due message, ordered by consumer type, then rail.
 func (p *Plugin) Stats(ctx context.Context) ([]QueueStats, error) {
 	db, err := p.adminDB(ctx)
 	if err != nil {
@@ -278,46 +299,53 @@ func (p *Plugin) Stats(ctx context.Context) ([]QueueStats, error) {
 	// Columns named in tags: the application's NamingStrategy also maps these fields.
 	var pending []struct {
 		ConsumerType string `gorm:"column:consumer_type"`
+		Rail         string `gorm:"column:rail"`
 		Pending      int64  `gorm:"column:pending"`
+		Running      int64  `gorm:"column:running"`
 		Due          int64  `gorm:"column:due"`
 		OldestDue    *int64 `gorm:"column:oldest_due"`
 	}
 	var poisoned []struct {
 		ConsumerType string `gorm:"column:consumer_type"`
+		Rail         string `gorm:"column:rail"`
 		N            int64  `gorm:"column:n"`
 	}
 	err = readOnSource(db, func(tx *gorm.DB) error {
+		// A running message's available_after is its lease's end: it is due again only
+		// once its lease has ended (its process died).
 		err := tx.Model(&ConsumerMessage{}).
-			Select("consumer_type, COUNT(*) AS pending, "+
+			Select("consumer_type, rail, COUNT(*) AS pending, "+
+				"SUM(CASE WHEN pending IS NULL THEN 1 ELSE 0 END) AS running, "+
 				"SUM(CASE WHEN available_after <= ? THEN 1 ELSE 0 END) AS due, "+
 				"MIN(CASE WHEN available_after <= ? THEN available_after END) AS oldest_due", now.UnixMilli(), now.UnixMilli()).
-			Group("consumer_type").Scan(&pending).Error
+			Group("consumer_type, rail").Scan(&pending).Error
 		if err != nil {
 			return err
 		}
-		return tx.Model(&PoisonedMessage{}).Select("consumer_type, COUNT(*) AS n").Group("consumer_type").Scan(&poisoned).Error
+		return tx.Model(&PoisonedMessage{}).Select("consumer_type, rail, COUNT(*) AS n").Group("consumer_type, rail").Scan(&poisoned).Error
 	})
 	if err != nil {
 		return nil, p.wrapDBError("stats", err)
 	}
-	by := map[string]*QueueStats{}
-	get := func(ct string) *QueueStats {
-		if s, ok := by[ct]; ok {
+	type key struct{ consumer, rail string }
+	by := map[key]*QueueStats{}
+	get := func(ct, rail string) *QueueStats {
+		if s, ok := by[key{ct, rail}]; ok {
 			return s
 		}
-		s := &QueueStats{ConsumerType: ct}
-		by[ct] = s
+		s := &QueueStats{ConsumerType: ct, Rail: rail}
+		by[key{ct, rail}] = s
 		return s
 	}
 	for _, r := range pending {
-		s := get(r.ConsumerType)
-		s.Pending, s.Due = r.Pending, r.Due
+		s := get(r.ConsumerType, r.Rail)
+		s.Pending, s.Running, s.Due = r.Pending, r.Running, r.Due
 		if r.OldestDue != nil {
 			s.OldestDueAge = now.Sub(time.UnixMilli(*r.OldestDue))
 		}
 	}
 	for _, r := range poisoned {
-		get(r.ConsumerType).Poisoned = r.N
+		get(r.ConsumerType, r.Rail).Poisoned = r.N
 	}
 	out := make([]QueueStats, 0, len(by))
 	for _, s := range by {
@@ -325,6 +353,48 @@ func (p *Plugin) Stats(ctx context.Context) ([]QueueStats, error) {
 	}
 	sortStats(out)
 	return out, nil
+}
+
+// StatsByRail returns Stats summed per rail: every rail this plugin runs (DefaultRail
+// first, then Config.Rails by name), empty ones included, then any other rail found on
+// stored messages (Configured false), by name. OldestDueAge is the rail's oldest.
+func (p *Plugin) StatsByRail(ctx context.Context) ([]RailStats, error) {
+	stats, err := p.Stats(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return p.railTotals(stats), nil
+}
+
+// railTotals sums stats per rail, as StatsByRail returns them.
+func (p *Plugin) railTotals(stats []QueueStats) []RailStats {
+	var out []RailStats
+	index := map[string]int{}
+	for _, name := range p.Rails() {
+		index[name] = len(out)
+		out = append(out, RailStats{Rail: name, Configured: true})
+	}
+	var others []string
+	for _, s := range stats {
+		if _, ok := index[s.Rail]; !ok {
+			index[s.Rail] = -1
+			others = append(others, s.Rail)
+		}
+	}
+	slices.Sort(others)
+	for _, name := range others {
+		index[name] = len(out)
+		out = append(out, RailStats{Rail: name})
+	}
+	for _, s := range stats {
+		r := &out[index[s.Rail]]
+		r.Pending += s.Pending
+		r.Running += s.Running
+		r.Due += s.Due
+		r.Poisoned += s.Poisoned
+		r.OldestDueAge = max(r.OldestDueAge, s.OldestDueAge)
+	}
+	return out
 }
 
 // ListSchedules lists schedules (all, or those with tag) with their next run, soonest first.
@@ -377,9 +447,7 @@ func uniq(ss []string) []string {
 }
 
 func sortStats(s []QueueStats) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j].ConsumerType < s[j-1].ConsumerType; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
+	slices.SortFunc(s, func(a, b QueueStats) int {
+		return cmp.Or(strings.Compare(a.ConsumerType, b.ConsumerType), strings.Compare(a.Rail, b.Rail))
+	})
 }

@@ -24,36 +24,47 @@ type Page[T any] struct {
 
 // pageCursor is a decoded cursor: the sort key of a page's last row.
 type pageCursor struct {
+	rail        string // messages: the rail, first in listOrder
 	at, created int64
 	id          string
 }
 
-// String encodes c as "at.created.id" with the id in unpadded base64url, so that a cursor
-// is plain ASCII whatever bytes the id holds (a hand-written row may hold dots, slashes,
-// NUL bytes or invalid UTF-8) and goes into a URL as it is.
+// String encodes c as "at.created.id" (then ".rail" when the rail is not the default) with
+// the id and rail in unpadded base64url, so that a cursor is plain ASCII whatever bytes
+// they hold (a hand-written row may hold dots, slashes, NUL bytes or invalid UTF-8) and
+// goes into a URL as it is.
 func (c pageCursor) String() string {
-	return strconv.FormatInt(c.at, 10) + "." + strconv.FormatInt(c.created, 10) + "." +
+	s := strconv.FormatInt(c.at, 10) + "." + strconv.FormatInt(c.created, 10) + "." +
 		base64.RawURLEncoding.EncodeToString([]byte(c.id))
+	if c.rail != "" {
+		s += "." + base64.RawURLEncoding.EncodeToString([]byte(c.rail))
+	}
+	return s
 }
 
 // cursor decodes s, failing with ErrInvalidOption when it is malformed or when its id is
 // one that no row of p's database can hold (PostgreSQL text holds neither NUL bytes nor
 // invalid UTF-8, and would refuse the query with an error of its own).
 func (p *Plugin) cursor(s string) (pageCursor, error) {
-	parts := strings.SplitN(s, ".", 3)
-	if len(parts) != 3 || parts[2] == "" {
+	parts := strings.SplitN(s, ".", 4)
+	if len(parts) < 3 || parts[2] == "" || (len(parts) == 4 && parts[3] == "") {
 		return pageCursor{}, fmt.Errorf("%w: cursor %q", ErrInvalidOption, s)
 	}
 	at, err1 := strconv.ParseInt(parts[0], 10, 64)
 	created, err2 := strconv.ParseInt(parts[1], 10, 64)
 	id, err3 := base64.RawURLEncoding.DecodeString(parts[2])
-	if err := errors.Join(err1, err2, err3); err != nil {
+	var rail []byte
+	var err4 error
+	if len(parts) == 4 {
+		rail, err4 = base64.RawURLEncoding.DecodeString(parts[3])
+	}
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		return pageCursor{}, fmt.Errorf("%w: cursor %q", ErrInvalidOption, s)
 	}
-	if !p.storable(string(id)) {
-		return pageCursor{}, fmt.Errorf("%w: cursor %q: its id holds bytes PostgreSQL text cannot", ErrInvalidOption, s)
+	if !p.storable(string(id)) || !p.storable(string(rail)) {
+		return pageCursor{}, fmt.Errorf("%w: cursor %q: its id or rail holds bytes PostgreSQL text cannot", ErrInvalidOption, s)
 	}
-	return pageCursor{at: at, created: created, id: string(id)}, nil
+	return pageCursor{rail: string(rail), at: at, created: created, id: string(id)}, nil
 }
 
 // keyset keeps the rows that sort after (op ">") or before ("<") vals in the order of cols.
@@ -80,7 +91,7 @@ func (p *Plugin) filterMessages(q *gorm.DB, f MessageFilter) *gorm.DB {
 }
 
 // PageMessages returns one page of pending messages matching f, in fetch order (due
-// first), starting after cursor ("" for the first page; Page.Next for the following
+// first) rail by rail (the default rail first), starting after cursor ("" for the first page; Page.Next for the following
 // one). f.Limit sizes the page; f.Offset is ignored. A malformed cursor fails with
 // ErrInvalidOption. Rows with equal sort keys are neither skipped nor repeated across
 // pages, whatever is inserted or deleted meanwhile; but a message that a processor claims
@@ -98,16 +109,16 @@ func (p *Plugin) PageMessages(ctx context.Context, f MessageFilter, cursor strin
 		if err != nil {
 			return page, err
 		}
-		q = p.keyset(q, ">", []string{"available_after", "created_at", "id"}, c.at, c.created, c.id)
+		q = p.keyset(q, ">", []string{"rail", "available_after", "created_at", "id"}, c.rail, c.at, c.created, c.id)
 	}
 	n := f.limit()
-	if err := readOnSource(q, func(tx *gorm.DB) error { return tx.Order(fetchOrder).Limit(n + 1).Find(&page.Rows).Error }); err != nil {
+	if err := readOnSource(q, func(tx *gorm.DB) error { return tx.Order(listOrder).Limit(n + 1).Find(&page.Rows).Error }); err != nil {
 		return page, p.wrapDBError("page messages", err)
 	}
 	if len(page.Rows) > n {
 		page.Rows = page.Rows[:n]
 		last := page.Rows[n-1]
-		page.Next = pageCursor{at: last.AvailableAfter, created: last.CreatedAt, id: last.ID}.String()
+		page.Next = pageCursor{rail: last.Rail, at: last.AvailableAfter, created: last.CreatedAt, id: last.ID}.String()
 	}
 	return page, nil
 }

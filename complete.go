@@ -434,14 +434,14 @@ func (p *Plugin) poison(tx *gorm.DB, its []*item, k groupKey, now time.Time) (in
 		args = append(args, v)
 		return d.Placeholder(len(args))
 	}
-	b.WriteString("INSERT INTO poisoned_messages (id, created_at, available_after, attempts, consumer_type, payload_type, payload, insert_id, trace_id, span_id, last_error, poisoned_at) SELECT id, created_at, CASE id")
+	b.WriteString("INSERT INTO poisoned_messages (id, created_at, available_after, attempts, consumer_type, payload_type, payload, insert_id, trace_id, span_id, last_error, poisoned_at, rail) SELECT id, created_at, CASE id")
 	for _, it := range its {
 		b.WriteString(" WHEN " + ph(it.o.row.ID) + " THEN ")
 		args = append(args, it.o.row.AvailableAfter)
 		b.WriteString(d.Int64Placeholder(len(args)))
 	}
 	b.WriteString(" END, " + ph(k.attempt) + ", consumer_type, payload_type, payload, insert_id, trace_id, span_id, " +
-		ph(k.msg) + ", " + ph(now.UnixMilli()) + " FROM consumer_messages WHERE id IN (")
+		ph(k.msg) + ", " + ph(now.UnixMilli()) + ", rail FROM consumer_messages WHERE id IN (")
 	for i, it := range its {
 		if i > 0 {
 			b.WriteByte(',')

@@ -138,6 +138,12 @@ type Config struct {
 	// reach the server. The default (false) listens where the database can notify:
 	// PostgreSQL (LISTEN, one connection) and SQLite (a data_version watcher, one connection).
 	PollOnly bool
+	// Rails are processor pools of their own (besides the default rail, which the fields
+	// above configure), keyed by name: a consumer registered WithRail(name) is fetched and
+	// run only by that rail's processors, so a slow consumer on one rail cannot hold up
+	// consumers on another. Nil: one rail, the default one. See RailConfig.
+	Rails map[string]RailConfig
+
 	// ListenDSN (PostgreSQL only) is a pgx DSN straight to the server, for the notification
 	// listener: it then holds a connection of its own, outside the pool, instead of one of
 	// the pool's. Set it when the pool goes through a pooler in transaction mode
@@ -206,6 +212,13 @@ func (c Config) withDefaults() Config {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.Rails != nil {
+		rails := make(map[string]RailConfig, len(c.Rails))
+		for name, rc := range c.Rails {
+			rails[name] = rc.withDefaults()
+		}
+		c.Rails = rails
+	}
 	return c
 }
 
@@ -251,7 +264,7 @@ func (c Config) validate() error {
 	case c.PollOnly && c.ListenDSN != "":
 		return &ConfigError{"ListenDSN", redactedDSN, "must be empty with PollOnly (a poll-only plugin does not listen)"}
 	}
-	return nil
+	return c.validateRails()
 }
 
 // redactedDSN stands for a DSN in errors: it may hold a password.

@@ -65,9 +65,12 @@ type ConsumerTyper interface{ ConsumerType() string }
 type ConsumerOption func(*consumerOptions)
 
 type consumerOptions struct {
-	attempts int
-	timeout  time.Duration
-	name     string
+	attempts    int
+	timeout     time.Duration
+	name        string
+	rail        string
+	concurrency int
+	limited     bool
 }
 
 // WithAttempts sets how many runs this consumer gives a message before it is poisoned,
@@ -80,6 +83,21 @@ func WithTimeout(d time.Duration) ConsumerOption { return func(o *consumerOption
 // WithName sets the consumer's stored name, overriding ConsumerTyper and the Go type name.
 func WithName(name string) ConsumerOption { return func(o *consumerOptions) { o.name = name } }
 
+// WithRail puts the consumer on a rail of Config.Rails: its messages are stored with that
+// rail and fetched and run only by that rail's processors. Register fails with
+// ErrInvalidOption when the plugin has no such rail. Without it (or with DefaultRail) the
+// consumer is on the default rail.
+func WithRail(name string) ConsumerOption { return func(o *consumerOptions) { o.rail = name } }
+
+// WithConcurrency limits how many messages of this consumer run at once in this process,
+// across all processors of its rail; 1 runs them one at a time, in due order (a message
+// is claimed only when the one before it has ended). Messages over the limit stay pending,
+// unclaimed, and do not hold up other consumers. n must be between 1 and
+// ConsumerConcurrencyMax. Without it a consumer runs as many at once as its rail allows.
+func WithConcurrency(n int) ConsumerOption {
+	return func(o *consumerOptions) { o.concurrency, o.limited = n, true }
+}
+
 // registration is one consumer, erased to the payload's JSON.
 type registration struct {
 	consumerType string
@@ -87,6 +105,8 @@ type registration struct {
 	payloadGo    reflect.Type
 	attempts     int           // 0: Config.MaxAttempts
 	timeout      time.Duration // 0: Config.DefaultConsumerTimeout
+	rail         string        // DefaultRail or a key of Config.Rails
+	limit        *limiter      // nil: no WithConcurrency
 	run          func(ctx context.Context, env envelope) error
 }
 
@@ -112,6 +132,12 @@ func Register[T any](p *Plugin, c Consumer[T], opts ...ConsumerOption) error {
 	if o.timeout < 0 || o.timeout > ConsumerTimeoutMax {
 		return fmt.Errorf("%w: WithTimeout(%s): must be between 1ns and 1h", ErrInvalidOption, o.timeout)
 	}
+	if o.limited && (o.concurrency < 1 || o.concurrency > ConsumerConcurrencyMax) {
+		return fmt.Errorf("%w: WithConcurrency(%d): must be between 1 and %d", ErrInvalidOption, o.concurrency, ConsumerConcurrencyMax)
+	}
+	if !p.hasRail(o.rail) {
+		return fmt.Errorf("%w: WithRail(%q): no such rail (add it to Config.Rails)", ErrInvalidOption, o.rail)
+	}
 	if c == nil || nilThroughValueMethod(c, reflect.TypeFor[Consumer[T]]()) {
 		return fmt.Errorf("%w: consumer is nil (or a nil pointer to a type whose Consume has a value receiver)", ErrInvalidOption)
 	}
@@ -133,6 +159,7 @@ func Register[T any](p *Plugin, c Consumer[T], opts ...ConsumerOption) error {
 		payloadGo:    goType,
 		attempts:     o.attempts,
 		timeout:      o.timeout,
+		rail:         o.rail,
 		run: func(ctx context.Context, env envelope) error {
 			m := &Message[T]{
 				ID:           env.row.ID,
@@ -155,6 +182,9 @@ func Register[T any](p *Plugin, c Consumer[T], opts ...ConsumerOption) error {
 			}
 			return c.Consume(ctx, m)
 		},
+	}
+	if o.limited {
+		r.limit = &limiter{limit: o.concurrency}
 	}
 	return p.registry.add(r)
 }

@@ -56,7 +56,7 @@ func TestConcurrentMigrate(t *testing.T) {
 				t.Fatal(err)
 			}
 			m := first.Migrator()
-			for _, idx := range []string{"idx_consumer_messages_fetch", "ux_consumer_messages_pending_insert_id"} {
+			for _, idx := range []string{"idx_consumer_messages_rail_fetch", "ux_consumer_messages_pending_insert_id"} {
 				if !m.HasIndex(&am.ConsumerMessage{}, idx) {
 					t.Errorf("index %s is missing", idx)
 				}

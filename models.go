@@ -13,9 +13,9 @@ import "time"
 // pending or running. Produce writes one row per consumer of the payload type; a processor
 // claims it for a lease, and deletes it when the consumer succeeds.
 type ConsumerMessage struct {
-	ID             string  `gorm:"column:id;primaryKey;size:64;index:idx_consumer_messages_fetch,priority:3"`
-	CreatedAt      int64   `gorm:"column:created_at;not null;autoCreateTime:false;index:idx_consumer_messages_fetch,priority:2"`
-	AvailableAfter int64   `gorm:"column:available_after;not null;index:idx_consumer_messages_fetch,priority:1"`
+	ID             string  `gorm:"column:id;primaryKey;size:64;index:idx_consumer_messages_rail_fetch,priority:4"`
+	CreatedAt      int64   `gorm:"column:created_at;not null;autoCreateTime:false;index:idx_consumer_messages_rail_fetch,priority:3"`
+	AvailableAfter int64   `gorm:"column:available_after;not null;index:idx_consumer_messages_rail_fetch,priority:2"`
 	Attempts       int     `gorm:"column:attempts;not null;default:0"`
 	ConsumerType   string  `gorm:"column:consumer_type;size:255;not null;uniqueIndex:ux_consumer_messages_pending_insert_id,priority:2"`
 	PayloadType    string  `gorm:"column:payload_type;size:255;not null"`
@@ -29,6 +29,10 @@ type ConsumerMessage struct {
 	// (insert_id, consumer_type, pending) so allows one pending message per insert id
 	// beside any running ones: every database treats NULLs as distinct in a unique index.
 	Pending *bool `gorm:"column:pending;default:true;check:chk_consumer_messages_pending,pending IS NULL OR pending;uniqueIndex:ux_consumer_messages_pending_insert_id,priority:3"`
+	// Rail is the rail whose processors fetch the message ("" is the default rail): the
+	// rail its consumer was registered on (WithRail) when it was produced. The fetch index
+	// leads with it, so each rail's processors read their own range of it.
+	Rail string `gorm:"column:rail;size:64;not null;default:'';index:idx_consumer_messages_rail_fetch,priority:1"`
 
 	// freshID marks a row whose insert id this process generated: it cannot collide with
 	// a pending row, so its INSERT needs no duplicate handling (cheaper on PostgreSQL).
@@ -56,6 +60,8 @@ type PoisonedMessage struct {
 	SpanID         *string `gorm:"column:span_id;size:16"`
 	LastError      string  `gorm:"column:last_error;not null"`
 	PoisonedAt     int64   `gorm:"column:poisoned_at;not null;index:idx_poisoned_messages_poisoned_at"`
+	// Rail is the message's rail, kept so that RequeuePoisoned puts it back on it.
+	Rail string `gorm:"column:rail;size:64;not null;default:''"`
 }
 
 // TableName is poisoned_messages.

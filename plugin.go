@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"sync"
 	"time"
 
@@ -37,6 +39,7 @@ type Plugin struct {
 	run       *running // non-nil between Start and Stop
 	hooks     Hooks
 	stmts     *statements
+	claimMu   sync.Mutex // serializes claims where the database has no row locks (SQLite)
 	breaker   *breakers
 
 	counters counters
@@ -155,9 +158,13 @@ func migrate(ctx context.Context, db *gorm.DB, d dialect.Dialect) error {
 	}
 	// Before leases, the unique index left out pending (migrations/*/0002_leases or 0003):
 	// it would make a running message block its insert id.
-	if m := db.WithContext(ctx).Migrator(); m.HasIndex(&ConsumerMessage{}, legacyInsertIDIndex) {
-		if err := m.DropIndex(&ConsumerMessage{}, legacyInsertIDIndex); err != nil {
-			return fmt.Errorf("drop %s: %w", legacyInsertIDIndex, err)
+	// Before rails, the fetch index had no rail column (migrations/*/0004_rails or 0003):
+	// idx_consumer_messages_rail_fetch replaces it.
+	for _, legacy := range []string{legacyInsertIDIndex, legacyFetchIndex} {
+		if m := db.WithContext(ctx).Migrator(); m.HasIndex(&ConsumerMessage{}, legacy) {
+			if err := m.DropIndex(&ConsumerMessage{}, legacy); err != nil {
+				return fmt.Errorf("drop %s: %w", legacy, err)
+			}
 		}
 	}
 	if err := d.EnsureExactNames(ctx, db); err != nil {
@@ -172,6 +179,9 @@ func migrate(ctx context.Context, db *gorm.DB, d dialect.Dialect) error {
 // legacyInsertIDIndex is the unique index on (insert_id, consumer_type) of schemas created
 // before leases.
 const legacyInsertIDIndex = "ux_consumer_messages_insert_id_consumer_type"
+
+// legacyFetchIndex is the fetch index of schemas created before rails.
+const legacyFetchIndex = "idx_consumer_messages_fetch"
 
 // pluginOf returns the plugin registered on db. A *gorm.DB opened with a copy of the
 // registered one's gorm.Config (as dbresolver opens its connections) shares its Plugins
@@ -258,14 +268,18 @@ func (p *Plugin) Start(ctx context.Context) error {
 	r := &running{ctx: ctx, stopFetch: stopFetch, cancel: cancel, done: make(chan struct{})}
 	// A cancelled Start context is a hard stop.
 	r.detach = context.AfterFunc(ctx, cancel)
-	for i := range p.cfg.ConsumerProcessors {
-		pr := &processor{p: p, index: i, wakeCh: p.wake.subscribe()}
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			defer p.wake.unsubscribe(pr.wakeCh)
-			pr.loop(fetchCtx, workCtx)
-		}()
+	index := 0
+	for _, rl := range p.cfg.rails() {
+		for range rl.processors {
+			pr := &processor{p: p, rail: rl, index: index, wakeCh: p.wake.subscribe()}
+			index++
+			r.wg.Add(1)
+			go func() {
+				defer r.wg.Done()
+				defer p.wake.unsubscribe(pr.wakeCh)
+				pr.loop(fetchCtx, workCtx)
+			}()
+		}
 	}
 	p.startSchedulers(fetchCtx, workCtx, &r.wg)
 	if !p.cfg.PollOnly {
@@ -293,6 +307,12 @@ func (p *Plugin) checkConcurrency() error {
 	}
 	if p.cfg.ConsumerProcessors > 1 {
 		return fmt.Errorf("%w: Config.ConsumerProcessors = %d on %s; use 1", ErrConcurrencyUnsupported, p.cfg.ConsumerProcessors, p.dialect.Name())
+	}
+	// Each rail runs one processor there; their claims take turns (Plugin.claim).
+	for _, name := range slices.Sorted(maps.Keys(p.cfg.Rails)) {
+		if n := p.cfg.Rails[name].ConsumerProcessors; n > 1 {
+			return fmt.Errorf("%w: Config.Rails[%q].ConsumerProcessors = %d on %s; use 1 (each rail runs one processor, and their claims take turns)", ErrConcurrencyUnsupported, name, n, p.dialect.Name())
+		}
 	}
 	return p.checkScheduleConcurrency()
 }
@@ -344,7 +364,8 @@ func (p *Plugin) Stop(ctx context.Context) error {
 // ProcessBatch processes up to ProcessorBatchSize due messages synchronously, records their
 // outcomes, and returns how many messages it claimed. Its consumers run concurrently, up to
 // ConsumerConcurrency: it claims no more at a time than can start at once, so that every
-// message runs within its lease. It is for tests and tools that drive the queue without
+// message runs within its lease. With Config.Rails it then does the same for each rail, by
+// name, with that rail's batch size and concurrency; WithConcurrency limits hold. It is for tests and tools that drive the queue without
 // Start; it may run beside started processors.
 func (p *Plugin) ProcessBatch(ctx context.Context) (int, error) {
 	p.mu.Lock()

@@ -14,10 +14,11 @@ import (
 // each outcome to its completer, which records it — delete, retry, poison — fenced by the
 // lease (complete.go).
 
-// processor is one consumer-processing loop: it keeps up to Config.ConsumerConcurrency
-// runs going, claiming more messages as runs end.
+// processor is one consumer-processing loop of one rail: it keeps up to the rail's
+// ConsumerConcurrency runs going, claiming more of the rail's messages as runs end.
 type processor struct {
 	p      *Plugin
+	rail   *rail
 	index  int
 	wakeCh chan struct{}
 
@@ -43,8 +44,11 @@ func (pr *processor) loop(fetchCtx, workCtx context.Context) {
 	p := pr.p
 	cfg := p.cfg
 	log := p.log.With("processor", pr.index)
+	if pr.rail.name != DefaultRail {
+		log = log.With("rail", pr.rail.name)
+	}
 	pr.freed = make(chan struct{}, 1)
-	c := p.newCompleter(cfg.ConsumerConcurrency)
+	c := p.newCompleter(pr.rail.concurrency)
 	// Outcomes are recorded even after a hard stop (they make the cut-short messages due
 	// again at once), for a while: a database that is down must not hold Stop forever;
 	// what is not recorded then is left to its lease.
@@ -59,6 +63,9 @@ func (pr *processor) loop(fetchCtx, workCtx context.Context) {
 		<-c.done
 	}()
 	report := func(o outcome) {
+		if o.limit != nil {
+			o.limit.release(1)
+		}
 		c.in <- o
 		pr.release()
 	}
@@ -94,7 +101,7 @@ func (pr *processor) loop(fetchCtx, workCtx context.Context) {
 				continue
 			}
 		}
-		want := min(free, cfg.ProcessorBatchSize)
+		want := min(free, pr.rail.batchSize)
 		lastClaim = time.Now()
 		n, err := pr.claimAndRun(workCtx, want, report)
 		switch {
@@ -141,14 +148,14 @@ func resetTimer(t *time.Timer, d time.Duration) {
 // claimThreshold is how many slots must be free before the processor claims again: half a
 // batch, so that runs ending one by one do not each cost a claim.
 func (pr *processor) claimThreshold() int {
-	return max(1, min(pr.p.cfg.ProcessorBatchSize, pr.p.cfg.ConsumerConcurrency)/2)
+	return max(1, min(pr.rail.batchSize, pr.rail.concurrency)/2)
 }
 
 // free returns how many more runs may start.
 func (pr *processor) free() int {
 	pr.mu.Lock()
 	defer pr.mu.Unlock()
-	return pr.p.cfg.ConsumerConcurrency - pr.running
+	return pr.rail.concurrency - pr.running
 }
 
 // release frees one run's slot.
@@ -183,7 +190,7 @@ func (pr *processor) drain() {
 // claimAndRun claims up to n messages and starts their runs; it returns how many it claimed.
 func (pr *processor) claimAndRun(workCtx context.Context, n int, report func(outcome)) (int, error) {
 	p := pr.p
-	c, err := p.claim(workCtx, n)
+	c, err := p.claim(workCtx, pr.rail.name, n)
 	p.counters.batch(len(c.rows), err)
 	if err != nil {
 		return 0, p.wrapDBError("claim messages", err)
@@ -198,17 +205,32 @@ func (pr *processor) claimAndRun(workCtx context.Context, n int, report func(out
 	return len(c.rows), nil
 }
 
-// processBatch runs up to ProcessorBatchSize due messages and records their outcomes; it
-// returns how many it claimed. A claim's lease covers one run from the claim, so it claims
-// no more at a time than can start at once (ConsumerConcurrency) and records them when
-// they have ended: a message claimed to wait for a slot, or left unrecorded behind a batch's
-// slower runs, could see its lease end and another instance run it too.
+// processBatch runs up to a batch of each rail's due messages, rail after rail, and
+// records their outcomes; it returns how many it claimed.
 func (p *Plugin) processBatch(ctx context.Context) (int, error) {
-	limit := p.cfg.ProcessorBatchSize
+	total := 0
+	for _, rl := range p.cfg.rails() {
+		n, err := p.processRailBatch(ctx, rl)
+		total += n
+		if err != nil || ctx.Err() != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// processRailBatch runs up to the rail's ProcessorBatchSize due messages and records their
+// outcomes; it returns how many it claimed. A claim's lease covers one run from the claim,
+// so it claims no more at a time than can start at once (the rail's ConsumerConcurrency)
+// and records them when they have ended: a message claimed to wait for a slot, or left
+// unrecorded behind a batch's slower runs, could see its lease end and another instance
+// run it too.
+func (p *Plugin) processRailBatch(ctx context.Context, rl *rail) (int, error) {
+	limit := rl.batchSize
 	total := 0
 	for total < limit {
-		want := min(limit-total, p.cfg.ConsumerConcurrency)
-		n, err := p.processClaim(ctx, want)
+		want := min(limit-total, rl.concurrency)
+		n, err := p.processClaim(ctx, rl.name, want)
 		total += n
 		if err != nil || n < want || ctx.Err() != nil {
 			return total, err
@@ -219,8 +241,8 @@ func (p *Plugin) processBatch(ctx context.Context) (int, error) {
 
 // processClaim claims up to n messages (n runs can start at once), runs them, records
 // their outcomes and returns how many it claimed.
-func (p *Plugin) processClaim(ctx context.Context, n int) (int, error) {
-	c, err := p.claim(ctx, n)
+func (p *Plugin) processClaim(ctx context.Context, rl string, n int) (int, error) {
+	c, err := p.claim(ctx, rl, n)
 	p.counters.batch(len(c.rows), err)
 	if err != nil {
 		return 0, p.wrapDBError("claim messages", err)
@@ -233,6 +255,9 @@ func (p *Plugin) processClaim(ctx context.Context, n int) (int, error) {
 	var mu sync.Mutex
 	wg.Add(len(c.rows))
 	runs := p.newRuns(ctx, &c, func(o outcome) {
+		if o.limit != nil {
+			o.limit.release(1)
+		}
 		mu.Lock()
 		outcomes = append(outcomes, o)
 		mu.Unlock()

@@ -292,6 +292,7 @@ func (p *Plugin) buildRows(ctx context.Context, payloads []any, opts []ProduceOp
 				InsertID:       insertID,
 				TraceID:        traceID,
 				SpanID:         spanID,
+				Rail:           c.rail,
 				freshID:        fresh,
 			})
 		}

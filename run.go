@@ -40,6 +40,7 @@ type outcome struct {
 	// is moved to this time without counting an attempt.
 	setAside time.Time
 	tripped  time.Time // this run tripped the consumer's breaker until then
+	limit    *limiter  // the WithConcurrency slot the run holds until it reports, or nil
 
 	// Decided by the completer.
 	poisoned bool
@@ -80,6 +81,9 @@ func (p *Plugin) newRuns(workCtx context.Context, c *claimed, report func(outcom
 		r.p, r.workCtx, r.report = p, workCtx, report
 		r.mtx, r.txDB, r.txStmt = &mtxs[i], &dbs[i], &stmts[i]
 		r.o = outcome{row: &c.rows[i], locator: c.locators[i], lease: c.leases[i], ctx: workCtx}
+		if c.limits != nil {
+			r.o.limit = c.limits[i]
+		}
 		r.leased = c.plan.lease(c.rows[i].ConsumerType)
 	}
 	return runs

@@ -43,7 +43,7 @@ const maxPreparedInserts = 32
 // dry-run mode.
 func (p *Plugin) buildStatements(db *gorm.DB) error {
 	p.stmts = &statements{}
-	if _, err := p.claimSQL(db, p.cfg.ProcessorBatchSize, p.leases()); err != nil {
+	if _, err := p.claimSQL(db, p.cfg.ProcessorBatchSize, p.leases(), claimFilter{}); err != nil {
 		return err
 	}
 	if p.dialect.PreparesInserts() {
@@ -110,20 +110,25 @@ type insertKey struct {
 	rows  int
 	trace bool
 	dedup bool
+	rail  bool // the rail column is written (some row is not on the default rail)
 }
 
 // insertSQL is the multi-row INSERT of n messages; with dedup it skips pending
-// duplicates, with trace it includes the trace columns. Attempts are 0, written as a
+// duplicates, with trace it includes the trace columns, with rail the rail column last
+// (left out, the column's default is the default rail). Attempts are 0, written as a
 // literal: every inserted message starts afresh, and one parameter less per row is
 // measurably cheaper to encode and bind.
-func (p *Plugin) insertSQL(n int, trace, dedup bool) string {
-	key := insertKey{n, trace, dedup}
+func (p *Plugin) insertSQL(n int, trace, dedup, rail bool) string {
+	key := insertKey{n, trace, dedup, rail}
 	if s, ok := p.stmts.inserts.Load(key); ok {
 		return s.(string)
 	}
 	cols, per := insertColumnsNoTrace, 8
 	if trace {
 		cols, per = messageColumns, 10
+	}
+	if rail {
+		cols, per = cols+", rail", per+1
 	}
 	var b strings.Builder
 	b.WriteString("INSERT INTO consumer_messages (")
@@ -161,10 +166,11 @@ func (p *Plugin) execInsert(ctx context.Context, conn gorm.ConnPool, rows []Cons
 	args := make([]any, 0, 9*min(len(rows), insertBatchRows))
 	for start := 0; start < len(rows); start += insertBatchRows {
 		chunk := rows[start:min(start+insertBatchRows, len(rows))]
-		trace, dedup := false, false
+		trace, dedup, rail := false, false, false
 		for i := range chunk {
 			trace = trace || chunk[i].TraceID != nil || chunk[i].SpanID != nil
 			dedup = dedup || !chunk[i].freshID
+			rail = rail || chunk[i].Rail != DefaultRail
 		}
 		args = args[:0]
 		for i := range chunk {
@@ -173,8 +179,11 @@ func (p *Plugin) execInsert(ctx context.Context, conn gorm.ConnPool, rows []Cons
 			if trace {
 				args = append(args, r.TraceID, r.SpanID)
 			}
+			if rail {
+				args = append(args, r.Rail)
+			}
 		}
-		if err := p.execInsertSQL(ctx, conn, insertKey{len(chunk), trace, dedup}, args); err != nil {
+		if err := p.execInsertSQL(ctx, conn, insertKey{len(chunk), trace, dedup, rail}, args); err != nil {
 			return err
 		}
 	}
@@ -190,7 +199,7 @@ const errForeignStmt = "sql: Tx.Stmt: statement from different database used"
 // the statement is ready and conn belongs to the plugin's pool; as a plain statement
 // otherwise.
 func (p *Plugin) execInsertSQL(ctx context.Context, conn gorm.ConnPool, key insertKey, args []any) error {
-	q := p.insertSQL(key.rows, key.trace, key.dedup)
+	q := p.insertSQL(key.rows, key.trace, key.dedup, key.rail)
 	if stmt := p.preparedInsert(key, q); stmt != nil {
 		switch c := conn.(type) {
 		case *sql.Tx:
