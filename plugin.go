@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/asyncmonolith/asyncmonolith/internal/breaker"
 	"github.com/asyncmonolith/asyncmonolith/internal/dialect"
 	"github.com/asyncmonolith/asyncmonolith/internal/ident"
 	"gorm.io/gorm"
@@ -37,7 +38,7 @@ type Plugin struct {
 	run       *running // non-nil between Start and Stop
 	hooks     Hooks
 	stmts     *statements
-	breaker   *breakers
+	breaker   *breaker.Set
 
 	counters counters
 
@@ -94,7 +95,8 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	p.log = cfg.Logger
 	p.now = cfg.Now
 	p.dialect = d
-	p.breaker = newBreakers(cfg)
+	p.breaker = breaker.New(breaker.Config{Threshold: cfg.BreakerFailures, Cooldown: cfg.BreakerCooldown,
+		MaxCooldown: cfg.BreakerMaxCooldown, Disabled: cfg.DisableBreaker})
 	p.db = db.Session(&gorm.Session{NewDB: true})
 	p.gormCfg = db.Config
 	p.callbacks = db.Callback()
