@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asyncmonolith/asyncmonolith/internal/breaker"
@@ -45,6 +46,8 @@ type Plugin struct {
 	wake *waker
 
 	txConns *txConns // the connections of Message.Tx transactions
+
+	startsWaiting atomic.Int32 // Start calls waiting for the last run's processors (tests read it)
 }
 
 // New returns a plugin with the given config. The config is validated when the plugin is
@@ -215,13 +218,21 @@ type running struct {
 	detach    func() bool        // unhooks the Start context
 	wg        sync.WaitGroup
 	done      chan struct{} // closed when every processor goroutine has returned
+	// stopping is set (under Plugin.mu) when Stop begins: the run stays the plugin's until
+	// its processors are gone, so that a Start meanwhile waits for them instead of starting
+	// a second set beside them.
+	stopping bool
 }
+
+// over reports whether r's processors are going: stopped, or hard-stopped by its context.
+func (r *running) over() bool { return r.stopping || r.ctx.Err() != nil }
 
 // Start starts the consumer processors (and the scheduled-message processors) in the
 // background. They run until Stop, or until ctx is cancelled (which is a hard stop:
 // running consumers see their context cancelled and their messages are due again at once,
-// without counting an attempt). After such a hard stop the plugin can be started again:
-// Start waits (within its own ctx) for the last processors to return.
+// without counting an attempt). After such a hard stop, or while Stop runs, Start
+// waits (within its own ctx) for the last processors to return, then starts new ones: two
+// sets of processors never run at once.
 // On SQLite, asking for more than one processor fails with ErrConcurrencyUnsupported and
 // starts nothing.
 func (p *Plugin) Start(ctx context.Context) error {
@@ -232,18 +243,22 @@ func (p *Plugin) Start(ctx context.Context) error {
 	}
 	for p.run != nil {
 		r := p.run
-		if r.ctx.Err() == nil {
+		if !r.over() {
 			return ErrAlreadyStarted
 		}
-		// The last Start's context was cancelled: its processors are returning. They must
-		// be gone before new ones start (on SQLite, only one processor may run at a time).
+		// The last run is stopping (Stop, or its Start context was cancelled): its
+		// processors are returning. They must be gone before new ones start (on SQLite,
+		// only one processor may run at a time).
 		p.mu.Unlock()
+		p.startsWaiting.Add(1)
 		select {
 		case <-r.done:
 		case <-ctx.Done():
+			p.startsWaiting.Add(-1)
 			p.mu.Lock()
-			return fmt.Errorf("asyncmonolith: start: waiting for the processors of a cancelled Start: %w", ctx.Err())
+			return fmt.Errorf("asyncmonolith: start: waiting for the processors of the last run to return: %w", ctx.Err())
 		}
+		p.startsWaiting.Add(-1)
 		p.mu.Lock()
 		if p.run == r {
 			p.run = nil
@@ -308,7 +323,7 @@ func (p *Plugin) checkConcurrency() error {
 func (p *Plugin) Stop(ctx context.Context) error {
 	p.mu.Lock()
 	r := p.run
-	if r == nil {
+	if r == nil || r.stopping {
 		p.mu.Unlock()
 		return ErrNotStarted
 	}
@@ -328,9 +343,16 @@ func (p *Plugin) Stop(ctx context.Context) error {
 		p.mu.Unlock()
 		return fmt.Errorf("%w: the processors stopped when the context given to Start ended (%w)", ErrNotStarted, context.Cause(r.ctx))
 	}
-	p.run = nil
+	r.stopping = true
 	p.mu.Unlock()
-	defer r.detach()
+	defer func() {
+		r.detach()
+		p.mu.Lock()
+		if p.run == r {
+			p.run = nil
+		}
+		p.mu.Unlock()
+	}()
 	r.stopFetch()
 	select {
 	case <-r.done:
