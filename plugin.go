@@ -107,7 +107,7 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	if err := p.buildStatements(db); err != nil {
 		return fmt.Errorf("asyncmonolith: build statements: %w", err)
 	}
-	return registerCallbacks(db)
+	return p.registerCallbacks(db)
 }
 
 // initializedFor reports whether the plugin is bound already, and fails when db is not
