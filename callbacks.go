@@ -148,7 +148,7 @@ func (p *Plugin) settleWith(db *gorm.DB, b *buffer, rows []ConsumerMessage) {
 		db.InstanceSet(flushedKey, flushed{b, rows})
 		return
 	}
-	p.wake.notify() // the commit is still ahead: woken processors retry briefly
+	p.wake.Notify() // the commit is still ahead: woken processors retry briefly
 }
 
 // wroteSomething reports whether the write of kind on db changed rows, so that the
@@ -209,5 +209,5 @@ func (p *Plugin) endWrite(db *gorm.DB) {
 		f.b.putBack(f.rows)
 		return
 	}
-	p.wake.notify()
+	p.wake.Notify()
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -14,6 +13,7 @@ import (
 	"github.com/asyncmonolith/asyncmonolith/internal/breaker"
 	"github.com/asyncmonolith/asyncmonolith/internal/dialect"
 	"github.com/asyncmonolith/asyncmonolith/internal/ident"
+	"github.com/asyncmonolith/asyncmonolith/internal/wake"
 	"gorm.io/gorm"
 )
 
@@ -43,7 +43,7 @@ type Plugin struct {
 
 	counters counters
 
-	wake *waker
+	wake *wake.Waker
 
 	txConns *txConns // the connections of Message.Tx transactions
 
@@ -59,7 +59,7 @@ func New(cfg Config) *Plugin {
 		registry: newRegistry(),
 		log:      d.Logger,
 		now:      d.Now,
-		wake:     newWaker(),
+		wake:     wake.New(),
 		hooks:    cfg.Hooks,
 	}
 }
@@ -276,11 +276,11 @@ func (p *Plugin) Start(ctx context.Context) error {
 	// A cancelled Start context is a hard stop.
 	r.detach = context.AfterFunc(ctx, cancel)
 	for i := range p.cfg.ConsumerProcessors {
-		pr := &processor{p: p, index: i, wakeCh: p.wake.subscribe()}
+		pr := &processor{p: p, index: i, wakeCh: p.wake.Subscribe()}
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			defer p.wake.unsubscribe(pr.wakeCh)
+			defer p.wake.Unsubscribe(pr.wakeCh)
 			pr.loop(fetchCtx, workCtx)
 		}()
 	}
@@ -389,42 +389,16 @@ func (p *Plugin) listen(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	for failures := 0; ; failures++ {
-		started := time.Now()
+	wake.Listen(ctx, p.log, func(ctx context.Context) error {
 		var err error
 		if p.cfg.ListenDSN != "" {
-			err = p.dialect.ListenDirect(ctx, sqlDB, p.cfg.ListenDSN, p.wake.notify)
+			err = p.dialect.ListenDirect(ctx, sqlDB, p.cfg.ListenDSN, p.wake.Notify)
 		} else {
-			err = p.dialect.Listen(ctx, sqlDB, p.wake.notify)
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		if time.Since(started) > listenHealthy {
-			failures = 0 // it was listening: this is a new outage, not the same one
+			err = p.dialect.Listen(ctx, sqlDB, p.wake.Notify)
 		}
 		if errors.Is(err, dialect.ErrNoListen) {
-			p.log.DebugContext(ctx, "asyncmonolith: no commit notifications; processors poll", "reason", err)
-			return
+			return fmt.Errorf("%w: %w", wake.ErrStopListening, err)
 		}
-		wait := backoff(failures+1, 100*time.Millisecond, 30*time.Second)
-		p.log.WarnContext(ctx, "asyncmonolith: notification listener failed; processors poll meanwhile", "error", err, "retry_in", wait)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-	}
-}
-
-// listenHealthy is how long a listener must have run for its next failure to count as a
-// new outage (restarting the backoff) rather than one more failed reconnect.
-const listenHealthy = time.Second
-
-// jitter returns d ± 20 %, so processors of many instances do not poll in lockstep.
-func jitter(d time.Duration) time.Duration {
-	if d <= 0 {
-		return 0
-	}
-	return d*8/10 + time.Duration(rand.Int64N(int64(d)*4/10+1))
+		return err
+	})
 }
