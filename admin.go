@@ -218,7 +218,7 @@ func (p *Plugin) RequeuePoisoned(ctx context.Context, ids []string, opts ...Requ
 		return 0, p.wrapDBError("requeue poisoned", err)
 	}
 	if moved > 0 {
-		p.wake.notify()
+		p.wake.Notify()
 	}
 	if len(conflicts) > 0 {
 		return moved, fmt.Errorf("%w: %v", ErrRequeueConflict, conflicts)

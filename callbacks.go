@@ -31,22 +31,25 @@ const (
 //
 // The begin and end callbacks are anchored to GORM's before/after callbacks, not to
 // gorm:begin_transaction: under SkipDefaultTransaction GORM registers no transaction
-// callbacks, and constraints naming them would be ignored silently.
-func registerCallbacks(db *gorm.DB) error {
+// callbacks, and constraints naming them would be ignored silently. They are registered on
+// the bound *gorm.DB's callbacks only (which its sessions and transactions share), as method
+// values: a *gorm.DB opened from a copy of its config has callbacks of its own, without
+// these, and cannot Produce (pluginOf).
+func (p *Plugin) registerCallbacks(db *gorm.DB) error {
 	cb := db.Callback()
 	errs := []error{
 		cb.Create().Before("gorm:before_create").Register("asyncmonolith:begin_create", beginOwnTx(writeCreate)),
-		cb.Create().After("gorm:after_create").Before("gorm:commit_or_rollback_transaction").Register("asyncmonolith:flush_create", flushBuffer(writeCreate)),
-		cb.Create().After("gorm:commit_or_rollback_transaction").Register("asyncmonolith:end_create", endWrite),
+		cb.Create().After("gorm:after_create").Before("gorm:commit_or_rollback_transaction").Register("asyncmonolith:flush_create", p.flushBuffer(writeCreate)),
+		cb.Create().After("gorm:commit_or_rollback_transaction").Register("asyncmonolith:end_create", p.endWrite),
 		cb.Update().Before("gorm:setup_reflect_value").Register("asyncmonolith:begin_update", beginOwnTx(writeUpdate)),
-		cb.Update().After("gorm:after_update").Before("gorm:commit_or_rollback_transaction").Register("asyncmonolith:flush_update", flushBuffer(writeUpdate)),
-		cb.Update().After("gorm:commit_or_rollback_transaction").Register("asyncmonolith:end_update", endWrite),
+		cb.Update().After("gorm:after_update").Before("gorm:commit_or_rollback_transaction").Register("asyncmonolith:flush_update", p.flushBuffer(writeUpdate)),
+		cb.Update().After("gorm:commit_or_rollback_transaction").Register("asyncmonolith:end_update", p.endWrite),
 		cb.Delete().Before("gorm:before_delete").Register("asyncmonolith:begin_delete", beginOwnTx(writeDelete)),
-		cb.Delete().After("gorm:after_delete").Before("gorm:commit_or_rollback_transaction").Register("asyncmonolith:flush_delete", flushBuffer(writeDelete)),
-		cb.Delete().After("gorm:commit_or_rollback_transaction").Register("asyncmonolith:end_delete", endWrite),
+		cb.Delete().After("gorm:after_delete").Before("gorm:commit_or_rollback_transaction").Register("asyncmonolith:flush_delete", p.flushBuffer(writeDelete)),
+		cb.Delete().After("gorm:commit_or_rollback_transaction").Register("asyncmonolith:end_delete", p.endWrite),
 		cb.Raw().Before("gorm:raw").Register("asyncmonolith:begin_raw", beginOwnTx(writeRaw)),
-		cb.Raw().After("gorm:raw").Register("asyncmonolith:flush_raw", flushBuffer(writeRaw)),
-		cb.Raw().After("asyncmonolith:flush_raw").Register("asyncmonolith:end_raw", endWrite),
+		cb.Raw().After("gorm:raw").Register("asyncmonolith:flush_raw", p.flushBuffer(writeRaw)),
+		cb.Raw().After("asyncmonolith:flush_raw").Register("asyncmonolith:end_raw", p.endWrite),
 	}
 	for _, err := range errs {
 		if err != nil {
@@ -108,7 +111,7 @@ type flushed struct {
 // an INSERT, UPDATE, DELETE, REPLACE or MERGE, a Create whose ON CONFLICT DO NOTHING
 // skipped its rows. (GORM's Save runs an UPDATE, then an INSERT when the UPDATE matched
 // nothing: the messages go with the INSERT.)
-func flushBuffer(kind writeKind) func(db *gorm.DB) {
+func (p *Plugin) flushBuffer(kind writeKind) func(db *gorm.DB) {
 	return func(db *gorm.DB) {
 		if db.Error != nil {
 			return
@@ -121,11 +124,7 @@ func flushBuffer(kind writeKind) func(db *gorm.DB) {
 		if len(rows) == 0 {
 			return
 		}
-		p, err := pluginOf(db)
-		if err == nil {
-			err = p.insertRows(db, rows)
-		}
-		if err != nil {
+		if err := p.insertRows(db, rows); err != nil {
 			b.putBack(rows)
 			_ = db.AddError(err)
 			return
@@ -149,7 +148,7 @@ func (p *Plugin) settleWith(db *gorm.DB, b *buffer, rows []ConsumerMessage) {
 		db.InstanceSet(flushedKey, flushed{b, rows})
 		return
 	}
-	p.wake.notify() // the commit is still ahead: woken processors retry briefly
+	p.wake.Notify() // the commit is still ahead: woken processors retry briefly
 }
 
 // wroteSomething reports whether the write of kind on db changed rows, so that the
@@ -190,7 +189,7 @@ func skipsConflicts(oc clause.OnConflict) bool {
 
 // endWrite commits or rolls back our own transaction, puts flushed messages back when the
 // write failed, and wakes the processors when it committed.
-func endWrite(db *gorm.DB) {
+func (p *Plugin) endWrite(db *gorm.DB) {
 	if v, ok := db.InstanceGet(ownTxKey); ok {
 		tx := v.(*gorm.DB)
 		if db.Error == nil {
@@ -210,7 +209,5 @@ func endWrite(db *gorm.DB) {
 		f.b.putBack(f.rows)
 		return
 	}
-	if p, err := pluginOf(db); err == nil {
-		p.wake.notify()
-	}
+	p.wake.Notify()
 }

@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/asyncmonolith/asyncmonolith/internal/dialect"
+	"github.com/asyncmonolith/asyncmonolith/internal/wake"
 	"gorm.io/gorm"
 )
 
@@ -168,7 +169,7 @@ func (p *Plugin) record(ctx context.Context, outcomes []outcome) error {
 		if err == nil || (!p.dialect.Retryable(err) && !isConnError(err)) {
 			break // a lost lease, or a refusal: find which outcome
 		}
-		wait := backoff(attempt, 10*time.Millisecond, time.Second)
+		wait := wake.Backoff(attempt, 10*time.Millisecond, time.Second)
 		if ctx.Err() != nil || p.now().Add(wait).UnixMilli() >= giveUp {
 			return err
 		}

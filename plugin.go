@@ -6,14 +6,16 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"math/rand/v2"
 	"reflect"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/asyncmonolith/asyncmonolith/internal/breaker"
 	"github.com/asyncmonolith/asyncmonolith/internal/dialect"
 	"github.com/asyncmonolith/asyncmonolith/internal/ident"
+	"github.com/asyncmonolith/asyncmonolith/internal/wake"
 	"gorm.io/gorm"
 )
 
@@ -40,13 +42,15 @@ type Plugin struct {
 	hooks     Hooks
 	stmts     *statements
 	claimMu   sync.Mutex // serializes claims where the database has no row locks (SQLite)
-	breaker   *breakers
+	breaker   *breaker.Set
 
 	counters counters
 
-	wake *waker
+	wake *wake.Waker
 
 	txConns *txConns // the connections of Message.Tx transactions
+
+	startsWaiting atomic.Int32 // Start calls waiting for the last run's processors (tests read it)
 }
 
 // New returns a plugin with the given config. The config is validated when the plugin is
@@ -58,7 +62,7 @@ func New(cfg Config) *Plugin {
 		registry: newRegistry(),
 		log:      d.Logger,
 		now:      d.Now,
-		wake:     newWaker(),
+		wake:     wake.New(),
 		hooks:    cfg.Hooks,
 	}
 }
@@ -97,7 +101,8 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	p.log = cfg.Logger
 	p.now = cfg.Now
 	p.dialect = d
-	p.breaker = newBreakers(cfg)
+	p.breaker = breaker.New(breaker.Config{Threshold: cfg.BreakerFailures, Cooldown: cfg.BreakerCooldown,
+		MaxCooldown: cfg.BreakerMaxCooldown, Disabled: cfg.DisableBreaker})
 	p.db = db.Session(&gorm.Session{NewDB: true})
 	p.gormCfg = db.Config
 	p.callbacks = db.Callback()
@@ -105,7 +110,7 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	if err := p.buildStatements(db); err != nil {
 		return fmt.Errorf("asyncmonolith: build statements: %w", err)
 	}
-	return registerCallbacks(db)
+	return p.registerCallbacks(db)
 }
 
 // initializedFor reports whether the plugin is bound already, and fails when db is not
@@ -223,13 +228,21 @@ type running struct {
 	detach    func() bool        // unhooks the Start context
 	wg        sync.WaitGroup
 	done      chan struct{} // closed when every processor goroutine has returned
+	// stopping is set (under Plugin.mu) when Stop begins: the run stays the plugin's until
+	// its processors are gone, so that a Start meanwhile waits for them instead of starting
+	// a second set beside them.
+	stopping bool
 }
+
+// over reports whether r's processors are going: stopped, or hard-stopped by its context.
+func (r *running) over() bool { return r.stopping || r.ctx.Err() != nil }
 
 // Start starts the consumer processors (and the scheduled-message processors) in the
 // background. They run until Stop, or until ctx is cancelled (which is a hard stop:
 // running consumers see their context cancelled and their messages are due again at once,
-// without counting an attempt). After such a hard stop the plugin can be started again:
-// Start waits (within its own ctx) for the last processors to return.
+// without counting an attempt). After such a hard stop, or while Stop runs, Start
+// waits (within its own ctx) for the last processors to return, then starts new ones: two
+// sets of processors never run at once.
 // On SQLite, asking for more than one processor fails with ErrConcurrencyUnsupported and
 // starts nothing.
 func (p *Plugin) Start(ctx context.Context) error {
@@ -240,18 +253,22 @@ func (p *Plugin) Start(ctx context.Context) error {
 	}
 	for p.run != nil {
 		r := p.run
-		if r.ctx.Err() == nil {
+		if !r.over() {
 			return ErrAlreadyStarted
 		}
-		// The last Start's context was cancelled: its processors are returning. They must
-		// be gone before new ones start (on SQLite, only one processor may run at a time).
+		// The last run is stopping (Stop, or its Start context was cancelled): its
+		// processors are returning. They must be gone before new ones start (on SQLite,
+		// only one processor may run at a time).
 		p.mu.Unlock()
+		p.startsWaiting.Add(1)
 		select {
 		case <-r.done:
 		case <-ctx.Done():
+			p.startsWaiting.Add(-1)
 			p.mu.Lock()
-			return fmt.Errorf("asyncmonolith: start: waiting for the processors of a cancelled Start: %w", ctx.Err())
+			return fmt.Errorf("asyncmonolith: start: waiting for the processors of the last run to return: %w", ctx.Err())
 		}
+		p.startsWaiting.Add(-1)
 		p.mu.Lock()
 		if p.run == r {
 			p.run = nil
@@ -271,12 +288,12 @@ func (p *Plugin) Start(ctx context.Context) error {
 	index := 0
 	for _, rl := range p.cfg.rails() {
 		for range rl.processors {
-			pr := &processor{p: p, rail: rl, index: index, wakeCh: p.wake.subscribe()}
+			pr := &processor{p: p, rail: rl, index: index, wakeCh: p.wake.Subscribe()}
 			index++
 			r.wg.Add(1)
 			go func() {
 				defer r.wg.Done()
-				defer p.wake.unsubscribe(pr.wakeCh)
+				defer p.wake.Unsubscribe(pr.wakeCh)
 				pr.loop(fetchCtx, workCtx)
 			}()
 		}
@@ -326,7 +343,7 @@ func (p *Plugin) checkConcurrency() error {
 func (p *Plugin) Stop(ctx context.Context) error {
 	p.mu.Lock()
 	r := p.run
-	if r == nil {
+	if r == nil || r.stopping {
 		p.mu.Unlock()
 		return ErrNotStarted
 	}
@@ -346,9 +363,16 @@ func (p *Plugin) Stop(ctx context.Context) error {
 		p.mu.Unlock()
 		return fmt.Errorf("%w: the processors stopped when the context given to Start ended (%w)", ErrNotStarted, context.Cause(r.ctx))
 	}
-	p.run = nil
+	r.stopping = true
 	p.mu.Unlock()
-	defer r.detach()
+	defer func() {
+		r.detach()
+		p.mu.Lock()
+		if p.run == r {
+			p.run = nil
+		}
+		p.mu.Unlock()
+	}()
 	r.stopFetch()
 	select {
 	case <-r.done:
@@ -386,42 +410,16 @@ func (p *Plugin) listen(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	for failures := 0; ; failures++ {
-		started := time.Now()
+	wake.Listen(ctx, p.log, func(ctx context.Context) error {
 		var err error
 		if p.cfg.ListenDSN != "" {
-			err = p.dialect.ListenDirect(ctx, sqlDB, p.cfg.ListenDSN, p.wake.notify)
+			err = p.dialect.ListenDirect(ctx, sqlDB, p.cfg.ListenDSN, p.wake.Notify)
 		} else {
-			err = p.dialect.Listen(ctx, sqlDB, p.wake.notify)
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		if time.Since(started) > listenHealthy {
-			failures = 0 // it was listening: this is a new outage, not the same one
+			err = p.dialect.Listen(ctx, sqlDB, p.wake.Notify)
 		}
 		if errors.Is(err, dialect.ErrNoListen) {
-			p.log.DebugContext(ctx, "asyncmonolith: no commit notifications; processors poll", "reason", err)
-			return
+			return fmt.Errorf("%w: %w", wake.ErrStopListening, err)
 		}
-		wait := backoff(failures+1, 100*time.Millisecond, 30*time.Second)
-		p.log.WarnContext(ctx, "asyncmonolith: notification listener failed; processors poll meanwhile", "error", err, "retry_in", wait)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-	}
-}
-
-// listenHealthy is how long a listener must have run for its next failure to count as a
-// new outage (restarting the backoff) rather than one more failed reconnect.
-const listenHealthy = time.Second
-
-// jitter returns d ± 20 %, so processors of many instances do not poll in lockstep.
-func jitter(d time.Duration) time.Duration {
-	if d <= 0 {
-		return 0
-	}
-	return d*8/10 + time.Duration(rand.Int64N(int64(d)*4/10+1))
+		return err
+	})
 }

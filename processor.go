@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/asyncmonolith/asyncmonolith/internal/wake"
 )
 
 // The path of one message, file by file: a processor (this file) claims due messages for
@@ -113,7 +115,7 @@ func (pr *processor) loop(fetchCtx, workCtx context.Context) {
 			log.DebugContext(workCtx, "asyncmonolith: claim hit a transient conflict; retrying", "error", err)
 		case err != nil:
 			failures++
-			delay = backoff(failures, cfg.ProcessorMinDelay, cfg.ProcessorMaxDelay)
+			delay = wake.Backoff(failures, cfg.ProcessorMinDelay, cfg.ProcessorMaxDelay)
 			log.ErrorContext(workCtx, "asyncmonolith: claiming messages failed", "error", err, "retry_in", delay)
 		case n == want:
 			failures = 0
@@ -127,7 +129,7 @@ func (pr *processor) loop(fetchCtx, workCtx context.Context) {
 		default:
 			failures = 0
 			followUps = 0
-			delay = jitter(cfg.ProcessorMaxDelay)
+			delay = wake.Jitter(cfg.ProcessorMaxDelay)
 			p.txConns.trim() // a quiet queue: kept Message.Tx connections go back to the pool
 		}
 		resetTimer(timer, delay)
@@ -268,13 +270,4 @@ func (p *Plugin) processClaim(ctx context.Context, rl string, n int) (int, error
 	}
 	wg.Wait()
 	return len(c.rows), p.settle(context.WithoutCancel(ctx), outcomes)
-}
-
-// backoff grows from min towards max with consecutive failures (a database that is down).
-func backoff(failures int, lo, hi time.Duration) time.Duration {
-	d := max(lo, 10*time.Millisecond)
-	for i := 1; i < failures && d < hi; i++ {
-		d *= 2
-	}
-	return jitter(min(d, hi))
 }

@@ -102,7 +102,7 @@ func ProduceNow(ctx context.Context, db *gorm.DB, payload any, opts ...ProduceOp
 		if err := p.insertRows(db.WithContext(ctx), rows); err != nil {
 			return err
 		}
-		p.wake.notify() // the commit is still ahead: woken processors retry briefly
+		p.wake.Notify() // the commit is still ahead: woken processors retry briefly
 		return nil
 	}
 	return p.insertOwnTx(ctx, db, rows)
@@ -177,7 +177,7 @@ func produce(db *gorm.DB, payloads []any, opts []ProduceOption) *gorm.DB {
 		if err := p.insertRows(db, rows); err != nil {
 			return withError(db, err)
 		}
-		p.wake.notify() // the commit is still ahead: woken processors retry briefly
+		p.wake.Notify() // the commit is still ahead: woken processors retry briefly
 		return db.Session(&gorm.Session{})
 	}
 	b := bufferOf(db)
@@ -327,7 +327,7 @@ func (p *Plugin) insertOwnTx(ctx context.Context, db *gorm.DB, rows []ConsumerMe
 			return p.insertRows(tx, rows)
 		})
 		if err == nil {
-			p.wake.notify()
+			p.wake.Notify()
 			return nil
 		}
 		if !errors.Is(err, ErrRetryable) || ctx.Err() != nil {

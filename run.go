@@ -132,7 +132,7 @@ func (w *workers) stop() { close(w.done) }
 func (r *run) execute() {
 	p := r.p
 	row := r.o.row
-	if until := p.breaker.pausedUntil(row.ConsumerType, p.now()); !until.IsZero() {
+	if until := p.breaker.PausedUntil(row.ConsumerType, p.now()); !until.IsZero() {
 		r.o.setAside = until
 		r.report(r.o)
 		return
@@ -255,7 +255,7 @@ func (r *run) conclude(err error, abandoned bool) outcome {
 		if err == nil || errors.Is(err, ErrLeaseLost) {
 			o.done = true // recorded, or nothing left to record: the message is another run's now
 			o.err = err
-			p.breaker.record(row.ConsumerType, nil, p.now())
+			p.recordRun(row.ConsumerType, nil)
 			return o
 		}
 		// A deadlock or a lost connection at the completion: a conflict, not the
@@ -281,7 +281,7 @@ func (r *run) conclude(err error, abandoned bool) outcome {
 		o.release = true
 		return o
 	}
-	until, recovered := p.breaker.record(row.ConsumerType, err, p.now())
+	until, recovered := p.recordRun(row.ConsumerType, err)
 	switch {
 	case !until.IsZero():
 		o.tripped = until

@@ -12,6 +12,7 @@ import (
 	"time"
 	_ "time/tzdata" // zones resolve the same in a bare container
 
+	"github.com/asyncmonolith/asyncmonolith/internal/wake"
 	"github.com/robfig/cron/v3"
 	"gorm.io/gorm"
 )
@@ -154,7 +155,7 @@ func Schedule(db *gorm.DB, payload any, expr string, opts ...ScheduleOption) (st
 	if err != nil {
 		return "", p.wrapDBError("schedule", err)
 	}
-	p.wake.notify()
+	p.wake.Notify()
 	return row.ID, nil
 }
 
@@ -227,7 +228,7 @@ func Reschedule(db *gorm.DB, id, expr string, opts ...ScheduleOption) error {
 	if err := s.Model(&ScheduledMessage{}).Where("id = ?", id).Updates(updates).Error; err != nil {
 		return p.wrapDBError("reschedule", err)
 	}
-	p.wake.notify()
+	p.wake.Notify()
 	return nil
 }
 
@@ -393,7 +394,7 @@ func (p *Plugin) fireSchedules(ctx context.Context) (int, time.Time, error) {
 		return len(due), time.Time{}, p.wrapDBError("commit schedule batch", err)
 	}
 	if len(msgs) > 0 {
-		p.wake.notify()
+		p.wake.Notify()
 		if p.hooks.ScheduleFired != nil {
 			for _, s := range due {
 				p.hooks.ScheduleFired(ctx, s.ID, s.PayloadType)
@@ -456,13 +457,13 @@ func (s *scheduler) loop(fetchCtx, workCtx context.Context) {
 		if fetchCtx.Err() != nil {
 			return
 		}
-		delay := jitter(cfg.SchedulePollInterval)
+		delay := wake.Jitter(cfg.SchedulePollInterval)
 		switch {
 		case err != nil && errors.Is(err, ErrRetryable):
 			delay = 0
 		case err != nil:
 			failures++
-			delay = backoff(failures, cfg.ProcessorMinDelay, cfg.SchedulePollInterval)
+			delay = wake.Backoff(failures, cfg.ProcessorMinDelay, cfg.SchedulePollInterval)
 			log.ErrorContext(workCtx, "asyncmonolith: schedule batch failed", "error", err, "retry_in", delay)
 		case n >= cfg.ScheduleBatchSize:
 			failures = 0
@@ -483,11 +484,11 @@ func (s *scheduler) loop(fetchCtx, workCtx context.Context) {
 // startSchedulers starts the scheduled-message processors.
 func (p *Plugin) startSchedulers(fetchCtx, workCtx context.Context, wg *sync.WaitGroup) {
 	for i := range p.cfg.ScheduleProcessors {
-		s := &scheduler{p: p, index: i, wakeCh: p.wake.subscribe()}
+		s := &scheduler{p: p, index: i, wakeCh: p.wake.Subscribe()}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer p.wake.unsubscribe(s.wakeCh)
+			defer p.wake.Unsubscribe(s.wakeCh)
 			s.loop(fetchCtx, workCtx)
 		}()
 	}

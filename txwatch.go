@@ -123,7 +123,7 @@ func (t *watchedTx) settle(committed bool) {
 	defer t.mu.Unlock()
 	if committed {
 		if len(t.flushed) > 0 && t.plugin != nil {
-			t.plugin.wake.notify()
+			t.plugin.wake.Notify()
 		}
 		t.flushed = nil
 	} else {
