@@ -7,8 +7,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/asyncmonolith/asyncmonolith/internal/dialect"
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 )
 
 // Operating the queue: inspect, requeue and remove messages, and read statistics. These
@@ -163,7 +163,7 @@ func (p *Plugin) RequeuePoisoned(ctx context.Context, ids []string, opts ...Requ
 			// button) waits here and then finds them gone (ErrMessageNotFound), rather
 			// than reading them too and mistaking its own twin's inserts for an insert
 			// id pending again (ErrRequeueConflict, "left poisoned", which they are not).
-			q = q.Clauses(clause.Locking{Strength: "UPDATE"})
+			q = q.Clauses(dialect.ForUpdate)
 		}
 		if err := q.Find(&rows).Error; err != nil {
 			return err
@@ -287,15 +287,11 @@ func (p *Plugin) Stats(ctx context.Context) ([]QueueStats, error) {
 		N            int64  `gorm:"column:n"`
 	}
 	err = readOnSource(db, func(tx *gorm.DB) error {
-		err := tx.Model(&ConsumerMessage{}).
-			Select("consumer_type, COUNT(*) AS pending, "+
-				"SUM(CASE WHEN available_after <= ? THEN 1 ELSE 0 END) AS due, "+
-				"MIN(CASE WHEN available_after <= ? THEN available_after END) AS oldest_due", now.UnixMilli(), now.UnixMilli()).
-			Group("consumer_type").Scan(&pending).Error
-		if err != nil {
+		// Model names the table for callbacks, as a query built by GORM would.
+		if err := tx.Model(&ConsumerMessage{}).Raw(dialect.PendingStats, now.UnixMilli(), now.UnixMilli()).Scan(&pending).Error; err != nil {
 			return err
 		}
-		return tx.Model(&PoisonedMessage{}).Select("consumer_type, COUNT(*) AS n").Group("consumer_type").Scan(&poisoned).Error
+		return tx.Model(&PoisonedMessage{}).Raw(dialect.PoisonedStats).Scan(&poisoned).Error
 	})
 	if err != nil {
 		return nil, p.wrapDBError("stats", err)

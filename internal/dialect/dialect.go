@@ -181,15 +181,17 @@ const onConflictSkip = " ON CONFLICT (insert_id, consumer_type, pending) DO NOTH
 
 // For returns the Dialect of db's dialector.
 func For(db *gorm.DB) (Dialect, error) {
-	switch name := db.Dialector.Name(); name {
+	name := db.Dialector.Name()
+	canonical, _ := Canonical(name)
+	switch canonical {
 	case "postgres":
 		return postgres{}, nil
 	case "mysql":
 		return mysqlDialect{}, nil
-	case "sqlite", "sqlite3":
+	case "sqlite":
 		return sqlite{}, nil
 	default:
-		return nil, fmt.Errorf("unsupported database %q (supported: postgres, mysql, sqlite)", name)
+		return nil, fmt.Errorf("unsupported database %q (supported: %s)", name, strings.Join(Names, ", "))
 	}
 }
 
