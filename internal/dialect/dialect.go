@@ -180,8 +180,10 @@ func stringArgs(ss []string) []any {
 const onConflictSkip = " ON CONFLICT (insert_id, consumer_type, pending) DO NOTHING"
 
 // For returns the Dialect of db's dialector.
-func For(db *gorm.DB) (Dialect, error) {
-	name := db.Dialector.Name()
+func For(db *gorm.DB) (Dialect, error) { return ForName(db.Dialector.Name()) }
+
+// ForName returns the Dialect of the database called name (see Canonical).
+func ForName(name string) (Dialect, error) {
 	canonical, _ := Canonical(name)
 	switch canonical {
 	case "postgres":
