@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/asyncmonolith/asyncmonolith/internal/dialect"
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 )
 
 // Operating the queue: inspect, requeue and remove messages, and read statistics. These
@@ -182,7 +182,7 @@ func (p *Plugin) RequeuePoisoned(ctx context.Context, ids []string, opts ...Requ
 			// button) waits here and then finds them gone (ErrMessageNotFound), rather
 			// than reading them too and mistaking its own twin's inserts for an insert
 			// id pending again (ErrRequeueConflict, "left poisoned", which they are not).
-			q = q.Clauses(clause.Locking{Strength: "UPDATE"})
+			q = q.Clauses(dialect.ForUpdate)
 		}
 		if err := q.Find(&rows).Error; err != nil {
 			return err
@@ -311,18 +311,11 @@ func (p *Plugin) Stats(ctx context.Context) ([]QueueStats, error) {
 		N            int64  `gorm:"column:n"`
 	}
 	err = readOnSource(db, func(tx *gorm.DB) error {
-		// A running message's available_after is its lease's end: it is due again only
-		// once its lease has ended (its process died).
-		err := tx.Model(&ConsumerMessage{}).
-			Select("consumer_type, rail, COUNT(*) AS pending, "+
-				"SUM(CASE WHEN pending IS NULL THEN 1 ELSE 0 END) AS running, "+
-				"SUM(CASE WHEN available_after <= ? THEN 1 ELSE 0 END) AS due, "+
-				"MIN(CASE WHEN available_after <= ? THEN available_after END) AS oldest_due", now.UnixMilli(), now.UnixMilli()).
-			Group("consumer_type, rail").Scan(&pending).Error
-		if err != nil {
+		// Model names the table for callbacks, as a query built by GORM would.
+		if err := tx.Model(&ConsumerMessage{}).Raw(dialect.PendingStats, now.UnixMilli(), now.UnixMilli()).Scan(&pending).Error; err != nil {
 			return err
 		}
-		return tx.Model(&PoisonedMessage{}).Select("consumer_type, rail, COUNT(*) AS n").Group("consumer_type, rail").Scan(&poisoned).Error
+		return tx.Model(&PoisonedMessage{}).Raw(dialect.PoisonedStats).Scan(&poisoned).Error
 	})
 	if err != nil {
 		return nil, p.wrapDBError("stats", err)

@@ -3,6 +3,7 @@ package asyncmonolith
 import (
 	"fmt"
 
+	"github.com/asyncmonolith/asyncmonolith/internal/dialect"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 	"gorm.io/gorm/schema"
@@ -66,7 +67,7 @@ func (p *Plugin) registerCallbacks(db *gorm.DB) error {
 // dropped.
 func beginOwnTx(kind writeKind) func(db *gorm.DB) {
 	return func(db *gorm.DB) {
-		if db.Error != nil || inTx(db) || (kind == writeRaw && !isDML(db.Statement.SQL.String())) {
+		if db.Error != nil || inTx(db) || (kind == writeRaw && !dialect.IsDML(db.Statement.SQL.String())) {
 			return
 		}
 		if b := bufferOf(db); b == nil || b.len() == 0 {
@@ -155,14 +156,14 @@ func (p *Plugin) settleWith(db *gorm.DB, b *buffer, rows []ConsumerMessage) {
 // messages announcing it are due.
 func wroteSomething(db *gorm.DB, kind writeKind) bool {
 	if db.RowsAffected > 0 {
-		return kind != writeRaw || isDML(db.Statement.SQL.String())
+		return kind != writeRaw || dialect.IsDML(db.Statement.SQL.String())
 	}
 	if kind != writeCreate {
 		return false
 	}
 	// An upsert (Save's INSERT, ON CONFLICT DO UPDATE) leaves the row as asked whether it
 	// inserted, updated or found it so: MySQL reports 0 rows for the last.
-	c, ok := db.Statement.Clauses["ON CONFLICT"]
+	c, ok := db.Statement.Clauses[clause.OnConflict{}.Name()]
 	if !ok {
 		return true
 	}

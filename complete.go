@@ -415,8 +415,7 @@ func (p *Plugin) writeGroup(tx *gorm.DB, k groupKey, its []*item, now time.Time)
 	}
 }
 
-// poison copies its' rows to poisoned_messages in the database (the payload never travels:
-// a payload near the server's packet limit is copied as easily as a small one).
+// poison copies its' rows to poisoned_messages in the database (dialect.PoisonCopy).
 func (p *Plugin) poison(tx *gorm.DB, its []*item, k groupKey, now time.Time) (int64, error) {
 	d := p.dialect
 	// A message poisoned again (its earlier copy restored, or written by hand) replaces
@@ -429,28 +428,12 @@ func (p *Plugin) poison(tx *gorm.DB, its []*item, k groupKey, now time.Time) (in
 	if _, err := tx.Statement.ConnPool.ExecContext(tx.Statement.Context, d.DeleteByIDs("poisoned_messages", len(ids)), ids...); err != nil {
 		return 0, err
 	}
-	var b strings.Builder
-	var args []any
-	ph := func(v any) string {
-		args = append(args, v)
-		return d.Placeholder(len(args))
-	}
-	b.WriteString("INSERT INTO poisoned_messages (id, created_at, available_after, attempts, consumer_type, payload_type, payload, insert_id, trace_id, span_id, last_error, poisoned_at, rail) SELECT id, created_at, CASE id")
-	for _, it := range its {
-		b.WriteString(" WHEN " + ph(it.o.row.ID) + " THEN ")
-		args = append(args, it.o.row.AvailableAfter)
-		b.WriteString(d.Int64Placeholder(len(args)))
-	}
-	b.WriteString(" END, " + ph(k.attempt) + ", consumer_type, payload_type, payload, insert_id, trace_id, span_id, " +
-		ph(k.msg) + ", " + ph(now.UnixMilli()) + ", rail FROM consumer_messages WHERE id IN (")
+	msgs := make([]dialect.Poisoned, len(its))
 	for i, it := range its {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(ph(it.o.row.ID))
+		msgs[i] = dialect.Poisoned{ID: it.o.row.ID, Due: it.o.row.AvailableAfter}
 	}
-	b.WriteString(") AND available_after = " + ph(k.lease) + " AND pending IS NULL")
-	res, err := tx.Statement.ConnPool.ExecContext(tx.Statement.Context, b.String(), args...)
+	q, args := dialect.PoisonCopy(d, msgs, k.attempt, k.msg, now.UnixMilli(), k.lease)
+	res, err := tx.Statement.ConnPool.ExecContext(tx.Statement.Context, q, args...)
 	if err != nil {
 		return 0, err
 	}

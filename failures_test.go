@@ -142,7 +142,7 @@ func lockCase(dialect string) failureCase {
 	returned := make(chan error, 2)
 	timedOut := make(chan struct{}, 2)
 	var tried atomic.Int32 // the consumer's UPDATE was sent while the application held the lock
-	lockFirst, hold := dialect != "sqlite", 3*time.Second
+	lockFirst, hold := caps(dialect).RowLocks(), 3*time.Second
 	if !lockFirst {
 		hold = time.Second
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	am "github.com/asyncmonolith/asyncmonolith"
+	"github.com/asyncmonolith/asyncmonolith/internal/dialect"
 	"github.com/asyncmonolith/asyncmonolith/internal/testdb"
 	"gorm.io/gorm"
 )
@@ -42,6 +43,16 @@ func eachDB(t *testing.T, fn func(t *testing.T, dialect string)) {
 			fn(t, d)
 		})
 	}
+}
+
+// caps is what the database called name can do, as its dialect reports it (RowLocks,
+// TextStorable, PreparesInserts, …): tests select databases by capability, not by name.
+func caps(name string) dialect.Dialect {
+	d, err := dialect.ForName(name)
+	if err != nil {
+		panic(err) // names come from testdb.Dialects
+	}
+	return d
 }
 
 // env is one test's database with the plugin registered and migrated.

@@ -279,7 +279,7 @@ func (p *Plugin) buildRows(ctx context.Context, payloads []any, opts []ProduceOp
 			id := p.ids.New(now)
 			if fresh && i == 0 {
 				// A generated insert id is the first row's id: unique, one id fewer to
-				// make, and read back by the fetch as NULL (see fetchColumns).
+				// make, and read back by the fetch as NULL (see dialect.ClaimColumns).
 				insertID = id
 			}
 			rows = append(rows, ConsumerMessage{

@@ -63,13 +63,10 @@ func TestRailClaimUsesTheRailIndex(t *testing.T) {
 				args   []any
 			}{
 				{claimFilter{}, []any{"slow"}},
-				{claimFilter{types: 2}, []any{"slow", "C1", "C2"}},
-				{claimFilter{only: true}, []any{"slow", "C1"}},
+				{claimFilter{Types: 2}, []any{"slow", "C1", "C2"}},
+				{claimFilter{Only: true}, []any{"slow", "C1"}},
 			} {
-				cs, err := p.claimSQL(p.db, 100, plan, f.filter)
-				if err != nil {
-					t.Fatal(err)
-				}
+				cs := p.claimSQL(100, plan, f.filter)
 				q := cs.fetch
 				if q == "" { // PostgreSQL: the locking SELECT is the CTE of the one statement
 					q = cs.one[len("WITH due AS ("):strings.Index(cs.one, ") UPDATE")]

@@ -12,6 +12,7 @@ import (
 	"time"
 	_ "time/tzdata" // zones resolve the same in a bare container
 
+	"github.com/asyncmonolith/asyncmonolith/internal/dialect"
 	"github.com/asyncmonolith/asyncmonolith/internal/wake"
 	"github.com/robfig/cron/v3"
 	"gorm.io/gorm"
@@ -358,7 +359,7 @@ func (p *Plugin) fireSchedules(ctx context.Context) (int, time.Time, error) {
 	}()
 	now := p.now()
 	var due []ScheduledMessage
-	err := tx.Clauses(skipLocked).Where("available_after <= ?", now.UnixMilli()).
+	err := tx.Clauses(dialect.SkipLocked).Where("available_after <= ?", now.UnixMilli()).
 		Order("available_after, id").Limit(cfg.ScheduleBatchSize).Find(&due).Error
 	if err != nil {
 		return 0, time.Time{}, p.wrapDBError("fetch schedules", err)

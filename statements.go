@@ -3,30 +3,26 @@ package asyncmonolith
 import (
 	"context"
 	"database/sql"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/asyncmonolith/asyncmonolith/internal/dialect"
 	"gorm.io/gorm"
 )
 
-// Inserting messages runs SQL built once per shape straight on the connection (the caller's
-// transaction), bypassing GORM's per-call reflection, as claims (claim.go) and completions
-// (complete.go) do; everything else goes through GORM.
-
-// messageColumns is the column order of inserted rows.
-const messageColumns = "id, created_at, available_after, attempts, consumer_type, payload_type, payload, insert_id, trace_id, span_id"
+// Inserting messages runs SQL built once per shape (by internal/dialect) straight on the
+// connection (the caller's transaction), bypassing GORM's per-call reflection, as claims
+// (claim.go) and completions (complete.go) do; everything else goes through GORM.
 
 // statements are the plugin's hot-path SQL, in the dialect's syntax.
 type statements struct {
 	claims sync.Map                  // claimKey → *claimStatements
 	leases atomic.Pointer[leasePlan] // of the registry state it names
 	// setAside locks the locators of one consumer's messages due before a time (a paused
-	// consumer's backlog); setAsideVars[0] is the consumer type, [1] the time.
-	setAside     string
-	setAsideVars []any
-	inserts      sync.Map // insertKey → string
+	// consumer's backlog): dialect.SetAsideLocked.
+	setAside string
+	inserts  sync.Map // insertKey → string
 
 	// Prepared inserts (where the dialect wants them): statements on the plugin's *sql.DB,
 	// which database/sql prepares once per connection.
@@ -39,25 +35,13 @@ type statements struct {
 // inserts of other sizes run unprepared.
 const maxPreparedInserts = 32
 
-// buildStatements renders the hot-path statements with GORM's statement builder in
-// dry-run mode.
+// buildStatements renders the hot-path statements that do not depend on a batch's shape.
 func (p *Plugin) buildStatements(db *gorm.DB) error {
-	p.stmts = &statements{}
-	if _, err := p.claimSQL(db, p.cfg.ProcessorBatchSize, p.leases(), claimFilter{}); err != nil {
-		return err
-	}
+	p.stmts = &statements{setAside: dialect.SetAsideLocked(p.dialect)}
+	p.claimSQL(p.cfg.ProcessorBatchSize, p.leases(), claimFilter{})
 	if p.dialect.PreparesInserts() {
 		p.stmts.sqlDB, _ = db.ConnPool.(*sql.DB) // not under PrepareStmt mode, which prepares itself
 	}
-	var locs []string
-	stmt := db.Session(&gorm.Session{DryRun: true, NewDB: true}).Model(&ConsumerMessage{}).
-		Select(p.dialect.Locator()).Clauses(skipLocked).
-		Where("consumer_type = ? AND available_after < ? AND pending IS NOT NULL", "", int64(0)).Limit(setAsideLimit).
-		Find(&locs).Statement
-	if stmt.Error != nil {
-		return stmt.Error
-	}
-	p.stmts.setAside, p.stmts.setAsideVars = stmt.SQL.String(), append([]any(nil), stmt.Vars...)
 	return nil
 }
 
@@ -74,9 +58,7 @@ func (p *Plugin) setAside(ctx context.Context, consumerType string, until time.T
 	}
 	defer tx.Rollback()
 	conn := tx.Statement.ConnPool
-	vars := append([]any(nil), p.stmts.setAsideVars...)
-	vars[0], vars[1] = consumerType, until.UnixMilli()
-	rs, err := conn.QueryContext(ctx, p.stmts.setAside, vars...)
+	rs, err := conn.QueryContext(ctx, p.stmts.setAside, consumerType, until.UnixMilli(), setAsideLimit)
 	if err != nil {
 		return 0, err
 	}
@@ -99,13 +81,6 @@ func (p *Plugin) setAside(ctx context.Context, consumerType string, until time.T
 	return len(locs), tx.Commit().Error
 }
 
-// insertColumnsNoTrace is messageColumns without the trace columns, for the common case
-// of messages produced outside a trace (fewer parameters to encode).
-const insertColumnsNoTrace = "id, created_at, available_after, attempts, consumer_type, payload_type, payload, insert_id"
-
-// attemptsColumn is the position of attempts in the insert columns.
-const attemptsColumn = 3
-
 type insertKey struct {
 	rows  int
 	trace bool
@@ -113,57 +88,21 @@ type insertKey struct {
 	rail  bool // the rail column is written (some row is not on the default rail)
 }
 
-// insertSQL is the multi-row INSERT of n messages; with dedup it skips pending
-// duplicates, with trace it includes the trace columns, with rail the rail column last
-// (left out, the column's default is the default rail). Attempts are 0, written as a
-// literal: every inserted message starts afresh, and one parameter less per row is
-// measurably cheaper to encode and bind.
+// insertSQL is the multi-row INSERT of n messages (dialect.InsertMessages), made once per
+// shape.
 func (p *Plugin) insertSQL(n int, trace, dedup, rail bool) string {
 	key := insertKey{n, trace, dedup, rail}
 	if s, ok := p.stmts.inserts.Load(key); ok {
 		return s.(string)
 	}
-	cols, per := insertColumnsNoTrace, 8
-	if trace {
-		cols, per = messageColumns, 10
-	}
-	if rail {
-		cols, per = cols+", rail", per+1
-	}
-	var b strings.Builder
-	b.WriteString("INSERT INTO consumer_messages (")
-	b.WriteString(cols)
-	b.WriteString(") VALUES ")
-	k := 1
-	for i := range n {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteByte('(')
-		for j := range per {
-			if j > 0 {
-				b.WriteByte(',')
-			}
-			if j == attemptsColumn {
-				b.WriteByte('0')
-				continue
-			}
-			b.WriteString(p.dialect.Placeholder(k))
-			k++
-		}
-		b.WriteByte(')')
-	}
-	if dedup {
-		b.WriteString(p.dialect.DedupSuffix())
-	}
-	s := b.String()
+	s := dialect.InsertMessages(p.dialect, n, trace, dedup, rail)
 	p.stmts.inserts.Store(key, s)
 	return s
 }
 
 // execInsert writes rows on conn, insertBatchRows per statement.
 func (p *Plugin) execInsert(ctx context.Context, conn gorm.ConnPool, rows []ConsumerMessage) error {
-	args := make([]any, 0, 9*min(len(rows), insertBatchRows))
+	args := make([]any, 0, dialect.InsertParams(true, true)*min(len(rows), insertBatchRows))
 	for start := 0; start < len(rows); start += insertBatchRows {
 		chunk := rows[start:min(start+insertBatchRows, len(rows))]
 		trace, dedup, rail := false, false, false

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/asyncmonolith/asyncmonolith/internal/dialect"
 	"gorm.io/gorm"
 )
 
@@ -162,26 +163,26 @@ func (t *watchedTx) GetDBConn() (*sql.DB, error) { return t.pool.GetDBConn() }
 // ExecContext runs query in the transaction and follows the savepoints it takes, rolls
 // back to and releases (GORM's nested Transaction issues them through Exec).
 func (t *watchedTx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	op, name := parseSavepoint(query)
+	op, name := dialect.ParseSavepoint(query)
 	conn := t.ConnPool
-	if pt, ok := conn.(*gorm.PreparedStmtTX); ok && op != spNone {
+	if pt, ok := conn.(*gorm.PreparedStmtTX); ok && op != dialect.SavepointNone {
 		conn = pt.Tx // as gorm.DB.SavePoint does: MySQL cannot prepare savepoint statements
 	}
 	res, err := conn.ExecContext(ctx, query, args...)
-	if err != nil || op == spNone {
+	if err != nil || op == dialect.SavepointNone {
 		return res, err
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	switch op {
-	case spTake:
+	case dialect.SavepointTake:
 		t.marks = append(t.marks, savepointMark{name, len(t.flushed)})
-	case spRollback, spRelease:
+	case dialect.SavepointRollback, dialect.SavepointRelease:
 		for i := len(t.marks) - 1; i >= 0; i-- {
 			if !strings.EqualFold(t.marks[i].name, name) {
 				continue
 			}
-			if op == spRollback {
+			if op == dialect.SavepointRollback {
 				t.putBackFrom(t.marks[i].n)
 				t.marks = t.marks[:i+1] // ROLLBACK TO keeps the savepoint itself
 			} else {
@@ -191,59 +192,4 @@ func (t *watchedTx) ExecContext(ctx context.Context, query string, args ...any) 
 		}
 	}
 	return res, nil
-}
-
-type savepointOp int
-
-const (
-	spNone savepointOp = iota
-	spTake
-	spRollback
-	spRelease
-)
-
-// parseSavepoint recognizes SAVEPOINT x, ROLLBACK TO [SAVEPOINT] x and RELEASE
-// [SAVEPOINT] x, the statements every GORM dialector and SQL database here uses.
-func parseSavepoint(q string) (savepointOp, string) {
-	if len(q) < 10 || (q[0]|0x20 != 's' && q[0]|0x20 != 'r') {
-		return spNone, "" // most statements, at the cost of one comparison
-	}
-	f := strings.Fields(q)
-	word := func(i int, w string) bool { return len(f) > i && strings.EqualFold(f[i], w) }
-	switch {
-	case len(f) == 2 && word(0, "SAVEPOINT"):
-		return spTake, f[1]
-	case word(0, "ROLLBACK") && word(1, "TO"):
-		if word(2, "SAVEPOINT") && len(f) == 4 {
-			return spRollback, f[3]
-		}
-		if len(f) == 3 {
-			return spRollback, f[2]
-		}
-	case word(0, "RELEASE"):
-		if word(1, "SAVEPOINT") && len(f) == 3 {
-			return spRelease, f[2]
-		}
-		if len(f) == 2 {
-			return spRelease, f[1]
-		}
-	}
-	return spNone, ""
-}
-
-// isDML reports whether an Exec'd statement writes rows (INSERT, UPDATE, DELETE,
-// REPLACE, MERGE), the only statements whose affected-row count means rows changed: a
-// SELECT reports the rows it read on PostgreSQL, and on SQLite any other statement
-// reports the count of the connection's previous write.
-func isDML(q string) bool {
-	q = strings.TrimLeft(q, " \t\r\n(")
-	end := strings.IndexAny(q, " \t\r\n(")
-	if end < 0 {
-		end = len(q)
-	}
-	switch strings.ToUpper(q[:end]) {
-	case "INSERT", "UPDATE", "DELETE", "REPLACE", "MERGE":
-		return true
-	}
-	return false
 }

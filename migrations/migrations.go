@@ -266,14 +266,9 @@ func setVersion(db *gorm.DB, version int, dirty bool) error {
 	})
 }
 
-func normalize(dialect string) (string, error) {
-	switch dialect {
-	case "postgres", "postgresql", "pgx":
-		return "postgres", nil
-	case "mysql", "mariadb":
-		return "mysql", nil
-	case "sqlite", "sqlite3":
-		return "sqlite", nil
+func normalize(name string) (string, error) {
+	if d, ok := dialect.Canonical(name); ok {
+		return d, nil
 	}
-	return "", fmt.Errorf("%w: %q", ErrUnknownDialect, dialect)
+	return "", fmt.Errorf("%w: %q", ErrUnknownDialect, name)
 }

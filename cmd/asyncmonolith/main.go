@@ -33,6 +33,7 @@ import (
 	"time"
 
 	am "github.com/asyncmonolith/asyncmonolith"
+	"github.com/asyncmonolith/asyncmonolith/internal/dialect"
 	"github.com/asyncmonolith/asyncmonolith/migrations"
 	"gorm.io/driver/mysql"
 	"gorm.io/driver/postgres"
@@ -354,7 +355,8 @@ func (c *cli) open() (*gorm.DB, error) {
 		return nil, usageError{"no database: give --dsn (and --db), or AM_DSN"}
 	}
 	cfg := &gorm.Config{Logger: logger.Discard}
-	switch c.dialect {
+	name, _ := dialect.Canonical(c.dialect)
+	switch name {
 	case "postgres":
 		return gorm.Open(postgres.Open(c.dsn), cfg)
 	case "mysql":

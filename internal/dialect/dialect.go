@@ -16,7 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
 	"gorm.io/gorm"
 )
 
@@ -118,7 +117,7 @@ func Unavailable(err error) bool {
 	}
 	var ne net.Error
 	if errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, io.EOF) || errors.Is(err, mysql.ErrInvalidConn) || errors.As(err, &ne) ||
+		errors.Is(err, io.EOF) || mysqlInvalidConn(err) || errors.As(err, &ne) ||
 		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
 		return true
 	}
@@ -127,12 +126,9 @@ func Unavailable(err error) bool {
 		// connection exceptions, too_many_connections, admin/crash shutdown, cannot_connect_now
 		return true
 	}
-	var me *mysql.MySQLError
-	if errors.As(err, &me) {
-		switch me.Number {
-		case 1040, 1053, 2006, 2013: // too many connections, server shutdown, gone away, lost connection
-			return true
-		}
+	switch n, _ := mysqlErrorNumber(err); n {
+	case 1040, 1053, 2006, 2013: // too many connections, server shutdown, gone away, lost connection
+		return true
 	}
 	s := err.Error()
 	return strings.Contains(s, "failed to connect to") || strings.Contains(s, "conn closed") ||
@@ -184,16 +180,20 @@ func stringArgs(ss []string) []any {
 const onConflictSkip = " ON CONFLICT (insert_id, consumer_type, pending) DO NOTHING"
 
 // For returns the Dialect of db's dialector.
-func For(db *gorm.DB) (Dialect, error) {
-	switch name := db.Dialector.Name(); name {
+func For(db *gorm.DB) (Dialect, error) { return ForName(db.Dialector.Name()) }
+
+// ForName returns the Dialect of the database called name (see Canonical).
+func ForName(name string) (Dialect, error) {
+	canonical, _ := Canonical(name)
+	switch canonical {
 	case "postgres":
 		return postgres{}, nil
 	case "mysql":
 		return mysqlDialect{}, nil
-	case "sqlite", "sqlite3":
+	case "sqlite":
 		return sqlite{}, nil
 	default:
-		return nil, fmt.Errorf("unsupported database %q (supported: postgres, mysql, sqlite)", name)
+		return nil, fmt.Errorf("unsupported database %q (supported: %s)", name, strings.Join(Names, ", "))
 	}
 }
 
@@ -297,16 +297,6 @@ func (d postgres) ClaimSQL(lockingSelect string, params int, groups []int) strin
 
 func (postgres) UniqueViolation(err error) bool { return sqlState(err) == "23505" }
 
-// sqlState is the SQLSTATE of a PostgreSQL error, or "". pgconn.PgError exposes
-// SQLState(); matching on the method keeps pgx out of this package.
-func sqlState(err error) string {
-	var st interface{ SQLState() string }
-	if errors.As(err, &st) {
-		return st.SQLState()
-	}
-	return ""
-}
-
 func (postgres) Retryable(err error) bool {
 	switch sqlState(err) {
 	case "40001", "40P01", "55P03": // serialization_failure, deadlock_detected, lock_not_available
@@ -403,8 +393,8 @@ func (d mysqlDialect) DeleteLocated(table string, locators []string, lease int64
 func (mysqlDialect) ClaimSQL(string, int, []int) string { return "" }
 
 func (mysqlDialect) UniqueViolation(err error) bool {
-	var me *mysql.MySQLError
-	return errors.As(err, &me) && me.Number == 1062 // ER_DUP_ENTRY
+	n, ok := mysqlErrorNumber(err)
+	return ok && n == 1062 // ER_DUP_ENTRY
 }
 
 // DedupSuffix is a no-op update: MySQL has no ON CONFLICT DO NOTHING, and INSERT IGNORE
@@ -414,12 +404,9 @@ func (mysqlDialect) DedupSuffix() string { return " ON DUPLICATE KEY UPDATE id =
 func (mysqlDialect) PreparesInserts() bool { return false }
 
 func (mysqlDialect) Retryable(err error) bool {
-	var me *mysql.MySQLError
-	if errors.As(err, &me) {
-		switch me.Number {
-		case 1213, 1205: // ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT
-			return true
-		}
+	switch n, _ := mysqlErrorNumber(err); n {
+	case 1213, 1205: // ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT
+		return true
 	}
 	return false
 }
@@ -478,8 +465,6 @@ func (sqlite) RowLocks() bool                     { return false }
 func (sqlite) LockFreeReadTx() bool               { return false }
 func (sqlite) ProcessorTxOptions() *sql.TxOptions { return nil }
 
-// Retryable matches SQLITE_BUSY and SQLITE_LOCKED by text, which keeps the cgo driver out
-// of builds that do not use SQLite.
 func (d sqlite) DeleteByIDs(table string, n int) string { return deleteIn(d, table, n) }
 func (sqlite) Placeholder(int) string                   { return "?" }
 func (sqlite) Int64Placeholder(int) string              { return "?" }
@@ -531,6 +516,8 @@ func (sqlite) UniqueViolation(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed")
 }
 
+// Retryable matches SQLITE_BUSY and SQLITE_LOCKED by text, which keeps the cgo driver out
+// of builds that do not use SQLite.
 func (sqlite) Retryable(err error) bool {
 	if err == nil {
 		return false

@@ -6,20 +6,45 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
-	"time"
+	"slices"
+	"strings"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
+	pgmigrations "github.com/asyncmonolith/asyncmonolith/migrations/postgres"
 	"gorm.io/gorm"
 )
 
 // NotifySQL is the PostgreSQL trigger that announces committed messages: once per INSERT
 // statement into consumer_messages, on the channel "asyncmonolith:<schema>". PostgreSQL
-// delivers notifications at commit, and drops them on rollback.
-var NotifySQL = []string{
-	`CREATE OR REPLACE FUNCTION asyncmonolith_notify() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_notify('asyncmonolith:' || TG_TABLE_SCHEMA, ''); RETURN NULL; END $$`,
-	`DROP TRIGGER IF EXISTS asyncmonolith_notify ON consumer_messages`,
-	`CREATE TRIGGER asyncmonolith_notify AFTER INSERT ON consumer_messages FOR EACH STATEMENT EXECUTE FUNCTION asyncmonolith_notify()`,
+// delivers notifications at commit, and drops them on rollback. It is the statements of
+// the migration migrations/postgres/0002_notify.up.sql, the one source of the trigger.
+var NotifySQL = SplitStatements(pgmigrations.NotifyUp)
+
+// SplitStatements splits a migration file into its statements: each ends with ";" at the
+// end of a line; lines starting with "--" are comments. (A ";" inside a statement, as in a
+// function body, is followed by more text on its line.)
+func SplitStatements(text string) []string {
+	var stmts []string
+	var cur strings.Builder
+	for line := range strings.Lines(text) {
+		line = strings.TrimRight(line, " \t\r\n")
+		if strings.HasPrefix(strings.TrimSpace(line), "--") {
+			continue
+		}
+		if cur.Len() > 0 && line != "" {
+			cur.WriteByte('\n')
+		}
+		cur.WriteString(line)
+		if strings.HasSuffix(line, ";") {
+			if s := strings.TrimSpace(strings.TrimSuffix(cur.String(), ";")); s != "" {
+				stmts = append(stmts, s)
+			}
+			cur.Reset()
+		}
+	}
+	if s := strings.TrimSpace(cur.String()); s != "" {
+		stmts = append(stmts, s)
+	}
+	return stmts
 }
 
 func (postgres) EnsureNotify(ctx context.Context, db *gorm.DB) error {
@@ -46,7 +71,7 @@ func (postgres) EnsureNotify(ctx context.Context, db *gorm.DB) error {
 func (postgres) EnsureExactNames(context.Context, *gorm.DB) error { return nil }
 
 // Listen holds one connection of the pool for LISTEN. It needs the pgx driver (GORM's
-// PostgreSQL driver uses it by default).
+// PostgreSQL driver uses it by default); pgx.go reaches it without importing it.
 func (postgres) Listen(ctx context.Context, db *sql.DB, wake func()) error {
 	if err := poolHasSpare(db); err != nil {
 		return err
@@ -56,20 +81,11 @@ func (postgres) Listen(ctx context.Context, db *sql.DB, wake func()) error {
 		return err
 	}
 	defer conn.Close()
-	return conn.Raw(func(dc any) error {
-		sc, ok := dc.(*stdlib.Conn)
-		if !ok {
-			return fmt.Errorf("%w: driver connection is %T, not pgx", ErrNoListen, dc)
-		}
-		pc := sc.Conn()
-		var schema string
-		if err := pc.QueryRow(ctx, "SELECT current_schema()").Scan(&schema); err != nil {
-			return err
-		}
-		err := listenOn(ctx, pc, schema, wake)
-		// The connection is in LISTEN state or broken: never hand it back to the pool.
-		return fmt.Errorf("%w (%w)", driver.ErrBadConn, err)
-	})
+	var schema string
+	if err := conn.QueryRowContext(ctx, "SELECT current_schema()").Scan(&schema); err != nil {
+		return err
+	}
+	return listenOn(ctx, conn, schema, wake)
 }
 
 // ListenDirect listens on a pgx connection of its own to dsn. The channel is named after
@@ -79,46 +95,100 @@ func (postgres) ListenDirect(ctx context.Context, db *sql.DB, dsn string, wake f
 	if err := db.QueryRowContext(ctx, "SELECT current_schema(), current_database()").Scan(&schema, &database); err != nil {
 		return err
 	}
-	pc, err := pgx.Connect(ctx, dsn)
+	name, err := pgxDriverName()
 	if err != nil {
 		return err
 	}
-	defer func() {
-		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-		defer cancel()
-		_ = pc.Close(closeCtx)
-	}()
+	ldb, err := sql.Open(name, dsn)
+	if err != nil {
+		return err
+	}
+	defer ldb.Close()
+	conn, err := ldb.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
 	// Notifications are per database: a listener on another one would hear nothing, silently.
 	var listenDB string
-	if err := pc.QueryRow(ctx, "SELECT current_database()").Scan(&listenDB); err != nil {
+	if err := conn.QueryRowContext(ctx, "SELECT current_database()").Scan(&listenDB); err != nil {
 		return err
 	}
 	if listenDB != database {
 		return fmt.Errorf("the listen DSN reaches database %q, the pool database %q: its notifications would never arrive", listenDB, database)
 	}
-	return listenOn(ctx, pc, schema, wake)
+	return listenOn(ctx, conn, schema, wake)
 }
 
-// CheckListenDSN parses dsn as ListenDirect will. pgx's parse errors quote the DSN, so
-// only the fact that it failed is reported.
-func (postgres) CheckListenDSN(dsn string) error {
-	if _, err := pgx.ParseConfig(dsn); err != nil {
-		return errors.New("does not parse as a pgx DSN (key=value or postgres:// URL)")
+// pgxDriverName is the database/sql name of pgx's driver, which gorm.io/driver/postgres
+// registers (by importing pgx/v5/stdlib).
+func pgxDriverName() (string, error) {
+	for _, name := range []string{"pgx/v5", "pgx"} {
+		if slices.Contains(sql.Drivers(), name) {
+			return name, nil
+		}
 	}
-	return nil
+	return "", errors.New("the database/sql driver pgx is not registered (gorm.io/driver/postgres registers it)")
 }
 
-// listenOn runs LISTEN on pc and calls wake for every notification until ctx is done or
-// the connection fails; it always returns an error.
-func listenOn(ctx context.Context, pc *pgx.Conn, schema string, wake func()) error {
-	if _, err := pc.Exec(ctx, "LISTEN "+pgx.Identifier{"asyncmonolith:" + schema}.Sanitize()); err != nil {
+// CheckListenDSN parses dsn as ListenDirect will: pgx's connector parses its DSN before it
+// dials, and with a context that is already done it dials nothing. pgx's parse errors quote
+// the DSN, so only the fact that it failed is reported.
+func (postgres) CheckListenDSN(dsn string) error {
+	name, err := pgxDriverName()
+	if err != nil {
 		return err
 	}
-	wake() // commits made before the LISTEN (at start, or during a reconnect) were not heard
-	for {
-		if _, err := pc.WaitForNotification(ctx); err != nil {
+	ldb, err := sql.Open(name, dsn)
+	if err != nil {
+		return errors.New("does not parse as a pgx DSN (key=value or postgres:// URL)")
+	}
+	defer ldb.Close()
+	dc, ok := ldb.Driver().(driver.DriverContext)
+	if !ok {
+		return fmt.Errorf("the %s driver (%T) has no connector", name, ldb.Driver())
+	}
+	c, err := dc.OpenConnector(dsn)
+	if err == nil {
+		done, cancel := context.WithCancel(context.Background())
+		cancel()
+		var conn driver.Conn
+		conn, err = c.Connect(done)
+		if conn != nil {
+			_ = conn.Close()
+			return nil
+		}
+		if errors.Is(err, context.Canceled) {
+			return nil // parsed, then stopped before dialling
+		}
+	}
+	return errors.New("does not parse as a pgx DSN (key=value or postgres:// URL)")
+}
+
+// listenOn runs LISTEN on conn and calls wake for every notification until ctx is done or
+// the connection fails; it always returns an error. The connection is then in LISTEN
+// state or broken: it never goes back to its pool.
+func listenOn(ctx context.Context, conn *sql.Conn, schema string, wake func()) error {
+	err := conn.Raw(func(dc any) error {
+		pc, err := pgxConnOf(dc)
+		if err != nil {
 			return err
 		}
-		wake()
-	}
+		if err := pc.exec(ctx, "LISTEN "+quoteIdent("asyncmonolith:"+schema)); err != nil {
+			return fmt.Errorf("%w (%w)", driver.ErrBadConn, err)
+		}
+		wake() // commits made before the LISTEN (at start, or during a reconnect) were not heard
+		for {
+			if err := pc.waitForNotification(ctx); err != nil {
+				return fmt.Errorf("%w (%w)", driver.ErrBadConn, err)
+			}
+			wake()
+		}
+	})
+	return err
+}
+
+// quoteIdent quotes a PostgreSQL identifier, as pgx.Identifier.Sanitize does.
+func quoteIdent(s string) string {
+	return `"` + strings.ReplaceAll(strings.ReplaceAll(s, "\x00", ""), `"`, `""`) + `"`
 }
