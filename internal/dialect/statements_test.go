@@ -16,7 +16,7 @@ func TestStatementsPerDialect(t *testing.T) {
 		insert, lockDue, fetch, setAside, deleteIDs, deleteLocated, updateLocated, poison, claim, keyset string
 		rowLocks, lockFreeReadTx, preparesInserts                                                        bool
 	}
-	const poisonTail = "INSERT INTO poisoned_messages (id, created_at, available_after, attempts, consumer_type, payload_type, payload, insert_id, trace_id, span_id, last_error, poisoned_at) SELECT id, created_at, CASE id WHEN "
+	const poisonTail = "INSERT INTO poisoned_messages (id, created_at, available_after, attempts, consumer_type, payload_type, payload, insert_id, trace_id, span_id, last_error, poisoned_at, rail) SELECT id, created_at, CASE id WHEN "
 	cases := map[string]want{
 		"postgres": {
 			insert:        "INSERT INTO consumer_messages (id, created_at, available_after, attempts, consumer_type, payload_type, payload, insert_id) VALUES ($1,$2,$3,0,$4,$5,$6,$7),($8,$9,$10,0,$11,$12,$13,$14) ON CONFLICT (insert_id, consumer_type, pending) DO NOTHING",
