@@ -129,7 +129,7 @@ func (p *Plugin) leases() *leasePlan {
 		return plan
 	}
 	margin := p.cfg.AbandonGrace + max(p.cfg.LeaseMargin, leaseMarginMin)
-	plan := &leasePlan{snap: snap, base: p.cfg.DefaultConsumerTimeout + margin, byType: map[string]time.Duration{}}
+	plan := &leasePlan{snap: snap, base: p.cfg.ConsumerTimeout + margin, byType: map[string]time.Duration{}}
 	byLease := map[time.Duration][]string{}
 	for name, reg := range snap.byConsumer {
 		if reg.timeout == 0 || reg.timeout+margin == plan.base {

@@ -193,14 +193,15 @@ func ExamplePlugin_Start() {
 func ExampleSchedule() {
 	db, p, done := exampleDB()
 	defer done()
+	ctx := context.Background()
 	_ = am.Register[PaymentFailed](p, NotifyCustomer{})
 
-	id, err := am.Schedule(db, PaymentFailed{PaymentID: "weekly-check"}, "0 0 12 * * MON",
+	id, err := am.Schedule(ctx, db, PaymentFailed{PaymentID: "weekly-check"}, "0 0 12 * * MON",
 		am.InZone("Europe/London"), am.Tag("checks"))
 	fmt.Println(err, len(id))
-	list, _ := am.SchedulesByTag(db, "checks")
+	list, _ := p.ListSchedules(ctx, "checks")
 	fmt.Println(len(list), list[0].ChronExpression, list[0].ChronTimezone)
-	n, _ := am.DeleteSchedulesByTag(db, "checks")
+	n, _ := am.DeleteSchedulesByTag(ctx, db, "checks")
 	fmt.Println("deleted", n)
 	// Output:
 	// <nil> 26
@@ -224,11 +225,12 @@ func ExampleParseCron() {
 func ExampleReschedule() {
 	db, p, done := exampleDB()
 	defer done()
+	ctx := context.Background()
 	_ = am.Register[PaymentFailed](p, NotifyCustomer{})
 
-	id, _ := am.Schedule(db, PaymentFailed{PaymentID: "x"}, "@daily")
-	err := am.Reschedule(db, id, "0 9 * * MON-FRI", am.InZone("America/New_York"), am.Tag("weekdays"))
-	s, _ := am.GetSchedule(db, id)
+	id, _ := am.Schedule(ctx, db, PaymentFailed{PaymentID: "x"}, "@daily")
+	err := am.Reschedule(ctx, db, id, "0 9 * * MON-FRI", am.InZone("America/New_York"), am.Tag("weekdays"))
+	s, _ := p.GetSchedule(ctx, id)
 	fmt.Println(err, s.ChronExpression, s.ChronTimezone, *s.Tag)
 	// Output: <nil> 0 9 * * MON-FRI America/New_York weekdays
 }
@@ -237,11 +239,12 @@ func ExampleReschedule() {
 func ExampleDeleteSchedule() {
 	db, p, done := exampleDB()
 	defer done()
+	ctx := context.Background()
 	_ = am.Register[PaymentFailed](p, NotifyCustomer{})
 
-	id, _ := am.Schedule(db, PaymentFailed{PaymentID: "x"}, "@hourly")
-	fmt.Println(am.DeleteSchedule(db, id))
-	err := am.DeleteSchedule(db, id)
+	id, _ := am.Schedule(ctx, db, PaymentFailed{PaymentID: "x"}, "@hourly")
+	fmt.Println(am.DeleteSchedule(ctx, db, id))
+	err := am.DeleteSchedule(ctx, db, id)
 	fmt.Println(errors.Is(err, am.ErrScheduleNotFound))
 	// Output:
 	// <nil>
@@ -392,13 +395,14 @@ func ExamplePlugin_PagePoisoned() {
 func ExamplePlugin_PageSchedules() {
 	db, p, done := exampleDB()
 	defer done()
+	ctx := context.Background()
 	_ = am.Register[PaymentFailed](p, NotifyCustomer{})
 	for _, expr := range []string{"@hourly", "@daily", "@weekly"} {
-		_, _ = am.Schedule(db, PaymentFailed{PaymentID: "check"}, expr, am.Tag("checks"))
+		_, _ = am.Schedule(ctx, db, PaymentFailed{PaymentID: "check"}, expr, am.Tag("checks"))
 	}
-	page, _ := p.PageSchedules(context.Background(), am.ScheduleFilter{Tag: "checks", Limit: 2}, "")
+	page, _ := p.PageSchedules(ctx, am.ScheduleFilter{Tag: "checks", Limit: 2}, "")
 	fmt.Println(len(page.Rows), page.Rows[0].ChronExpression)
-	page, _ = p.PageSchedules(context.Background(), am.ScheduleFilter{Tag: "checks", Limit: 2}, page.Next)
+	page, _ = p.PageSchedules(ctx, am.ScheduleFilter{Tag: "checks", Limit: 2}, page.Next)
 	fmt.Println(len(page.Rows), page.Rows[0].ChronExpression, page.Next == "")
 	// Output:
 	// 2 @hourly

@@ -29,10 +29,6 @@ type ConsumerMessage struct {
 	// (insert_id, consumer_type, pending) so allows one pending message per insert id
 	// beside any running ones: every database treats NULLs as distinct in a unique index.
 	Pending *bool `gorm:"column:pending;default:true;check:chk_consumer_messages_pending,pending IS NULL OR pending;uniqueIndex:ux_consumer_messages_pending_insert_id,priority:3"`
-
-	// freshID marks a row whose insert id this process generated: it cannot collide with
-	// a pending row, so its INSERT needs no duplicate handling (cheaper on PostgreSQL).
-	freshID bool
 }
 
 // TableName is consumer_messages.
