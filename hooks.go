@@ -44,16 +44,16 @@ type Hooks struct {
 
 // MessageInfo describes one consumer run, for hooks.
 type MessageInfo struct {
-	ID           string
-	InsertID     string
-	ConsumerType string
-	PayloadType  string
-	Attempt      int // 1 on the first run
-	MaxAttempts  int
-	CreatedAt    time.Time
-	Due          time.Time
-	TraceID      string // as recorded by the producer, or ""
-	SpanID       string
+	ID           string    // the message's id (ConsumerMessage.ID)
+	InsertID     string    // its insert id: given with InsertID, or generated
+	ConsumerType string    // the consumer that runs (WithName, ConsumerTyper or its Go type name)
+	PayloadType  string    // the payload's stored type name
+	Attempt      int       // 1 on the first run
+	MaxAttempts  int       // the attempt after which a failure poisons the message
+	CreatedAt    time.Time // when the message was produced
+	Due          time.Time // when it became due (before this claim)
+	TraceID      string    // as recorded by the producer, or ""
+	SpanID       string    // as recorded by the producer, or ""
 }
 
 // Result is the committed outcome of one consumer run.

@@ -75,7 +75,7 @@ func TestInitializeOnAnotherDBFails(t *testing.T) {
 			t.Fatal(err)
 		}
 		err := testdb.Open(t, "sqlite").Use(p)
-		if err == nil || !strings.Contains(err.Error(), oneDBError) {
+		if !errors.Is(err, am.ErrAlreadyInitialized) || !strings.Contains(err.Error(), oneDBError) {
 			t.Fatalf("second db.Use = %v, want %q", err, oneDBError)
 		}
 	})
@@ -89,7 +89,7 @@ func TestInitializeOnAnotherDBFails(t *testing.T) {
 		cfg.Plugins = map[string]gorm.Plugin{am.Name: p}
 		db, err := gorm.Open(sqlite.Open(testdb.SQLiteDSN(filepath.Join(t.TempDir(), "b.db"))), cfg)
 		closeLater(t, db)
-		if err == nil || !strings.Contains(err.Error(), oneDBError) {
+		if !errors.Is(err, am.ErrAlreadyInitialized) || !strings.Contains(err.Error(), oneDBError) {
 			t.Fatalf("gorm.Open with the plugin in a new Plugins map = %v, want %q", err, oneDBError)
 		}
 	})
@@ -109,7 +109,7 @@ func TestInitializeOnAnotherDBFails(t *testing.T) {
 		}
 		second, err := gorm.Open(sqlite.Open(testdb.SQLiteDSN(filepath.Join(t.TempDir(), "b.db"))), cfg)
 		closeLater(t, second)
-		if err == nil || !strings.Contains(err.Error(), oneDBError) {
+		if !errors.Is(err, am.ErrAlreadyInitialized) || !strings.Contains(err.Error(), oneDBError) {
 			t.Fatalf("gorm.Open on the same *gorm.Config = %v, want %q", err, oneDBError)
 		}
 	})

@@ -27,7 +27,7 @@ func TestOccurrencesAcrossDaylightSaving(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
 		name, expr, zone, from string // from is in the zone's wall clock, unambiguous
-		want                       []string
+		want                   []string
 	}{
 		{"London overlap: 01:30 fires once", "0 30 1 * * *", "Europe/London", "2026-10-24 12:00",
 			[]string{"2026-10-25 01:30:00 +0100", "2026-10-26 01:30:00 +0000", "2026-10-27 01:30:00 +0000"}},
