@@ -140,7 +140,7 @@ func TestProduceOnCopiedConfigDBFails(t *testing.T) {
 		t.Errorf("Produce on a *gorm.DB opened from a copied config, then Create: %v; want ErrNotRegistered", err)
 	}
 	// In a transaction of the other database.
-	err = other.Transaction(func(tx *gorm.DB) error { return am.ProduceTx(tx, Job{N: 2}) })
+	err = other.Transaction(func(tx *gorm.DB) error { return am.ProduceTx(t.Context(), tx, Job{N: 2}) })
 	if !errors.Is(err, am.ErrNotRegistered) {
 		t.Errorf("ProduceTx on a transaction of that database: %v; want ErrNotRegistered", err)
 	}
@@ -157,7 +157,7 @@ func TestProduceOnCopiedConfigDBFails(t *testing.T) {
 	if err := am.ProduceNow(ctx, s, Job{N: 4}); err != nil {
 		t.Fatalf("ProduceNow on a session (its own Config copy) of the registered database: %v", err)
 	}
-	if err := e.db.Transaction(func(tx *gorm.DB) error { return am.ProduceTx(tx, Job{N: 5}) }); err != nil {
+	if err := e.db.Transaction(func(tx *gorm.DB) error { return am.ProduceTx(t.Context(), tx, Job{N: 5}) }); err != nil {
 		t.Fatal(err)
 	}
 	if n := e.pending(t); n != 2 {

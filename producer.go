@@ -73,13 +73,14 @@ func ProduceBatch[T any](db *gorm.DB, payloads []T, opts ...ProduceOption) *gorm
 	return produce(db, all, opts)
 }
 
-// ProduceTx writes payload in the transaction tx at once and returns the error. Unlike
-// Produce it cannot buffer: outside a transaction it fails with ErrTransactionRequired.
-func ProduceTx(tx *gorm.DB, payload any, opts ...ProduceOption) error {
+// ProduceTx writes payload in the transaction tx at once and returns the error; ctx bounds
+// the write and carries the trace context (Hooks.TraceContext). Unlike Produce it cannot
+// buffer: outside a transaction it fails with ErrTransactionRequired.
+func ProduceTx(ctx context.Context, tx *gorm.DB, payload any, opts ...ProduceOption) error {
 	if !inTx(tx) {
 		return fmt.Errorf("%w: ProduceTx needs a *gorm.DB from db.Transaction or db.Begin", ErrTransactionRequired)
 	}
-	return produce(tx, []any{payload}, opts).Error
+	return produce(tx.WithContext(ctx), []any{payload}, opts).Error
 }
 
 // ProduceNow writes payload at once. Use it for messages that go with no domain write.

@@ -119,7 +119,7 @@ func runFlow(t *testing.T, db *gorm.DB, p *am.Plugin, c *consumers, clk *amtest.
 		if err := tx.Create(&Order{ID: "o2", Note: "transaction"}).Error; err != nil {
 			return err
 		}
-		return am.ProduceTx(tx, OrderPlaced{OrderID: "o2"})
+		return am.ProduceTx(t.Context(), tx, OrderPlaced{OrderID: "o2"})
 	})
 	if err != nil {
 		t.Fatalf("produce in a transaction: %v", err)
