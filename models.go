@@ -58,7 +58,7 @@ type PoisonedMessage struct {
 func (PoisonedMessage) TableName() string { return "poisoned_messages" }
 
 // ScheduledMessage is a row of scheduled_messages: a payload produced on a cron schedule.
-// The column names (chron_…) are AsyncMonolith's, so that its tables can be shared.
+// Its columns keep AsyncMonolith's names and spelling (chron_expression, chron_timezone).
 type ScheduledMessage struct {
 	// ID is the schedule's id, returned by Schedule.
 	ID string `gorm:"column:id;primaryKey;size:64"`
