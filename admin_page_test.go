@@ -145,7 +145,7 @@ func TestPagePoisonedAndSchedules(t *testing.T) {
 		}
 
 		for _, expr := range []string{"@hourly", "@daily", "@weekly"} {
-			if _, err := am.Schedule(e.db, WeeklyReport{}, expr, am.Tag("t")); err != nil {
+			if _, err := am.Schedule(t.Context(), e.db, WeeklyReport{}, expr, am.Tag("t")); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -147,8 +147,8 @@ func TestListSchedules(t *testing.T) {
 	eachDB(t, func(t *testing.T, dialect string) {
 		e := setup(t, dialect, am.Config{})
 		reportConsumers(t, e.p)
-		_, _ = am.Schedule(e.db, WeeklyReport{}, "@daily", am.Tag("a"))
-		_, _ = am.Schedule(e.db, WeeklyReport{}, "@hourly", am.Tag("b"))
+		_, _ = am.Schedule(t.Context(), e.db, WeeklyReport{}, "@daily", am.Tag("a"))
+		_, _ = am.Schedule(t.Context(), e.db, WeeklyReport{}, "@hourly", am.Tag("b"))
 		all, err := e.p.ListSchedules(context.Background(), "")
 		if err != nil || len(all) != 2 || all[0].ChronExpression != "@hourly" {
 			t.Fatalf("schedules = %+v, %v", all, err)

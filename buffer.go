@@ -17,7 +17,7 @@ const bufferKey = "asyncmonolith:buffer"
 // that session flushes them.
 type buffer struct {
 	mu   sync.Mutex
-	rows []ConsumerMessage
+	rows []newRow
 	leak *leakReport
 }
 
@@ -52,7 +52,7 @@ func (l *leakReport) report() {
 		"count", n, "payload_types", types)
 }
 
-func (l *leakReport) adjust(rows []ConsumerMessage, sign int) {
+func (l *leakReport) adjust(rows []newRow, sign int) {
 	l.mu.Lock()
 	for _, r := range rows {
 		l.types[r.PayloadType] += sign
@@ -63,7 +63,7 @@ func (l *leakReport) adjust(rows []ConsumerMessage, sign int) {
 	l.mu.Unlock()
 }
 
-func (b *buffer) add(rows []ConsumerMessage) {
+func (b *buffer) add(rows []newRow) {
 	b.mu.Lock()
 	b.rows = append(b.rows, rows...)
 	b.mu.Unlock()
@@ -71,7 +71,7 @@ func (b *buffer) add(rows []ConsumerMessage) {
 }
 
 // take empties the buffer and returns what it held.
-func (b *buffer) take() []ConsumerMessage {
+func (b *buffer) take() []newRow {
 	b.mu.Lock()
 	rows := b.rows
 	b.rows = nil
@@ -81,7 +81,7 @@ func (b *buffer) take() []ConsumerMessage {
 }
 
 // putBack returns rows whose write failed, ahead of any produced since.
-func (b *buffer) putBack(rows []ConsumerMessage) {
+func (b *buffer) putBack(rows []newRow) {
 	if len(rows) == 0 {
 		return
 	}

@@ -103,7 +103,7 @@ func hasHooks(s *schema.Schema, kind writeKind) bool {
 
 type flushed struct {
 	b    *buffer
-	rows []ConsumerMessage
+	rows []newRow
 }
 
 // flushBuffer writes the buffered messages in the write's transaction when the write
@@ -136,7 +136,7 @@ func (p *Plugin) flushBuffer(kind writeKind) func(db *gorm.DB) {
 
 // settleWith arranges for rows just written on db's transaction to go back to b if that
 // transaction (or the savepoint they were written under) rolls back.
-func (p *Plugin) settleWith(db *gorm.DB, b *buffer, rows []ConsumerMessage) {
+func (p *Plugin) settleWith(db *gorm.DB, b *buffer, rows []newRow) {
 	if w := watchedOf(db.Statement.ConnPool); w != nil {
 		w.track(p, b, rows)
 		return

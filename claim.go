@@ -136,7 +136,7 @@ func (p *Plugin) leases() *leasePlan {
 		return plan
 	}
 	margin := p.cfg.AbandonGrace + max(p.cfg.LeaseMargin, leaseMarginMin)
-	plan := &leasePlan{snap: snap, base: p.cfg.DefaultConsumerTimeout + margin, byType: map[string]time.Duration{},
+	plan := &leasePlan{snap: snap, base: p.cfg.ConsumerTimeout + margin, byType: map[string]time.Duration{},
 		limited: map[string][]*registration{}}
 	byLease := map[time.Duration][]string{}
 	for _, name := range slices.Sorted(maps.Keys(snap.byConsumer)) {

@@ -26,8 +26,8 @@ const (
 	// that wait (an HTTP call, an e-mail API) hold no connection while they wait, so the
 	// default is generous: 200 consumers waiting 50 ms each keep 4,000 messages/s flowing.
 	ConsumerConcurrencyDefault = 200
-	// DefaultConsumerTimeoutDefault bounds one consumer run when the consumer sets no timeout.
-	DefaultConsumerTimeoutDefault = 10 * time.Second
+	// ConsumerTimeoutDefault bounds one consumer run when the consumer sets no timeout.
+	ConsumerTimeoutDefault = 10 * time.Second
 	// ScheduleProcessorsDefault is how many scheduled-message processors one plugin runs.
 	ScheduleProcessorsDefault = 1
 	// ScheduleBatchSizeDefault is how many due schedules one fetch locks and fires.
@@ -90,9 +90,9 @@ type Config struct {
 	// connection from its first statement until its run ends); others wait at their first
 	// statement, holding no connection. Keep it below the pool's SetMaxOpenConns.
 	MaxMessageTxs int
-	// DefaultConsumerTimeout bounds one consumer run, through its context, unless the
+	// ConsumerTimeout bounds one consumer run, through its context, unless the
 	// consumer was registered WithTimeout.
-	DefaultConsumerTimeout time.Duration
+	ConsumerTimeout time.Duration
 	// AbandonGrace is how long a consumer whose context is done is still awaited. A consumer
 	// that ignores its context longer is abandoned: its run counts as a timeout and its
 	// Message.Tx is closed, so the processor moves on.
@@ -179,8 +179,8 @@ func (c Config) withDefaults() Config {
 	if c.MaxMessageTxs == 0 {
 		c.MaxMessageTxs = MaxMessageTxsDefault
 	}
-	if c.DefaultConsumerTimeout == 0 {
-		c.DefaultConsumerTimeout = DefaultConsumerTimeoutDefault
+	if c.ConsumerTimeout == 0 {
+		c.ConsumerTimeout = ConsumerTimeoutDefault
 	}
 	if c.ScheduleProcessors == 0 {
 		c.ScheduleProcessors = ScheduleProcessorsDefault
@@ -243,8 +243,8 @@ func (c Config) validate() error {
 		return &ConfigError{"ConsumerConcurrency", c.ConsumerConcurrency, "must be between 1 and 10000 (0 means 200)"}
 	case c.MaxMessageTxs < 1 || c.MaxMessageTxs > ConsumerConcurrencyMax:
 		return &ConfigError{"MaxMessageTxs", c.MaxMessageTxs, "must be between 1 and 10000 (0 means 10)"}
-	case c.DefaultConsumerTimeout < 0 || c.DefaultConsumerTimeout > ConsumerTimeoutMax:
-		return &ConfigError{"DefaultConsumerTimeout", c.DefaultConsumerTimeout, "must be between 0 (default 10s) and 1h"}
+	case c.ConsumerTimeout < 0 || c.ConsumerTimeout > ConsumerTimeoutMax:
+		return &ConfigError{"ConsumerTimeout", c.ConsumerTimeout, "must be between 0 (default 10s) and 1h"}
 	case c.ScheduleProcessors < 1 || c.ScheduleProcessors > 100:
 		return &ConfigError{"ScheduleProcessors", c.ScheduleProcessors, "must be between 1 and 100"}
 	case c.ScheduleBatchSize < 1 || c.ScheduleBatchSize > ProcessorBatchSizeMax:

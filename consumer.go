@@ -77,7 +77,7 @@ type consumerOptions struct {
 // overriding Config.MaxAttempts.
 func WithAttempts(n int) ConsumerOption { return func(o *consumerOptions) { o.attempts = n } }
 
-// WithTimeout bounds one run of this consumer, overriding Config.DefaultConsumerTimeout.
+// WithTimeout bounds one run of this consumer, overriding Config.ConsumerTimeout.
 func WithTimeout(d time.Duration) ConsumerOption { return func(o *consumerOptions) { o.timeout = d } }
 
 // WithName sets the consumer's stored name, overriding ConsumerTyper and the Go type name.
@@ -104,7 +104,7 @@ type registration struct {
 	payloadType  string
 	payloadGo    reflect.Type
 	attempts     int           // 0: Config.MaxAttempts
-	timeout      time.Duration // 0: Config.DefaultConsumerTimeout
+	timeout      time.Duration // 0: Config.ConsumerTimeout
 	rail         string        // DefaultRail or a key of Config.Rails
 	limit        *limiter      // nil: no WithConcurrency
 	run          func(ctx context.Context, env envelope) error

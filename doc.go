@@ -35,7 +35,9 @@
 // drained into poison: its due messages are set aside, without counting an attempt, until a
 // probe run succeeds (see Plugin.Paused, Plugin.Counters, Config.DisableBreaker).
 //
-// Recurring messages: Schedule, Reschedule, DeleteSchedule, DeleteSchedulesByTag.
+// Recurring messages: Schedule, Reschedule, DeleteSchedule and DeleteSchedulesByTag write
+// (in the caller's transaction when given one); Plugin.GetSchedule, ListSchedules and
+// PageSchedules read.
 //
 // Operating the queue: Stats, PageMessages, PagePoisoned, RequeuePoisoned, PurgePoisoned and
 // their kin; package dashboard puts a web page on them, and cmd/asyncmonolith a CLI.

@@ -31,6 +31,9 @@ var (
 	ErrTransactionRequired = errors.New("asyncmonolith: a transaction is required")
 	// ErrConcurrencyUnsupported reports more than one processor on a database without row locks (SQLite).
 	ErrConcurrencyUnsupported = errors.New("asyncmonolith: concurrent processors need row locks, which this database lacks")
+	// ErrAlreadyInitialized is returned by db.Use (Initialize) for a Plugin already
+	// registered on another *gorm.DB: create one Plugin per database.
+	ErrAlreadyInitialized = errors.New("asyncmonolith: plugin already initialized on a *gorm.DB")
 	// ErrAlreadyStarted is returned by Start on a plugin that is running.
 	ErrAlreadyStarted = errors.New("asyncmonolith: already started")
 	// ErrNotStarted is returned by Stop on a plugin that is not running.

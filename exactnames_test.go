@@ -77,11 +77,11 @@ func TestIdsAndNamesCompareExactly(t *testing.T) {
 		}
 		// Schedule tags compare exactly.
 		for _, tag := range []string{"Reports", "reports", "reports "} {
-			if _, err := am.Schedule(e.db, OrderCancelled{OrderID: tag}, "@daily", am.Tag(tag)); err != nil {
+			if _, err := am.Schedule(t.Context(), e.db, OrderCancelled{OrderID: tag}, "@daily", am.Tag(tag)); err != nil {
 				t.Fatal(err)
 			}
 		}
-		n, err := am.DeleteSchedulesByTag(e.db, "reports")
+		n, err := am.DeleteSchedulesByTag(t.Context(), e.db, "reports")
 		if err != nil || n != 1 {
 			t.Fatalf("DeleteSchedulesByTag(reports) removed %d, %v, want 1", n, err)
 		}

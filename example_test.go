@@ -189,65 +189,6 @@ func ExamplePlugin_Start() {
 	// stop: <nil>
 }
 
-// Schedule produces a payload on a cron expression, in a time zone.
-func ExampleSchedule() {
-	db, p, done := exampleDB()
-	defer done()
-	_ = am.Register[PaymentFailed](p, NotifyCustomer{})
-
-	id, err := am.Schedule(db, PaymentFailed{PaymentID: "weekly-check"}, "0 0 12 * * MON",
-		am.InZone("Europe/London"), am.Tag("checks"))
-	fmt.Println(err, len(id))
-	list, _ := am.SchedulesByTag(db, "checks")
-	fmt.Println(len(list), list[0].ChronExpression, list[0].ChronTimezone)
-	n, _ := am.DeleteSchedulesByTag(db, "checks")
-	fmt.Println("deleted", n)
-	// Output:
-	// <nil> 26
-	// 1 0 0 12 * * MON Europe/London
-	// deleted 1
-}
-
-// ParseCron checks an expression and shows its next occurrence.
-func ExampleParseCron() {
-	from := time.Date(2026, 3, 28, 12, 0, 0, 0, time.UTC)
-	next, err := am.ParseCron("30 1 * * *", "Europe/London", from)
-	fmt.Println(next, err)
-	_, err = am.ParseCron("every day", "UTC", from)
-	fmt.Println(err)
-	// Output:
-	// 2026-03-30 01:30:00 +0100 BST <nil>
-	// asyncmonolith: invalid schedule: "every day" has 2 fields, want 5 (minute hour day month weekday), 6 (with seconds first) or a descriptor such as @daily
-}
-
-// Reschedule changes a schedule's expression, zone, tag or payload.
-func ExampleReschedule() {
-	db, p, done := exampleDB()
-	defer done()
-	_ = am.Register[PaymentFailed](p, NotifyCustomer{})
-
-	id, _ := am.Schedule(db, PaymentFailed{PaymentID: "x"}, "@daily")
-	err := am.Reschedule(db, id, "0 9 * * MON-FRI", am.InZone("America/New_York"), am.Tag("weekdays"))
-	s, _ := am.GetSchedule(db, id)
-	fmt.Println(err, s.ChronExpression, s.ChronTimezone, *s.Tag)
-	// Output: <nil> 0 9 * * MON-FRI America/New_York weekdays
-}
-
-// DeleteSchedule removes one schedule by id.
-func ExampleDeleteSchedule() {
-	db, p, done := exampleDB()
-	defer done()
-	_ = am.Register[PaymentFailed](p, NotifyCustomer{})
-
-	id, _ := am.Schedule(db, PaymentFailed{PaymentID: "x"}, "@hourly")
-	fmt.Println(am.DeleteSchedule(db, id))
-	err := am.DeleteSchedule(db, id)
-	fmt.Println(errors.Is(err, am.ErrScheduleNotFound))
-	// Output:
-	// <nil>
-	// true
-}
-
 // Flush writes buffered messages without a domain write.
 func ExampleFlush() {
 	db, p, done := exampleDB()
@@ -385,22 +326,4 @@ func ExamplePlugin_PagePoisoned() {
 	page, _ := p.PagePoisoned(context.Background(), am.MessageFilter{InsertID: "payment:p1"}, "")
 	fmt.Println(len(page.Rows), page.Rows[0].LastError, page.Next == "")
 	// Output: 1 card declined true
-}
-
-// PageSchedules pages schedules as PageMessages pages messages: a ScheduleFilter (tag,
-// page size) and the previous page's Next as cursor.
-func ExamplePlugin_PageSchedules() {
-	db, p, done := exampleDB()
-	defer done()
-	_ = am.Register[PaymentFailed](p, NotifyCustomer{})
-	for _, expr := range []string{"@hourly", "@daily", "@weekly"} {
-		_, _ = am.Schedule(db, PaymentFailed{PaymentID: "check"}, expr, am.Tag("checks"))
-	}
-	page, _ := p.PageSchedules(context.Background(), am.ScheduleFilter{Tag: "checks", Limit: 2}, "")
-	fmt.Println(len(page.Rows), page.Rows[0].ChronExpression)
-	page, _ = p.PageSchedules(context.Background(), am.ScheduleFilter{Tag: "checks", Limit: 2}, page.Next)
-	fmt.Println(len(page.Rows), page.Rows[0].ChronExpression, page.Next == "")
-	// Output:
-	// 2 @hourly
-	// 1 @weekly true
 }

@@ -289,7 +289,7 @@ func packetCases() []failureCase {
 }
 
 func runFailureCase(t *testing.T, dialect string, c failureCase) {
-	// DefaultConsumerTimeout is generous: only the cases that time out on purpose set one, and
+	// ConsumerTimeout is generous: only the cases that time out on purpose set one, and
 	// the multi-MB payloads take seconds to decode under the race detector. The pool is
 	// capped because every Message.Tx holds a connection and the servers are shared.
 	//
@@ -298,7 +298,7 @@ func runFailureCase(t *testing.T, dialect string, c failureCase) {
 	// one would time out waiting for a slot (the plugin's backpressure: released without an
 	// attempt) instead of in its own statement; a file database has no connection limit.
 	cfg, pool := am.Config{AttemptDelay: time.Minute, AbandonGrace: 200 * time.Millisecond,
-		DefaultConsumerTimeout: time.Minute}, 10
+		ConsumerTimeout: time.Minute}, 10
 	if dialect == "sqlite" {
 		cfg.MaxMessageTxs, pool = 32, 40
 	}

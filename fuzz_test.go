@@ -73,12 +73,12 @@ func FuzzConfig(f *testing.F) {
 		breakerFailures int, cooldown, maxCooldown int64) {
 		c := Config{MaxAttempts: attempts, AttemptDelay: time.Duration(delay), ProcessorMinDelay: time.Duration(minDelay),
 			ProcessorMaxDelay: time.Duration(maxDelay), ProcessorBatchSize: batch, ConsumerProcessors: procs,
-			DefaultConsumerTimeout: time.Duration(timeout), ScheduleProcessors: sched, BreakerFailures: breakerFailures,
+			ConsumerTimeout: time.Duration(timeout), ScheduleProcessors: sched, BreakerFailures: breakerFailures,
 			BreakerCooldown: time.Duration(cooldown), BreakerMaxCooldown: time.Duration(maxCooldown)}.withDefaults()
 		err := c.validate()
 		if err == nil {
 			if c.MaxAttempts < 1 || c.ProcessorBatchSize < 1 || c.ProcessorBatchSize > ProcessorBatchSizeMax || c.ProcessorMinDelay > c.ProcessorMaxDelay ||
-				c.ConsumerProcessors < 1 || c.DefaultConsumerTimeout <= 0 || c.DefaultConsumerTimeout > ConsumerTimeoutMax || c.AttemptDelay < 0 ||
+				c.ConsumerProcessors < 1 || c.ConsumerTimeout <= 0 || c.ConsumerTimeout > ConsumerTimeoutMax || c.AttemptDelay < 0 ||
 				c.BreakerFailures < 1 || c.BreakerCooldown < 0 || c.BreakerMaxCooldown < c.BreakerCooldown {
 				t.Fatalf("accepted an invalid config: %+v", c)
 			}

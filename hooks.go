@@ -6,38 +6,54 @@ import (
 )
 
 // Hooks observe the plugin's work, for tracing, metrics and logs (see the otel
-// sub-package). Every field is optional; hooks run on the processor's goroutine, so keep
-// them fast.
+// sub-package). Every field is optional. Each hook's doc says which goroutine runs it:
+// the producer's hooks run on the caller's, inside its write, and the others on a
+// processor's, between batches; keep them all fast, and safe for concurrent use (several
+// callers and processors run at once).
 type Hooks struct {
 	// TraceContext returns the W3C trace id (32 hex) and span id (16 hex) to record on
 	// messages produced with ctx, or "" for none. Ids of another form (length, upper case,
-	// not hex) record none.
+	// not hex) record none. It runs on the goroutine that produces (Produce, ProduceNow,
+	// ProduceBatch, ProduceTx), when the message is built.
 	TraceContext func(ctx context.Context) (traceID, spanID string)
-	// Produced is called after rows were written in a transaction (which may still roll back).
+	// Produced is called after rows were written in a transaction (which may still roll
+	// back). It runs on the goroutine whose write wrote them: the caller of ProduceNow,
+	// ProduceTx, ProduceBatch or Flush, or of the GORM write that flushed a session's
+	// buffered messages; for a schedule's messages, the scheduled-message processor's.
+	// The rows must not be modified or kept after it returns.
 	Produced func(ctx context.Context, rows []ConsumerMessage)
 	// BeforeConsume is called before a consumer runs; the context it returns is the
-	// consumer's (for example carrying a span).
+	// consumer's (for example carrying a span). It runs on the goroutine that then runs
+	// the consumer: the runs of a batch are concurrent, so it is called concurrently.
 	BeforeConsume func(ctx context.Context, m MessageInfo) context.Context
 	// AfterConsume is called once for every run, with the context BeforeConsume returned:
 	// after the batch committed its outcome, or, when the batch rolled back (the message
-	// will run again), with an error saying so.
+	// will run again), with an error saying so. It runs on the processor's goroutine that
+	// records outcomes (ProcessBatch's caller's), not the consumer's.
 	AfterConsume func(ctx context.Context, m MessageInfo, r Result)
-	// ScheduleFired is called after a schedule's firing committed.
+	// ScheduleFired is called, on the scheduled-message processor's goroutine (or
+	// FireSchedules' caller's), after a schedule's firing committed: its messages were
+	// written and it was advanced to its next occurrence.
 	ScheduleFired func(ctx context.Context, scheduleID, payloadType string)
+	// ScheduleSkipped is called, where ScheduleFired would be, for a due schedule that
+	// could not fire (its expression or zone no longer parses, or its payload type has no
+	// consumer in this process): nothing was produced, and it is tried again a minute
+	// later. err says why (it matches ErrInvalidSchedule or ErrNoConsumers).
+	ScheduleSkipped func(ctx context.Context, scheduleID, payloadType string, err error)
 }
 
 // MessageInfo describes one consumer run, for hooks.
 type MessageInfo struct {
-	ID           string
-	InsertID     string
-	ConsumerType string
-	PayloadType  string
-	Attempt      int // 1 on the first run
-	MaxAttempts  int
-	CreatedAt    time.Time
-	Due          time.Time
-	TraceID      string // as recorded by the producer, or ""
-	SpanID       string
+	ID           string    // the message's id (ConsumerMessage.ID)
+	InsertID     string    // its insert id: given with InsertID, or generated
+	ConsumerType string    // the consumer that runs (WithName, ConsumerTyper or its Go type name)
+	PayloadType  string    // the payload's stored type name
+	Attempt      int       // 1 on the first run
+	MaxAttempts  int       // the attempt after which a failure poisons the message
+	CreatedAt    time.Time // when the message was produced
+	Due          time.Time // when it became due (before this claim)
+	TraceID      string    // as recorded by the producer, or ""
+	SpanID       string    // as recorded by the producer, or ""
 }
 
 // Result is the committed outcome of one consumer run.

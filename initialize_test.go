@@ -75,7 +75,7 @@ func TestInitializeOnAnotherDBFails(t *testing.T) {
 			t.Fatal(err)
 		}
 		err := testdb.Open(t, "sqlite").Use(p)
-		if err == nil || !strings.Contains(err.Error(), oneDBError) {
+		if !errors.Is(err, am.ErrAlreadyInitialized) || !strings.Contains(err.Error(), oneDBError) {
 			t.Fatalf("second db.Use = %v, want %q", err, oneDBError)
 		}
 	})
@@ -89,7 +89,7 @@ func TestInitializeOnAnotherDBFails(t *testing.T) {
 		cfg.Plugins = map[string]gorm.Plugin{am.Name: p}
 		db, err := gorm.Open(sqlite.Open(testdb.SQLiteDSN(filepath.Join(t.TempDir(), "b.db"))), cfg)
 		closeLater(t, db)
-		if err == nil || !strings.Contains(err.Error(), oneDBError) {
+		if !errors.Is(err, am.ErrAlreadyInitialized) || !strings.Contains(err.Error(), oneDBError) {
 			t.Fatalf("gorm.Open with the plugin in a new Plugins map = %v, want %q", err, oneDBError)
 		}
 	})
@@ -109,7 +109,7 @@ func TestInitializeOnAnotherDBFails(t *testing.T) {
 		}
 		second, err := gorm.Open(sqlite.Open(testdb.SQLiteDSN(filepath.Join(t.TempDir(), "b.db"))), cfg)
 		closeLater(t, second)
-		if err == nil || !strings.Contains(err.Error(), oneDBError) {
+		if !errors.Is(err, am.ErrAlreadyInitialized) || !strings.Contains(err.Error(), oneDBError) {
 			t.Fatalf("gorm.Open on the same *gorm.Config = %v, want %q", err, oneDBError)
 		}
 	})
@@ -140,7 +140,7 @@ func TestProduceOnCopiedConfigDBFails(t *testing.T) {
 		t.Errorf("Produce on a *gorm.DB opened from a copied config, then Create: %v; want ErrNotRegistered", err)
 	}
 	// In a transaction of the other database.
-	err = other.Transaction(func(tx *gorm.DB) error { return am.ProduceTx(tx, Job{N: 2}) })
+	err = other.Transaction(func(tx *gorm.DB) error { return am.ProduceTx(t.Context(), tx, Job{N: 2}) })
 	if !errors.Is(err, am.ErrNotRegistered) {
 		t.Errorf("ProduceTx on a transaction of that database: %v; want ErrNotRegistered", err)
 	}
@@ -157,7 +157,7 @@ func TestProduceOnCopiedConfigDBFails(t *testing.T) {
 	if err := am.ProduceNow(ctx, s, Job{N: 4}); err != nil {
 		t.Fatalf("ProduceNow on a session (its own Config copy) of the registered database: %v", err)
 	}
-	if err := e.db.Transaction(func(tx *gorm.DB) error { return am.ProduceTx(tx, Job{N: 5}) }); err != nil {
+	if err := e.db.Transaction(func(tx *gorm.DB) error { return am.ProduceTx(t.Context(), tx, Job{N: 5}) }); err != nil {
 		t.Fatal(err)
 	}
 	if n := e.pending(t); n != 2 {

@@ -13,7 +13,7 @@ import (
 )
 
 // Lease settings of the claiming instance in these tests: its longest consumer timeout
-// (30 s, above DefaultConsumerTimeout), AbandonGrace and LeaseMargin. A message it claims
+// (30 s, above ConsumerTimeout), AbandonGrace and LeaseMargin. A message it claims
 // is due again for anyone at claim time + leaseLength, by the claimant's clock.
 const (
 	leaseTimeout = 30 * time.Second
@@ -21,7 +21,7 @@ const (
 )
 
 func leaseConfig(cfg am.Config) am.Config {
-	cfg.DefaultConsumerTimeout = 5 * time.Second
+	cfg.ConsumerTimeout = 5 * time.Second
 	cfg.AbandonGrace = time.Second
 	cfg.LeaseMargin = 10 * time.Second
 	return cfg
@@ -283,7 +283,7 @@ func TestLeasesArePerConsumer(t *testing.T) {
 		e := setup(t, dialect, quiet(leaseConfig(am.Config{})))
 		const grace, margin = time.Second, 10 * time.Second
 		want := map[string]time.Duration{ // consumer → lease
-			"Email":  5*time.Second + grace + margin, // DefaultConsumerTimeout
+			"Email":  5*time.Second + grace + margin, // ConsumerTimeout
 			"Report": time.Hour + grace + margin,
 			"Export": time.Hour + grace + margin,   // shares Report's lease
 			"Ping":   time.Second + grace + margin, // shorter than the default

@@ -30,7 +30,7 @@ func TestConfigValidationNamesTheField(t *testing.T) {
 		{"ProcessorMaxDelay", am.Config{ProcessorMaxDelay: -1}},
 		{"ProcessorBatchSize", am.Config{ProcessorBatchSize: 10_001}},
 		{"ConsumerProcessors", am.Config{ConsumerProcessors: -2}},
-		{"DefaultConsumerTimeout", am.Config{DefaultConsumerTimeout: 2 * time.Hour}},
+		{"ConsumerTimeout", am.Config{ConsumerTimeout: 2 * time.Hour}},
 		{"AbandonGrace", am.Config{AbandonGrace: -1}},
 		{"BreakerFailures", am.Config{BreakerFailures: -1}},
 		{"BreakerCooldown", am.Config{BreakerCooldown: -time.Second}},

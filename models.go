@@ -34,9 +34,6 @@ type ConsumerMessage struct {
 	// leads with it, so each rail's processors read their own range of it.
 	Rail string `gorm:"column:rail;size:64;not null;default:'';index:idx_consumer_messages_rail_fetch,priority:1"`
 
-	// freshID marks a row whose insert id this process generated: it cannot collide with
-	// a pending row, so its INSERT needs no duplicate handling (cheaper on PostgreSQL).
-	freshID bool
 }
 
 // TableName is consumer_messages.
@@ -68,15 +65,21 @@ type PoisonedMessage struct {
 func (PoisonedMessage) TableName() string { return "poisoned_messages" }
 
 // ScheduledMessage is a row of scheduled_messages: a payload produced on a cron schedule.
-// AvailableAfter is the next firing time.
+// Its columns keep AsyncMonolith's names and spelling (chron_expression, chron_timezone).
 type ScheduledMessage struct {
-	ID              string  `gorm:"column:id;primaryKey;size:64"`
-	Tag             *string `gorm:"column:tag;size:255;index:idx_scheduled_messages_tag"`
-	AvailableAfter  int64   `gorm:"column:available_after;not null;index:idx_scheduled_messages_available_after"`
-	ChronExpression string  `gorm:"column:chron_expression;size:255;not null"`
-	ChronTimezone   string  `gorm:"column:chron_timezone;size:64;not null"`
-	PayloadType     string  `gorm:"column:payload_type;size:255;not null"`
-	Payload         string  `gorm:"column:payload;not null"`
+	// ID is the schedule's id, returned by Schedule.
+	ID string `gorm:"column:id;primaryKey;size:64"`
+	// Tag is the label given with the Tag option, or nil.
+	Tag *string `gorm:"column:tag;size:255;index:idx_scheduled_messages_tag"`
+	// AvailableAfter is the next occurrence (Unix milliseconds).
+	AvailableAfter int64 `gorm:"column:available_after;not null;index:idx_scheduled_messages_available_after"`
+	// ChronExpression is the cron expression, as given without surrounding spaces.
+	ChronExpression string `gorm:"column:chron_expression;size:255;not null"`
+	// ChronTimezone is the IANA zone the expression is evaluated in ("UTC" by default).
+	ChronTimezone string `gorm:"column:chron_timezone;size:64;not null"`
+	// PayloadType is the payload's stored type name, and Payload its JSON.
+	PayloadType string `gorm:"column:payload_type;size:255;not null"`
+	Payload     string `gorm:"column:payload;not null"`
 }
 
 // TableName is scheduled_messages.

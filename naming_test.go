@@ -96,7 +96,7 @@ func TestNamingStrategyDoesNotRenameThePluginsTables(t *testing.T) {
 					t.Fatalf("RequeuePoisoned = %d, %v; %d pending", n, err, e.pending(t))
 				}
 
-				id, err := am.Schedule(e.db, OrderCancelled{OrderID: "s"}, "@every 1h", am.Tag("hourly"))
+				id, err := am.Schedule(t.Context(), e.db, OrderCancelled{OrderID: "s"}, "@every 1h", am.Tag("hourly"))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -104,7 +104,7 @@ func TestNamingStrategyDoesNotRenameThePluginsTables(t *testing.T) {
 				if n, err := e.p.FireSchedules(ctx); err != nil || n != 1 {
 					t.Fatalf("FireSchedules = %d, %v", n, err)
 				}
-				if s, err := am.GetSchedule(e.db, id); err != nil || s.Tag == nil || *s.Tag != "hourly" {
+				if s, err := e.p.GetSchedule(ctx, id); err != nil || s.Tag == nil || *s.Tag != "hourly" {
 					t.Fatalf("GetSchedule = %+v, %v", s, err)
 				}
 				if list, err := e.p.ListSchedules(ctx, "hourly"); err != nil || len(list) != 1 {

@@ -45,7 +45,7 @@ func TestPayloadTypeOfAnotherPackageIsRefused(t *testing.T) {
 			"Produce":      am.Produce(e.db, OrderCancelled{Reason: 1}).Create(&Order{ID: "1"}).Error,
 			"ProduceBatch": e.db.Transaction(func(tx *gorm.DB) error { return am.ProduceBatch(tx, []OrderCancelled{{}}).Error }),
 			"ProduceNow":   am.ProduceNow(ctx, e.db, OrderCancelled{Reason: 2}),
-			"ProduceTx":    e.db.Transaction(func(tx *gorm.DB) error { return am.ProduceTx(tx, &OrderCancelled{}) }),
+			"ProduceTx":    e.db.Transaction(func(tx *gorm.DB) error { return am.ProduceTx(t.Context(), tx, &OrderCancelled{}) }),
 		}
 		for call, err := range errs {
 			if !errors.Is(err, am.ErrInvalidName) {

@@ -84,7 +84,7 @@ func TestPgBouncerTransactionMode(t *testing.T) {
 		if n, err := e.p.RequeuePoisoned(ctx, []string{poisoned[0].ID}); err != nil || n != 1 {
 			t.Fatalf("RequeuePoisoned = %d, %v", n, err)
 		}
-		if _, err := am.Schedule(e.db, OrderCancelled{OrderID: "1"}, "@every 1h"); err != nil {
+		if _, err := am.Schedule(t.Context(), e.db, OrderCancelled{OrderID: "1"}, "@every 1h"); err != nil {
 			t.Fatal(err)
 		}
 		e.clock.Advance(time.Hour)

@@ -95,7 +95,7 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.db != nil { // bound meanwhile by a concurrent Initialize
-		return fmt.Errorf("asyncmonolith: plugin already initialized on a *gorm.DB; create one Plugin per database")
+		return fmt.Errorf("%w; create one Plugin per database", ErrAlreadyInitialized)
 	}
 	p.cfg = cfg
 	p.log = cfg.Logger
@@ -127,7 +127,7 @@ func (p *Plugin) initializedFor(db *gorm.DB) (bool, error) {
 	if db.Config != p.gormCfg && samePlugins(db.Config.Plugins, p.gormCfg.Plugins) {
 		return true, nil
 	}
-	return true, fmt.Errorf("asyncmonolith: plugin already initialized on a *gorm.DB; create one Plugin per database")
+	return true, fmt.Errorf("%w; create one Plugin per database", ErrAlreadyInitialized)
 }
 
 // samePlugins reports whether a and b are one map.

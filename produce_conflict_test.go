@@ -50,7 +50,7 @@ func deadlockCallersTransaction(t *testing.T, e *env, dialect, call string) {
 	if err := am.ProduceBatch(t2, make([]OrderCancelled, 50)).Error; err != nil {
 		t.Fatal(err)
 	}
-	if err := am.ProduceTx(t2, OrderCancelled{OrderID: "t2"}, am.InsertID(key)); err != nil {
+	if err := am.ProduceTx(t.Context(), t2, OrderCancelled{OrderID: "t2"}, am.InsertID(key)); err != nil {
 		t.Fatal(err)
 	}
 

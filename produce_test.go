@@ -259,7 +259,7 @@ func TestProduceErrors(t *testing.T) {
 		if err := am.Produce(e.db, OrderCancelled{}, am.InsertID(long)).Error; !errors.Is(err, am.ErrInvalidName) {
 			t.Fatalf("long insert id: err = %v, want ErrInvalidName", err)
 		}
-		if err := am.ProduceTx(e.db, OrderCancelled{}); !errors.Is(err, am.ErrTransactionRequired) {
+		if err := am.ProduceTx(t.Context(), e.db, OrderCancelled{}); !errors.Is(err, am.ErrTransactionRequired) {
 			t.Fatalf("ProduceTx outside a transaction: err = %v", err)
 		}
 		if err := am.ProduceBatch(e.db, []OrderCancelled{{}, {}}, am.InsertID("a")).Error; !errors.Is(err, am.ErrInvalidOption) {

@@ -58,14 +58,14 @@ func TestReadsGoToTheSourceUnderAResolver(t *testing.T) {
 			if stats, err := e.p.Stats(ctx); err != nil || len(stats) != 1 || stats[0].Pending != 0 || stats[0].Poisoned != 1 {
 				t.Fatalf("Stats = %+v, %v; want Flaky with 1 poisoned, 0 pending", stats, err)
 			}
-			id, err := am.Schedule(e.db, Job{N: 2}, "@every 1m")
+			id, err := am.Schedule(t.Context(), e.db, Job{N: 2}, "@every 1m")
 			if err != nil {
 				t.Fatal(err)
 			}
 			if s, err := e.p.ListSchedules(ctx, ""); err != nil || len(s) != 1 || s[0].ID != id {
 				t.Fatalf("ListSchedules = %+v, %v; want only %s", s, err, id)
 			}
-			if _, err := am.GetSchedule(e.db, id); err != nil {
+			if _, err := e.p.GetSchedule(t.Context(), id); err != nil {
 				t.Fatalf("GetSchedule of the source's schedule: %v", err)
 			}
 			// The dashboard's paged reads and counts too.

@@ -174,7 +174,7 @@ func (r *run) prepare() bool {
 	row := r.o.row
 	attempt := max(row.Attempts, 0) + 1
 	reg, known := p.registry.consumer(row.ConsumerType)
-	maxAttempts, timeout := cfg.MaxAttempts, cfg.DefaultConsumerTimeout
+	maxAttempts, timeout := cfg.MaxAttempts, cfg.ConsumerTimeout
 	if known && reg.attempts > 0 {
 		maxAttempts = reg.attempts
 	}

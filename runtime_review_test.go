@@ -23,7 +23,7 @@ import (
 func TestReviewProcessBatchLeaseCoversMessagesWaitingForASlot(t *testing.T) {
 	t.Parallel()
 	eachDB(t, func(t *testing.T, dialect string) {
-		cfg := am.Config{ConsumerConcurrency: 1, ProcessorBatchSize: 4, DefaultConsumerTimeout: 10 * time.Second,
+		cfg := am.Config{ConsumerConcurrency: 1, ProcessorBatchSize: 4, ConsumerTimeout: 10 * time.Second,
 			AbandonGrace: time.Second, LeaseMargin: time.Second} // lease: 12 s
 		e := setup(t, dialect, cfg)
 		cfg.Now = e.clock.Now

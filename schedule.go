@@ -5,48 +5,50 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"reflect"
 	"strings"
-	"sync"
 	"time"
-	_ "time/tzdata" // zones resolve the same in a bare container
 
-	"github.com/asyncmonolith/asyncmonolith/internal/dialect"
-	"github.com/asyncmonolith/asyncmonolith/internal/wake"
-	"github.com/robfig/cron/v3"
+	"github.com/asyncmonolith/asyncmonolith/internal/cron"
 	"gorm.io/gorm"
 )
+
+// Schedules are written by functions that take a *gorm.DB, so that a schedule can be
+// created, changed or deleted in the caller's transaction, with the domain change it
+// belongs to; they are read through the Plugin (GetSchedule, ListSchedules,
+// PageSchedules), like the other tables. Firing is in scheduler.go.
 
 // ScheduleOption configures Schedule and Reschedule.
 type ScheduleOption func(*scheduleOptions)
 
+// RescheduleOption configures Reschedule: any ScheduleOption, or WithPayload.
+type RescheduleOption interface {
+	applyReschedule(o *scheduleOptions)
+}
+
+func (f ScheduleOption) applyReschedule(o *scheduleOptions) { f(o) }
+
 type scheduleOptions struct {
-	zone    string
-	tag     *string
-	payload any
+	zone       string
+	tag        *string
+	payload    any
+	hasPayload bool
 }
 
 // InZone evaluates the cron expression in the IANA time zone name ("Europe/London").
-// The default is "UTC".
+// The default is "UTC" for Schedule, and the schedule's zone for Reschedule.
 func InZone(name string) ScheduleOption { return func(o *scheduleOptions) { o.zone = name } }
 
 // Tag labels a schedule, to list or delete related schedules together.
 func Tag(tag string) ScheduleOption { return func(o *scheduleOptions) { o.tag = &tag } }
 
-// WithPayload replaces a schedule's payload (Reschedule only).
-func WithPayload(payload any) ScheduleOption { return func(o *scheduleOptions) { o.payload = payload } }
+type payloadOption struct{ payload any }
 
-var (
-	secondsParser  = cron.NewParser(cron.Second | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
-	standardParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
-)
+func (p payloadOption) applyReschedule(o *scheduleOptions) { o.payload, o.hasPayload = p.payload, true }
 
-// cronSchedule is a parsed expression in its zone.
-type cronSchedule struct {
-	sched cron.Schedule
-	loc   *time.Location
-}
+// WithPayload replaces a schedule's payload. It is a RescheduleOption only: Schedule
+// takes the payload as an argument, so passing WithPayload to it does not compile.
+func WithPayload(payload any) RescheduleOption { return payloadOption{payload} }
 
 // ParseCron checks a cron expression and a zone as Schedule would, and returns the next
 // occurrence strictly after t. Expressions have 6 fields (with seconds, as AsyncMonolith),
@@ -56,61 +58,27 @@ func ParseCron(expr, zone string, t time.Time) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, err
 	}
-	return cs.next(t, time.Time{})
+	return nextOccurrence(cs, t, time.Time{})
 }
 
-func parseCron(expr, zone string) (cronSchedule, error) {
-	if zone == "" {
-		zone = "UTC"
-	}
+// parseCron is cron.Parse with the expression's length bounded by its column, and errors
+// that match ErrInvalidSchedule.
+func parseCron(expr, zone string) (cron.Schedule, error) {
 	if len(expr) > NameMaxLen {
-		return cronSchedule{}, fmt.Errorf("%w: expression longer than %d bytes", ErrInvalidSchedule, NameMaxLen)
+		return cron.Schedule{}, fmt.Errorf("%w: expression longer than %d bytes", ErrInvalidSchedule, NameMaxLen)
 	}
-	if zone == "Local" || len(zone) > 64 {
-		return cronSchedule{}, fmt.Errorf("%w: zone %.64q: use an IANA name such as Europe/London", ErrInvalidSchedule, zone)
-	}
-	loc, err := time.LoadLocation(zone)
+	cs, err := cron.Parse(expr, zone)
 	if err != nil {
-		return cronSchedule{}, fmt.Errorf("%w: zone %q: %w", ErrInvalidSchedule, zone, err)
+		return cron.Schedule{}, fmt.Errorf("%w: %w", ErrInvalidSchedule, err)
 	}
-	trimmed := strings.TrimSpace(expr)
-	if strings.HasPrefix(trimmed, "TZ=") || strings.HasPrefix(trimmed, "CRON_TZ=") {
-		return cronSchedule{}, fmt.Errorf("%w: %q: give the zone with InZone, not in the expression", ErrInvalidSchedule, expr)
-	}
-	parser := secondsParser
-	if !strings.HasPrefix(trimmed, "@") {
-		switch n := len(strings.Fields(trimmed)); n {
-		case 6:
-		case 5:
-			parser = standardParser
-		default:
-			return cronSchedule{}, fmt.Errorf("%w: %q has %d fields, want 5 (minute hour day month weekday), 6 (with seconds first) or a descriptor such as @daily", ErrInvalidSchedule, expr, n)
-		}
-	}
-	s, err := parser.Parse(trimmed)
-	if err != nil {
-		return cronSchedule{}, fmt.Errorf("%w: %q: %w", ErrInvalidSchedule, expr, err)
-	}
-	return cronSchedule{sched: s, loc: loc}, nil
+	return cs, nil
 }
 
-// next returns the first occurrence strictly after t. When clocks go back, a wall-clock
-// time repeats; robfig/cron would fire it twice, so an occurrence with the same wall
-// clock as prev (the occurrence that just fired) is skipped: 01:30 fires once that night.
-// A wall-clock time that does not exist (skipped when clocks go forward) does not fire
-// that day, as robfig/cron defines. An @every interval is elapsed time, not wall-clock
-// time: its repeated wall clock is a real hour later and fires.
-func (c cronSchedule) next(t, prev time.Time) (time.Time, error) {
-	n := c.sched.Next(t.In(c.loc))
-	_, elapsed := c.sched.(cron.ConstantDelaySchedule)
-	if !prev.IsZero() && !n.IsZero() && !elapsed {
-		p := prev.In(c.loc)
-		if n.Format(time.DateTime) == p.Format(time.DateTime) && !n.Equal(p) {
-			n = c.sched.Next(n)
-		}
-	}
-	if n.IsZero() {
-		return time.Time{}, fmt.Errorf("%w: the expression never fires", ErrInvalidSchedule)
+// nextOccurrence is cs.Next with errors that match ErrInvalidSchedule.
+func nextOccurrence(cs cron.Schedule, t, prev time.Time) (time.Time, error) {
+	n, err := cs.Next(t, prev)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%w: %w", ErrInvalidSchedule, err)
 	}
 	return n, nil
 }
@@ -120,14 +88,16 @@ func (c cronSchedule) next(t, prev time.Time) (time.Time, error) {
 // default). It returns the schedule's id. On a *gorm.DB inside a transaction the schedule
 // is written in that transaction; otherwise in one of its own. An invalid expression or
 // zone fails here with ErrInvalidSchedule, never at fire time.
-func Schedule(db *gorm.DB, payload any, expr string, opts ...ScheduleOption) (string, error) {
+func Schedule(ctx context.Context, db *gorm.DB, payload any, expr string, opts ...ScheduleOption) (string, error) {
 	p, err := pluginOf(db)
 	if err != nil {
 		return "", err
 	}
 	o := scheduleOptions{}
 	for _, opt := range opts {
-		opt(&o)
+		if opt != nil {
+			opt(&o)
+		}
 	}
 	cs, err := parseCron(expr, o.zone)
 	if err != nil {
@@ -143,16 +113,16 @@ func Schedule(db *gorm.DB, payload any, expr string, opts ...ScheduleOption) (st
 		}
 	}
 	now := p.now()
-	due, err := cs.next(now, time.Time{})
+	due, err := nextOccurrence(cs, now, time.Time{})
 	if err != nil {
 		return "", err
 	}
 	row := ScheduledMessage{
 		ID: p.ids.New(now), Tag: o.tag, AvailableAfter: due.UnixMilli(),
-		ChronExpression: strings.TrimSpace(expr), ChronTimezone: cs.loc.String(),
+		ChronExpression: strings.TrimSpace(expr), ChronTimezone: cs.Location().String(),
 		PayloadType: name, Payload: body,
 	}
-	err = db.Session(&gorm.Session{NewDB: true}).Create(&row).Error
+	err = db.WithContext(ctx).Session(&gorm.Session{NewDB: true}).Create(&row).Error
 	if err != nil {
 		return "", p.wrapDBError("schedule", err)
 	}
@@ -177,21 +147,25 @@ func (p *Plugin) encodeScheduled(payload any) (string, string, error) {
 }
 
 // Reschedule changes a schedule's cron expression (and, with InZone, Tag or WithPayload,
-// its zone, tag or payload), and recomputes its next due time from now.
-func Reschedule(db *gorm.DB, id, expr string, opts ...ScheduleOption) error {
+// its zone, tag or payload), and recomputes its next due time from now. On a *gorm.DB
+// inside a transaction it writes in that transaction. An id that does not exist fails
+// with ErrScheduleNotFound.
+func Reschedule(ctx context.Context, db *gorm.DB, id, expr string, opts ...RescheduleOption) error {
 	p, err := pluginOf(db)
 	if err != nil {
 		return err
 	}
 	o := scheduleOptions{}
 	for _, opt := range opts {
-		opt(&o)
+		if opt != nil {
+			opt.applyReschedule(&o)
+		}
 	}
 	var row ScheduledMessage
 	if !p.storable(id) {
 		return fmt.Errorf("%w: %q", ErrScheduleNotFound, id) // no row holds an id its database cannot store
 	}
-	s := db.Session(&gorm.Session{NewDB: true})
+	s := db.WithContext(ctx).Session(&gorm.Session{NewDB: true})
 	if err := readOnSource(s, func(tx *gorm.DB) error { return tx.Where("id = ?", id).Take(&row).Error }); err != nil {
 		if errors.Is(err, gorm.ErrRecordNotFound) {
 			return fmt.Errorf("%w: %q", ErrScheduleNotFound, id)
@@ -206,12 +180,12 @@ func Reschedule(db *gorm.DB, id, expr string, opts ...ScheduleOption) error {
 	if err != nil {
 		return err
 	}
-	due, err := cs.next(p.now(), time.Time{})
+	due, err := nextOccurrence(cs, p.now(), time.Time{})
 	if err != nil {
 		return err
 	}
 	updates := map[string]any{
-		"chron_expression": strings.TrimSpace(expr), "chron_timezone": cs.loc.String(), "available_after": due.UnixMilli(),
+		"chron_expression": strings.TrimSpace(expr), "chron_timezone": cs.Location().String(), "available_after": due.UnixMilli(),
 	}
 	if o.tag != nil {
 		if err := p.checkTag(*o.tag); err != nil {
@@ -219,7 +193,7 @@ func Reschedule(db *gorm.DB, id, expr string, opts ...ScheduleOption) error {
 		}
 		updates["tag"] = *o.tag
 	}
-	if o.payload != nil {
+	if o.hasPayload {
 		name, body, err := p.encodeScheduled(o.payload)
 		if err != nil {
 			return err
@@ -233,8 +207,9 @@ func Reschedule(db *gorm.DB, id, expr string, opts ...ScheduleOption) error {
 	return nil
 }
 
-// DeleteSchedule removes a schedule. It fails with ErrScheduleNotFound when there is none.
-func DeleteSchedule(db *gorm.DB, id string) error {
+// DeleteSchedule removes a schedule, in db's transaction if it has one. It fails with
+// ErrScheduleNotFound when there is none.
+func DeleteSchedule(ctx context.Context, db *gorm.DB, id string) error {
 	p, err := pluginOf(db)
 	if err != nil {
 		return err
@@ -242,7 +217,7 @@ func DeleteSchedule(db *gorm.DB, id string) error {
 	if !p.storable(id) {
 		return fmt.Errorf("%w: %q", ErrScheduleNotFound, id) // no row holds an id its database cannot store
 	}
-	res := db.Session(&gorm.Session{NewDB: true}).Where("id = ?", id).Delete(&ScheduledMessage{})
+	res := db.WithContext(ctx).Session(&gorm.Session{NewDB: true}).Where("id = ?", id).Delete(&ScheduledMessage{})
 	if res.Error != nil {
 		return p.wrapDBError("delete schedule", res.Error)
 	}
@@ -252,9 +227,10 @@ func DeleteSchedule(db *gorm.DB, id string) error {
 	return nil
 }
 
-// DeleteSchedulesByTag removes every schedule with the tag and returns how many. On
-// PostgreSQL a tag holding a NUL byte or invalid UTF-8 fails with ErrInvalidOption.
-func DeleteSchedulesByTag(db *gorm.DB, tag string) (int64, error) {
+// DeleteSchedulesByTag removes every schedule with the tag, in db's transaction if it has
+// one, and returns how many. On PostgreSQL a tag holding a NUL byte or invalid UTF-8
+// fails with ErrInvalidOption.
+func DeleteSchedulesByTag(ctx context.Context, db *gorm.DB, tag string) (int64, error) {
 	p, err := pluginOf(db)
 	if err != nil {
 		return 0, err
@@ -262,47 +238,31 @@ func DeleteSchedulesByTag(db *gorm.DB, tag string) (int64, error) {
 	if err := p.checkTagFilter(tag); err != nil {
 		return 0, err
 	}
-	res := db.Session(&gorm.Session{NewDB: true}).Where("tag = ?", tag).Delete(&ScheduledMessage{})
+	res := db.WithContext(ctx).Session(&gorm.Session{NewDB: true}).Where("tag = ?", tag).Delete(&ScheduledMessage{})
 	if res.Error != nil {
 		return 0, p.wrapDBError("delete schedules", res.Error)
 	}
 	return res.RowsAffected, nil
 }
 
-// SchedulesByTag lists the schedules with the tag, by next due time. On PostgreSQL a tag
-// holding a NUL byte or invalid UTF-8 fails with ErrInvalidOption.
-func SchedulesByTag(db *gorm.DB, tag string) ([]ScheduledMessage, error) {
-	var rows []ScheduledMessage
-	if p, err := pluginOf(db); err == nil {
-		if err := p.checkTagFilter(tag); err != nil {
-			return nil, err
-		}
-	}
-	err := readOnSource(db.Session(&gorm.Session{NewDB: true}), func(tx *gorm.DB) error {
-		return tx.Where("tag = ?", tag).Order("available_after, id").Find(&rows).Error
-	})
+// GetSchedule returns one schedule, or an error matching ErrScheduleNotFound.
+func (p *Plugin) GetSchedule(ctx context.Context, id string) (ScheduleInfo, error) {
+	db, err := p.adminDB(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("asyncmonolith: list schedules: %w", err)
+		return ScheduleInfo{}, err
 	}
-	return rows, nil
-}
-
-// GetSchedule returns one schedule, or ErrScheduleNotFound.
-func GetSchedule(db *gorm.DB, id string) (ScheduledMessage, error) {
 	var row ScheduledMessage
-	if p, err := pluginOf(db); err == nil && !p.storable(id) {
-		return row, fmt.Errorf("%w: %q", ErrScheduleNotFound, id) // no row holds an id its database cannot store
+	err = gorm.ErrRecordNotFound // no row holds an id its database cannot store
+	if p.storable(id) {
+		err = readOnSource(db, func(tx *gorm.DB) error { return tx.Where("id = ?", id).Take(&row).Error })
 	}
-	err := readOnSource(db.Session(&gorm.Session{NewDB: true}), func(tx *gorm.DB) error {
-		return tx.Where("id = ?", id).Take(&row).Error
-	})
 	if errors.Is(err, gorm.ErrRecordNotFound) {
-		return row, fmt.Errorf("%w: %q", ErrScheduleNotFound, id)
+		return ScheduleInfo{}, fmt.Errorf("%w: %q", ErrScheduleNotFound, id)
 	}
 	if err != nil {
-		return row, fmt.Errorf("asyncmonolith: get schedule: %w", err)
+		return ScheduleInfo{}, p.wrapDBError("get schedule", err)
 	}
-	return row, nil
+	return scheduleInfos([]ScheduledMessage{row})[0], nil
 }
 
 // checkTag checks a tag a schedule is given: a name (checkName) that p's database can store.
@@ -321,184 +281,6 @@ func (p *Plugin) checkTag(tag string) error {
 func (p *Plugin) checkTagFilter(tag string) error {
 	if !p.storable(tag) {
 		return fmt.Errorf("%w: tag %q holds bytes PostgreSQL text cannot", ErrInvalidOption, tag)
-	}
-	return nil
-}
-
-// brokenScheduleRetry is how long a schedule that cannot be parsed (edited by hand, or a
-// zone that vanished) or has no consumer in this process waits before it is tried again.
-const brokenScheduleRetry = time.Minute
-
-// FireSchedules fires the due schedules once, synchronously, as a scheduled-message
-// processor would, and returns how many it fetched. It is for tests and tools; it may run
-// beside started processors.
-func (p *Plugin) FireSchedules(ctx context.Context) (int, error) {
-	p.mu.Lock()
-	ready := p.db != nil
-	p.mu.Unlock()
-	if !ready {
-		return 0, ErrNotRegistered
-	}
-	n, _, err := p.fireSchedules(ctx)
-	return n, err
-}
-
-// fireSchedules fires one batch of due schedules in one transaction and returns how many
-// it fetched and the earliest next due time among them.
-func (p *Plugin) fireSchedules(ctx context.Context) (int, time.Time, error) {
-	cfg := p.cfg
-	tx := p.db.WithContext(ctx).Begin(p.dialect.ProcessorTxOptions())
-	if tx.Error != nil {
-		return 0, time.Time{}, p.wrapDBError("begin schedule batch", tx.Error)
-	}
-	committed := false
-	defer func() {
-		if !committed {
-			tx.Rollback()
-		}
-	}()
-	now := p.now()
-	var due []ScheduledMessage
-	err := tx.Clauses(dialect.SkipLocked).Where("available_after <= ?", now.UnixMilli()).
-		Order("available_after, id").Limit(cfg.ScheduleBatchSize).Find(&due).Error
-	if err != nil {
-		return 0, time.Time{}, p.wrapDBError("fetch schedules", err)
-	}
-	if len(due) == 0 {
-		return 0, time.Time{}, nil
-	}
-	var msgs []ConsumerMessage
-	var earliest time.Time
-	for i := range due {
-		s := &due[i]
-		next, rows, err := p.fire(s, now)
-		if err != nil {
-			next = now.Add(brokenScheduleRetry)
-			p.log.ErrorContext(ctx, "asyncmonolith: schedule skipped", "schedule_id", s.ID, "expression", s.ChronExpression,
-				"zone", s.ChronTimezone, "payload_type", s.PayloadType, "error", err, "retry_at", next)
-		}
-		msgs = append(msgs, rows...)
-		if earliest.IsZero() || next.Before(earliest) {
-			earliest = next
-		}
-		if err := tx.Model(&ScheduledMessage{}).Where("id = ?", s.ID).Update("available_after", next.UnixMilli()).Error; err != nil {
-			return len(due), time.Time{}, p.wrapDBError("advance schedule", err)
-		}
-	}
-	if len(msgs) > 0 {
-		if err := p.insertRows(tx, msgs); err != nil {
-			return len(due), time.Time{}, err
-		}
-	}
-	committed = true
-	if err := tx.Commit().Error; err != nil {
-		return len(due), time.Time{}, p.wrapDBError("commit schedule batch", err)
-	}
-	if len(msgs) > 0 {
-		p.wake.Notify()
-		if p.hooks.ScheduleFired != nil {
-			for _, s := range due {
-				p.hooks.ScheduleFired(ctx, s.ID, s.PayloadType)
-			}
-		}
-	}
-	return len(due), earliest, nil
-}
-
-// fire returns a schedule's next due time and the messages of the occurrence that is due.
-// Their insert id names the schedule and the occurrence, so that the same occurrence can
-// never be pending twice.
-func (p *Plugin) fire(s *ScheduledMessage, now time.Time) (time.Time, []ConsumerMessage, error) {
-	cs, err := parseCron(s.ChronExpression, s.ChronTimezone)
-	if err != nil {
-		return time.Time{}, nil, err
-	}
-	consumers := p.registry.consumersOf(s.PayloadType)
-	if len(consumers) == 0 {
-		return time.Time{}, nil, fmt.Errorf("%w: %q in this process", ErrNoConsumers, s.PayloadType)
-	}
-	occurrence := time.UnixMilli(s.AvailableAfter)
-	next, err := cs.next(now, occurrence)
-	if err != nil {
-		return time.Time{}, nil, err
-	}
-	insertID := fmt.Sprintf("schedule:%s:%d", s.ID, s.AvailableAfter)
-	rows := make([]ConsumerMessage, 0, len(consumers))
-	for _, c := range consumers {
-		rows = append(rows, ConsumerMessage{
-			ID: p.ids.New(now), CreatedAt: now.UnixMilli(), AvailableAfter: now.UnixMilli(),
-			ConsumerType: c.consumerType, PayloadType: s.PayloadType, Payload: s.Payload, InsertID: insertID,
-		})
-	}
-	return next, rows, nil
-}
-
-// scheduler is one scheduled-message processing loop.
-type scheduler struct {
-	p      *Plugin
-	index  int
-	wakeCh chan struct{}
-}
-
-func (s *scheduler) loop(fetchCtx, workCtx context.Context) {
-	p := s.p
-	cfg := p.cfg
-	log := p.log.With("schedule_processor", s.index)
-	timer := time.NewTimer(time.Duration(rand.Int64N(int64(cfg.ProcessorMinDelay) + 1)))
-	defer timer.Stop()
-	failures := 0
-	for {
-		select {
-		case <-fetchCtx.Done():
-			return
-		case <-s.wakeCh:
-		case <-timer.C:
-		}
-		n, earliest, err := p.fireSchedules(workCtx)
-		if fetchCtx.Err() != nil {
-			return
-		}
-		delay := wake.Jitter(cfg.SchedulePollInterval)
-		switch {
-		case err != nil && errors.Is(err, ErrRetryable):
-			delay = 0
-		case err != nil:
-			failures++
-			delay = wake.Backoff(failures, cfg.ProcessorMinDelay, cfg.SchedulePollInterval)
-			log.ErrorContext(workCtx, "asyncmonolith: schedule batch failed", "error", err, "retry_in", delay)
-		case n >= cfg.ScheduleBatchSize:
-			failures = 0
-			delay = cfg.ProcessorMinDelay
-		default:
-			failures = 0
-			// Wake for the earliest schedule this batch advanced, if it comes before the poll.
-			if !earliest.IsZero() {
-				if d := earliest.Sub(p.now()); d < delay {
-					delay = max(d, 0)
-				}
-			}
-		}
-		timer.Reset(delay)
-	}
-}
-
-// startSchedulers starts the scheduled-message processors.
-func (p *Plugin) startSchedulers(fetchCtx, workCtx context.Context, wg *sync.WaitGroup) {
-	for i := range p.cfg.ScheduleProcessors {
-		s := &scheduler{p: p, index: i, wakeCh: p.wake.Subscribe()}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer p.wake.Unsubscribe(s.wakeCh)
-			s.loop(fetchCtx, workCtx)
-		}()
-	}
-}
-
-// checkScheduleConcurrency refuses concurrent scheduled-message processors without row locks.
-func (p *Plugin) checkScheduleConcurrency() error {
-	if p.cfg.ScheduleProcessors > 1 {
-		return fmt.Errorf("%w: Config.ScheduleProcessors = %d on %s; use 1", ErrConcurrencyUnsupported, p.cfg.ScheduleProcessors, p.dialect.Name())
 	}
 	return nil
 }

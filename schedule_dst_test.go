@@ -25,13 +25,13 @@ func TestEveryIsElapsedTimeAcrossDST(t *testing.T) {
 			e := setup(t, dialect, am.Config{})
 			reportConsumers(t, e.p)
 			e.clock.Advance(start.Sub(e.clock.Now()))
-			id, err := am.Schedule(e.db, WeeklyReport{Week: "hourly"}, "@every 1h", am.InZone("Europe/London"))
+			id, err := am.Schedule(t.Context(), e.db, WeeklyReport{Week: "hourly"}, "@every 1h", am.InZone("Europe/London"))
 			if err != nil {
 				t.Fatal(err)
 			}
 			var fired []string
 			for i := 1; i <= 6; i++ {
-				s, err := am.GetSchedule(e.db, id)
+				s, err := e.p.GetSchedule(t.Context(), id)
 				if err != nil {
 					t.Fatal(err)
 				}

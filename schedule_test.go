@@ -43,11 +43,11 @@ func TestScheduleWritesAndFires(t *testing.T) {
 		e := setup(t, dialect, am.Config{})
 		a, b := reportConsumers(t, e.p)
 		// Monday 2026-01-05 12:00 UTC is 12:00 in London (GMT): the next Monday noon is a week later.
-		id, err := am.Schedule(e.db, WeeklyReport{Week: "w"}, "0 0 12 * * MON", am.InZone("Europe/London"), am.Tag("reports"))
+		id, err := am.Schedule(t.Context(), e.db, WeeklyReport{Week: "w"}, "0 0 12 * * MON", am.InZone("Europe/London"), am.Tag("reports"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, err := am.GetSchedule(e.db, id)
+		s, err := e.p.GetSchedule(t.Context(), id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -67,7 +67,7 @@ func TestScheduleWritesAndFires(t *testing.T) {
 		if a.count() != 1 || b.count() != 1 || a.messages()[0].Payload.Week != "w" {
 			t.Fatalf("consumers ran %d and %d times", a.count(), b.count())
 		}
-		s, _ = am.GetSchedule(e.db, id)
+		s, _ = e.p.GetSchedule(t.Context(), id)
 		if s.AvailableAfter != want.Add(7*24*time.Hour).UnixMilli() {
 			t.Fatalf("next due %v", time.UnixMilli(s.AvailableAfter).UTC())
 		}
@@ -81,41 +81,41 @@ func TestScheduleUpdateListDelete(t *testing.T) {
 		reportConsumers(t, e.p)
 		var ids []string
 		for range 3 {
-			id, err := am.Schedule(e.db, WeeklyReport{}, "@daily", am.Tag("t1"))
+			id, err := am.Schedule(t.Context(), e.db, WeeklyReport{}, "@daily", am.Tag("t1"))
 			if err != nil {
 				t.Fatal(err)
 			}
 			ids = append(ids, id)
 		}
-		other, err := am.Schedule(e.db, WeeklyReport{}, "*/5 * * * *", am.Tag("t2"))
+		other, err := am.Schedule(t.Context(), e.db, WeeklyReport{}, "*/5 * * * *", am.Tag("t2"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := am.Reschedule(e.db, other, "0 9 * * *", am.InZone("America/New_York"), am.WithPayload(WeeklyReport{Week: "new"}), am.Tag("t1")); err != nil {
+		if err := am.Reschedule(t.Context(), e.db, other, "0 9 * * *", am.InZone("America/New_York"), am.WithPayload(WeeklyReport{Week: "new"}), am.Tag("t1")); err != nil {
 			t.Fatal(err)
 		}
-		list, err := am.SchedulesByTag(e.db, "t1")
+		list, err := e.p.ListSchedules(t.Context(), "t1")
 		if err != nil || len(list) != 4 {
 			t.Fatalf("t1 has %d schedules (err %v), want 4", len(list), err)
 		}
-		s, _ := am.GetSchedule(e.db, other)
+		s, _ := e.p.GetSchedule(t.Context(), other)
 		if s.ChronExpression != "0 9 * * *" || s.ChronTimezone != "America/New_York" || s.Payload != `{"week":"new"}` ||
 			s.AvailableAfter != time.Date(2026, 1, 5, 14, 0, 0, 0, time.UTC).UnixMilli() {
 			t.Fatalf("rescheduled = %+v", s)
 		}
-		if err := am.DeleteSchedule(e.db, ids[0]); err != nil {
+		if err := am.DeleteSchedule(t.Context(), e.db, ids[0]); err != nil {
 			t.Fatal(err)
 		}
-		if err := am.DeleteSchedule(e.db, ids[0]); !errors.Is(err, am.ErrScheduleNotFound) {
+		if err := am.DeleteSchedule(t.Context(), e.db, ids[0]); !errors.Is(err, am.ErrScheduleNotFound) {
 			t.Fatalf("second delete: %v", err)
 		}
-		if n, err := am.DeleteSchedulesByTag(e.db, "t1"); err != nil || n != 3 {
+		if n, err := am.DeleteSchedulesByTag(t.Context(), e.db, "t1"); err != nil || n != 3 {
 			t.Fatalf("deleted %d by tag (err %v), want 3", n, err)
 		}
 		// In a transaction: rolled back with it.
 		boom := errors.New("boom")
 		err = e.db.Transaction(func(tx *gorm.DB) error {
-			if _, err := am.Schedule(tx, WeeklyReport{}, "@hourly"); err != nil {
+			if _, err := am.Schedule(t.Context(), tx, WeeklyReport{}, "@hourly"); err != nil {
 				return err
 			}
 			return boom
@@ -134,13 +134,13 @@ func TestScheduleInvalidInput(t *testing.T) {
 		{"* * *", ""}, {"61 * * * * *", ""}, {"@sometimes", ""}, {"0 0 12 * * MON", "Mars/Olympus"},
 		{"0 0 12 * * MON", "Local"}, {"CRON_TZ=UTC 0 * * * *", ""}, {"0 0 0 30 2 *", ""},
 	} {
-		_, err := am.Schedule(e.db, WeeklyReport{}, c.expr, am.InZone(c.zone))
+		_, err := am.Schedule(t.Context(), e.db, WeeklyReport{}, c.expr, am.InZone(c.zone))
 		if !errors.Is(err, am.ErrInvalidSchedule) {
 			t.Errorf("Schedule(%q, zone %q): err = %v, want ErrInvalidSchedule", c.expr, c.zone, err)
 		}
 	}
 	type Orphan struct{}
-	if _, err := am.Schedule(e.db, Orphan{}, "@daily"); !errors.Is(err, am.ErrNoConsumers) {
+	if _, err := am.Schedule(t.Context(), e.db, Orphan{}, "@daily"); !errors.Is(err, am.ErrNoConsumers) {
 		t.Errorf("payload without consumers: %v", err)
 	}
 	if n := e.count(t, &am.ScheduledMessage{}); n != 0 {
@@ -153,7 +153,7 @@ func TestScheduleAfterDowntimeFiresOnceWithoutBackfill(t *testing.T) {
 	eachDB(t, func(t *testing.T, dialect string) {
 		e := setup(t, dialect, am.Config{})
 		a, _ := reportConsumers(t, e.p)
-		id, err := am.Schedule(e.db, WeeklyReport{}, "* * * * * *")
+		id, err := am.Schedule(t.Context(), e.db, WeeklyReport{}, "* * * * * *")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -164,7 +164,7 @@ func TestScheduleAfterDowntimeFiresOnceWithoutBackfill(t *testing.T) {
 		if a.count() != 1 {
 			t.Fatalf("fired %d times after 100 s of downtime, want 1", a.count())
 		}
-		s, _ := am.GetSchedule(e.db, id)
+		s, _ := e.p.GetSchedule(t.Context(), id)
 		if want := e.clock.Now().Add(time.Second).UnixMilli(); s.AvailableAfter != want {
 			t.Fatalf("next due %d, want now+1s (%d)", s.AvailableAfter, want)
 		}
@@ -177,9 +177,9 @@ func TestBrokenScheduleDoesNotBlockOthers(t *testing.T) {
 		var logs syncBuffer
 		e := setup(t, dialect, am.Config{Logger: newTextLogger(&logs)})
 		a, _ := reportConsumers(t, e.p)
-		broken, _ := am.Schedule(e.db, WeeklyReport{Week: "broken"}, "* * * * * *")
-		zoneGone, _ := am.Schedule(e.db, WeeklyReport{Week: "zone"}, "* * * * * *")
-		if _, err := am.Schedule(e.db, WeeklyReport{Week: "ok"}, "* * * * * *"); err != nil {
+		broken, _ := am.Schedule(t.Context(), e.db, WeeklyReport{Week: "broken"}, "* * * * * *")
+		zoneGone, _ := am.Schedule(t.Context(), e.db, WeeklyReport{Week: "zone"}, "* * * * * *")
+		if _, err := am.Schedule(t.Context(), e.db, WeeklyReport{Week: "ok"}, "* * * * * *"); err != nil {
 			t.Fatal(err)
 		}
 		e.db.Model(&am.ScheduledMessage{}).Where("id = ?", broken).Update("chron_expression", "not a cron")
@@ -202,7 +202,7 @@ func TestBrokenScheduleDoesNotBlockOthers(t *testing.T) {
 			t.Fatalf("the broken schedules are not named in the log:\n%s", out)
 		}
 		// Skipped rows are pushed back a minute instead of being re-fetched on every poll.
-		s, _ := am.GetSchedule(e.db, broken)
+		s, _ := e.p.GetSchedule(t.Context(), broken)
 		if s.AvailableAfter <= e.clock.Now().UnixMilli() {
 			t.Fatal("a broken schedule stays due and would be fetched on every poll")
 		}
@@ -219,7 +219,7 @@ func TestScheduleFiresOncePerOccurrenceAcrossInstances(t *testing.T) {
 			for _, p := range []*am.Plugin{e.p, other} {
 				reportConsumers(t, p)
 			}
-			if _, err := am.Schedule(e.db, WeeklyReport{}, "* * * * * *"); err != nil {
+			if _, err := am.Schedule(t.Context(), e.db, WeeklyReport{}, "* * * * * *"); err != nil {
 				t.Fatal(err)
 			}
 			for range 10 {
@@ -259,7 +259,7 @@ func TestScheduleFiresWithStartedProcessors(t *testing.T) {
 	eachDB(t, func(t *testing.T, dialect string) {
 		e := setup(t, dialect, am.Config{SchedulePollInterval: 20 * time.Millisecond})
 		a, _ := reportConsumers(t, e.p)
-		if _, err := am.Schedule(e.db, WeeklyReport{}, "@every 1m"); err != nil {
+		if _, err := am.Schedule(t.Context(), e.db, WeeklyReport{}, "@every 1m"); err != nil {
 			t.Fatal(err)
 		}
 		e.start(t)
@@ -277,7 +277,7 @@ func TestScheduleDaylightSavingTransitions(t *testing.T) {
 		e := setup(t, "sqlite", am.Config{})
 		e.clock.Advance(from.Sub(e.clock.Now()))
 		a, _ := reportConsumers(t, e.p)
-		if _, err := am.Schedule(e.db, WeeklyReport{}, expr, am.InZone(loc.String())); err != nil {
+		if _, err := am.Schedule(t.Context(), e.db, WeeklyReport{}, expr, am.InZone(loc.String())); err != nil {
 			t.Fatal(err)
 		}
 		var out []string

@@ -101,7 +101,7 @@ func (p *Plugin) insertSQL(n int, trace, dedup, rail bool) string {
 }
 
 // execInsert writes rows on conn, insertBatchRows per statement.
-func (p *Plugin) execInsert(ctx context.Context, conn gorm.ConnPool, rows []ConsumerMessage) error {
+func (p *Plugin) execInsert(ctx context.Context, conn gorm.ConnPool, rows []newRow) error {
 	args := make([]any, 0, dialect.InsertParams(true, true)*min(len(rows), insertBatchRows))
 	for start := 0; start < len(rows); start += insertBatchRows {
 		chunk := rows[start:min(start+insertBatchRows, len(rows))]

@@ -32,7 +32,7 @@ func TestTraceContextHookGarbageRecordsNone(t *testing.T) {
 		for order, ids := range cases {
 			ctx := context.WithValue(context.Background(), traceIDsKey{}, ids)
 			if err := e.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-				return am.ProduceTx(tx, OrderCancelled{OrderID: order})
+				return am.ProduceTx(ctx, tx, OrderCancelled{OrderID: order})
 			}); err != nil {
 				t.Fatalf("order %s with trace ids %q: %v", order, ids, err)
 			}

@@ -101,7 +101,7 @@ type savepointMark struct {
 }
 
 // track records rows of b written in t.
-func (t *watchedTx) track(p *Plugin, b *buffer, rows []ConsumerMessage) {
+func (t *watchedTx) track(p *Plugin, b *buffer, rows []newRow) {
 	t.mu.Lock()
 	t.plugin = p
 	t.flushed = append(t.flushed, flushed{b, rows})

@@ -124,7 +124,7 @@ func testResolver(t *testing.T, dialect string, resolverFirst bool, setup resolv
 	if _, err := p.GetPoisoned(ctx, stalePoisoned); !errors.Is(err, am.ErrMessageNotFound) {
 		t.Fatalf("GetPoisoned(replica-only id) = %v, want ErrMessageNotFound", err)
 	}
-	if _, err := am.GetSchedule(db, staleSchedule); !errors.Is(err, am.ErrScheduleNotFound) {
+	if _, err := p.GetSchedule(ctx, staleSchedule); !errors.Is(err, am.ErrScheduleNotFound) {
 		t.Fatalf("GetSchedule(replica-only id) = %v, want ErrScheduleNotFound", err)
 	}
 	// Everything the flow wrote is on the source, and the replica's rows were left alone.

@@ -119,7 +119,7 @@ func runFlow(t *testing.T, db *gorm.DB, p *am.Plugin, c *consumers, clk *amtest.
 		if err := tx.Create(&Order{ID: "o2", Note: "transaction"}).Error; err != nil {
 			return err
 		}
-		return am.ProduceTx(tx, OrderPlaced{OrderID: "o2"})
+		return am.ProduceTx(t.Context(), tx, OrderPlaced{OrderID: "o2"})
 	})
 	if err != nil {
 		t.Fatalf("produce in a transaction: %v", err)
@@ -138,14 +138,14 @@ func runFlow(t *testing.T, db *gorm.DB, p *am.Plugin, c *consumers, clk *amtest.
 	c.mu.Unlock()
 
 	// Schedule: listed, fetched, fired when due, consumed.
-	id, err := am.Schedule(db, Reminder{N: 1}, "@every 1m", am.Tag("compat"))
+	id, err := am.Schedule(ctx, db, Reminder{N: 1}, "@every 1m", am.Tag("compat"))
 	if err != nil {
 		t.Fatalf("schedule: %v", err)
 	}
-	if s, err := am.GetSchedule(db, id); err != nil || s.ID != id {
+	if s, err := p.GetSchedule(ctx, id); err != nil || s.ID != id {
 		t.Fatalf("GetSchedule(%s) = %+v, %v", id, s, err)
 	}
-	if err := am.Reschedule(db, id, "@every 2m"); err != nil {
+	if err := am.Reschedule(ctx, db, id, "@every 2m"); err != nil {
 		t.Fatalf("reschedule: %v", err)
 	}
 	list, err := p.ListSchedules(ctx, "")
@@ -160,7 +160,7 @@ func runFlow(t *testing.T, db *gorm.DB, p *am.Plugin, c *consumers, clk *amtest.
 	if c.reminders != 1 {
 		t.Fatalf("reminders consumed = %d, want 1", c.reminders)
 	}
-	if err := am.DeleteSchedule(db, id); err != nil {
+	if err := am.DeleteSchedule(ctx, db, id); err != nil {
 		t.Fatal(err)
 	}
 

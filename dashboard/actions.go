@@ -213,7 +213,7 @@ func (h *Handler) deleteSchedule(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := ids[0]
-	if err := am.DeleteSchedule(db.WithContext(r.Context()), id); err != nil {
+	if err := am.DeleteSchedule(r.Context(), db, id); err != nil {
 		h.failed(w, r, err, "/schedules")
 		return
 	}

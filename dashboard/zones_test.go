@@ -50,7 +50,7 @@ func TestSchedulesPageLoadsEachZoneOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, zone := range []string{"Europe/Paris", "Europe/Paris", "Europe/Paris", "America/New_York"} {
-		if _, err := am.Schedule(db, tick{}, fmt.Sprintf("0 %d * * *", i), am.InZone(zone)); err != nil {
+		if _, err := am.Schedule(t.Context(), db, tick{}, fmt.Sprintf("0 %d * * *", i), am.InZone(zone)); err != nil {
 			t.Fatal(err)
 		}
 	}

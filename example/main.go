@@ -151,7 +151,7 @@ func run(ctx context.Context, o options, out io.Writer) (summary, error) {
 		return summary{}, err
 	}
 	say("🚀 %s ready: tables migrated, consumers registered", db.Dialector.Name())
-	if _, err := am.Schedule(db.WithContext(ctx), SalesReport{Title: "Sales report"}, "*/3 * * * * *", am.Tag("reports")); err != nil {
+	if _, err := am.Schedule(ctx, db, SalesReport{Title: "Sales report"}, "*/3 * * * * *", am.Tag("reports")); err != nil {
 		return summary{}, err
 	}
 	say("🗓️  scheduled a sales report every 3 seconds (cron \"*/3 * * * * *\")")

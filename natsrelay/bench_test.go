@@ -241,7 +241,7 @@ func benchLatency(t *testing.T, nc *nats.Conn, dialect string, d time.Duration) 
 	produced := 0
 	for end := time.Now().Add(d); time.Now().Before(end); produced++ {
 		<-tick.C
-		if err := a.db.Transaction(func(tx *gorm.DB) error { return am.ProduceTx(tx, OrderCancelled{OrderID: produced}) }); err != nil {
+		if err := a.db.Transaction(func(tx *gorm.DB) error { return am.ProduceTx(t.Context(), tx, OrderCancelled{OrderID: produced}) }); err != nil {
 			t.Fatal(err)
 		}
 		mu.Lock()

@@ -279,7 +279,7 @@ func (s *service) produceReasons(t testing.TB, reasons ...string) {
 	t.Helper()
 	if err := s.db.Transaction(func(tx *gorm.DB) error {
 		for i, r := range reasons {
-			if err := am.ProduceTx(tx, OrderCancelled{OrderID: i, Reason: r}); err != nil {
+			if err := am.ProduceTx(t.Context(), tx, OrderCancelled{OrderID: i, Reason: r}); err != nil {
 				return err
 			}
 		}

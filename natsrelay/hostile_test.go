@@ -106,7 +106,7 @@ func TestRelayAndInboxCarryNULOnPostgres(t *testing.T) {
 	}
 	in := newInbox(t, b, nc, natsrelay.InboxConfig{Stream: streamName(t, st), Durable: "nul"})
 	if err := a.db.Transaction(func(tx *gorm.DB) error {
-		return am.ProduceTx(tx, OrderCancelled{OrderID: 1, Reason: "a\x00b\xffc"})
+		return am.ProduceTx(t.Context(), tx, OrderCancelled{OrderID: 1, Reason: "a\x00b\xffc"})
 	}); err != nil {
 		t.Fatalf("produce a payload with NUL on PostgreSQL: %v", err)
 	}

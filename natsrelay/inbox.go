@@ -433,7 +433,7 @@ func (in *Inbox) apply(ctx context.Context, items []incoming, forcePoison bool) 
 			}
 			if in.cfg.Extract != nil {
 				// Each message has a trace context of its own: one Produce each.
-				if err := am.ProduceTx(tx.WithContext(in.extract(ctx, it)), it.payload, am.InsertID(it.key)); err != nil {
+				if err := am.ProduceTx(in.extract(ctx, it), tx, it.payload, am.InsertID(it.key)); err != nil {
 					return err
 				}
 				continue

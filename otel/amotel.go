@@ -52,6 +52,7 @@ type Instrumentation struct {
 	failed   metric.Int64Counter
 	poisoned metric.Int64Counter
 	fired    metric.Int64Counter
+	skipped  metric.Int64Counter
 	duration metric.Float64Histogram
 }
 
@@ -62,13 +63,14 @@ func New(opts ...Option) (*Instrumentation, error) {
 		opt(&o)
 	}
 	i := &Instrumentation{tracer: o.tp.Tracer(ScopeName), meter: o.mp.Meter(ScopeName)}
-	var errs [6]error
+	var errs [7]error
 	i.produced, errs[0] = i.meter.Int64Counter("asyncmonolith.messages.produced", metric.WithDescription("Messages written, by payload type."), metric.WithUnit("{message}"))
 	i.consumed, errs[1] = i.meter.Int64Counter("asyncmonolith.messages.consumed", metric.WithDescription("Consumer runs that succeeded, by consumer."), metric.WithUnit("{message}"))
 	i.failed, errs[2] = i.meter.Int64Counter("asyncmonolith.messages.failed", metric.WithDescription("Consumer runs that failed (retried or poisoned), by consumer."), metric.WithUnit("{message}"))
 	i.poisoned, errs[3] = i.meter.Int64Counter("asyncmonolith.messages.poisoned", metric.WithDescription("Messages moved to poisoned_messages, by consumer."), metric.WithUnit("{message}"))
 	i.fired, errs[4] = i.meter.Int64Counter("asyncmonolith.schedules.fired", metric.WithDescription("Schedule firings, by payload type."), metric.WithUnit("{firing}"))
 	i.duration, errs[5] = i.meter.Float64Histogram("asyncmonolith.consume.duration", metric.WithDescription("Duration of consumer runs."), metric.WithUnit("s"))
+	i.skipped, errs[6] = i.meter.Int64Counter("asyncmonolith.schedules.skipped", metric.WithDescription("Due schedules skipped as broken (expression or zone no longer parses, or no consumer in this process), by payload type."), metric.WithUnit("{firing}"))
 	if err := errors.Join(errs[:]...); err != nil {
 		return nil, err
 	}
@@ -78,11 +80,12 @@ func New(opts ...Option) (*Instrumentation, error) {
 // Hooks returns the hooks to set as asyncmonolith.Config.Hooks.
 func (i *Instrumentation) Hooks() am.Hooks {
 	return am.Hooks{
-		TraceContext:  i.traceContext,
-		Produced:      i.onProduced,
-		BeforeConsume: i.beforeConsume,
-		AfterConsume:  i.afterConsume,
-		ScheduleFired: i.onFired,
+		TraceContext:    i.traceContext,
+		Produced:        i.onProduced,
+		BeforeConsume:   i.beforeConsume,
+		AfterConsume:    i.afterConsume,
+		ScheduleFired:   i.onFired,
+		ScheduleSkipped: i.onSkipped,
 	}
 }
 
@@ -150,6 +153,10 @@ func (i *Instrumentation) afterConsume(ctx context.Context, m am.MessageInfo, r 
 
 func (i *Instrumentation) onFired(ctx context.Context, scheduleID, payloadType string) {
 	i.fired.Add(ctx, 1, metric.WithAttributes(attribute.String("messaging.system", System), attribute.String("asyncmonolith.payload_type", payloadType)))
+}
+
+func (i *Instrumentation) onSkipped(ctx context.Context, scheduleID, payloadType string, _ error) {
+	i.skipped.Add(ctx, 1, metric.WithAttributes(attribute.String("messaging.system", System), attribute.String("asyncmonolith.payload_type", payloadType)))
 }
 
 // ObserveQueue registers gauges of the queue depth and of the age of the oldest due

@@ -236,3 +236,38 @@ func observedFailing(t *testing.T, dialect string, inst *amotel.Instrumentation,
 	t.Cleanup(func() { _ = reg.Unregister() })
 	return db, p
 }
+
+// A schedule that fires counts in asyncmonolith.schedules.fired; one skipped as broken
+// counts in asyncmonolith.schedules.skipped, and not as fired.
+func TestScheduleMetrics(t *testing.T) {
+	t.Parallel()
+	reader := sdkmetric.NewManualReader()
+	inst, err := amotel.New(amotel.WithMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	db, p := observedFailing(t, "sqlite", inst, am.Config{Hooks: inst.Hooks(), Now: func() time.Time { return now }})
+	ctx := t.Context()
+	if _, err := am.Schedule(ctx, db, Shipped{OrderID: "ok"}, "@every 1m"); err != nil {
+		t.Fatal(err)
+	}
+	broken, err := am.Schedule(ctx, db, Shipped{OrderID: "broken"}, "@every 1m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Model(&am.ScheduledMessage{}).Where("id = ?", broken).Update("chron_expression", "not a cron").Error; err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Minute)
+	if n, err := p.FireSchedules(ctx); err != nil || n != 2 {
+		t.Fatalf("FireSchedules = %d, %v; want the 2 due schedules", n, err)
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(ctx, &rm); err != nil {
+		t.Fatal(err)
+	}
+	if fired, skipped := sum(rm, "asyncmonolith.schedules.fired"), sum(rm, "asyncmonolith.schedules.skipped"); fired != 1 || skipped != 1 {
+		t.Fatalf("fired %d, skipped %d; want 1 and 1", fired, skipped)
+	}
+}

@@ -82,7 +82,7 @@ func TestHostileInput(t *testing.T) {
 			if err := am.ProduceNow(ctx, db, Blob{}, am.InsertID(long)); !errors.Is(err, am.ErrInvalidName) {
 				t.Fatalf("10 KB insert id: %v", err)
 			}
-			if _, err := am.Schedule(db, Blob{}, "@daily", am.Tag(long)); !errors.Is(err, am.ErrInvalidName) {
+			if _, err := am.Schedule(t.Context(), db, Blob{}, "@daily", am.Tag(long)); !errors.Is(err, am.ErrInvalidName) {
 				t.Fatalf("10 KB tag: %v", err)
 			}
 			if err := am.Register[Blob](p, am.ConsumerFunc[Blob](nil), am.WithName(long)); !errors.Is(err, am.ErrInvalidName) {

@@ -84,7 +84,7 @@ func TestCLI(t *testing.T) {
 			if _, err := p.ProcessBatch(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := am.Schedule(db, Job{}, "@daily", am.Tag("nightly")); err != nil {
+			if _, err := am.Schedule(t.Context(), db, Job{}, "@daily", am.Tag("nightly")); err != nil {
 				t.Fatal(err)
 			}
 

@@ -201,10 +201,10 @@ func serve(t *testing.T, dialect string, opts ...dashboard.Option) *site {
 	); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := am.Schedule(db, OrderCancelled{Item: "nightly"}, "0 2 * * *", am.InZone("Europe/Paris"), am.Tag("reports")); err != nil {
+	if _, err := am.Schedule(t.Context(), db, OrderCancelled{Item: "nightly"}, "0 2 * * *", am.InZone("Europe/Paris"), am.Tag("reports")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := am.Schedule(db, OrderCancelled{Item: "hourly"}, "@hourly", am.Tag(hostile)); err != nil {
+	if _, err := am.Schedule(t.Context(), db, OrderCancelled{Item: "hourly"}, "@hourly", am.Tag(hostile)); err != nil {
 		t.Fatal(err)
 	}
 	return &site{db: db, p: p, url: listen(t, "127.0.0.1", dashboard.New(p, append([]dashboard.Option{dashboard.BasePath("/asyncmonolith")}, opts...)...))}

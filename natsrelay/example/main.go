@@ -206,7 +206,7 @@ func startOrders(ctx context.Context, nc *nats.Conn, path string, n int, log *sl
 			if err := tx.Save(&Order{ID: id, Status: "cancelled"}).Error; err != nil {
 				return err
 			}
-			return am.ProduceTx(tx, OrderCancelled{OrderID: id, Reason: "customer request"})
+			return am.ProduceTx(ctx, tx, OrderCancelled{OrderID: id, Reason: "customer request"})
 		})
 		switch {
 		case errors.Is(err, errAlready):
