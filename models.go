@@ -33,7 +33,6 @@ type ConsumerMessage struct {
 	// rail its consumer was registered on (WithRail) when it was produced. The fetch index
 	// leads with it, so each rail's processors read their own range of it.
 	Rail string `gorm:"column:rail;size:64;not null;default:'';index:idx_consumer_messages_rail_fetch,priority:1"`
-
 }
 
 // TableName is consumer_messages.
