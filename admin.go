@@ -366,6 +366,10 @@ func (p *Plugin) StatsByRail(ctx context.Context) ([]RailStats, error) {
 	return p.railTotals(stats), nil
 }
 
+// SumByRail sums stats (as Stats returns them) per rail, as StatsByRail does: a caller that
+// shows both reads the database once, and its two views agree.
+func (p *Plugin) SumByRail(stats []QueueStats) []RailStats { return p.railTotals(stats) }
+
 // railTotals sums stats per rail, as StatsByRail returns them.
 func (p *Plugin) railTotals(stats []QueueStats) []RailStats {
 	var out []RailStats
