@@ -23,6 +23,7 @@ type MessageFilter struct {
 	ConsumerType string        // only this consumer
 	PayloadType  string        // only this payload type
 	InsertID     string        // only messages with this insert id
+	Rail         *string       // only messages on this rail (&DefaultRail: the default one); nil: every rail
 	OlderThan    time.Duration // poisoned: poisoned at least this long ago; queue: created at least this long ago
 	Due          *bool         // queue only: true for due messages, false for delayed ones
 	Limit        int           // at most this many rows (default 100, at most 10,000)
@@ -129,6 +130,13 @@ func (p *Plugin) whereIdentity(q *gorm.DB, f MessageFilter) *gorm.DB {
 	}
 	if f.InsertID != "" {
 		q = q.Where("insert_id = ?", f.InsertID)
+	}
+	if f.Rail != nil {
+		if !p.storable(*f.Rail) {
+			_ = q.AddError(fmt.Errorf("%w: MessageFilter.Rail %q holds bytes PostgreSQL text cannot", ErrInvalidOption, *f.Rail))
+		}
+		// Pending messages: a range of the rail index, which PageMessages walks in order.
+		q = q.Where("rail = ?", *f.Rail)
 	}
 	return q
 }
@@ -358,6 +366,10 @@ func (p *Plugin) StatsByRail(ctx context.Context) ([]RailStats, error) {
 	}
 	return p.railTotals(stats), nil
 }
+
+// SumByRail sums stats (as Stats returns them) per rail, as StatsByRail does: a caller that
+// shows both reads the database once, and its two views agree.
+func (p *Plugin) SumByRail(stats []QueueStats) []RailStats { return p.railTotals(stats) }
 
 // railTotals sums stats per rail, as StatsByRail returns them.
 func (p *Plugin) railTotals(stats []QueueStats) []RailStats {

@@ -471,6 +471,9 @@ func TestHandWrittenRowsRails(t *testing.T) {
 		if err != nil || len(qs) != 1 || qs[0].Rail != "gone" || qs[0].ConsumerType != "Fast" {
 			t.Fatalf("Stats = %+v, %v", qs, err)
 		}
+		if sum := e.p.SumByRail(qs); !slices.Equal(sum, want) {
+			t.Fatalf("SumByRail(Stats) = %+v\nwant %+v", sum, want)
+		}
 	})
 }
 

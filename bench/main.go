@@ -17,6 +17,7 @@
 //	cd bench && go run . -db sqlite
 //	cd bench && go run . -db postgres -only waiting,mix,straggler,conns [-wait-n 5000]
 //	cd bench && go run . -db sqlite -only appwrite
+//	cd bench && go run . -db postgres -only rails [-wait-n 2000] [-rails-slow-wait 2s]
 package main
 
 import (
@@ -64,7 +65,7 @@ func main() {
 	flag.DurationVar(&c.appDur, "app-duration", 3*time.Second, "appwrite: how long the application writes, per run")
 	flag.BoolVar(&c.childProducer, "child-producer", false, "internal: run as the other-process producer")
 	flag.StringVar(&c.schema, "schema", "", "internal: the database/schema to use")
-	only := flag.String("only", "", "comma-separated sections to run: produce, burndown, river, waiting, mix, straggler, appwrite, conns, storm, latency, backlog (default: all; waiting, mix and straggler include River on PostgreSQL)")
+	only := flag.String("only", "", "comma-separated sections to run: produce, burndown, river, waiting, mix, straggler, appwrite, conns, rails, storm, latency, backlog (default: all; waiting, mix and straggler include River on PostgreSQL)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	memProfile := flag.String("memprofile", "", "write an allocation profile of the whole run to this file")
 	flag.Parse()
@@ -110,7 +111,8 @@ func main() {
 }
 
 var knownSections = map[string]bool{"produce": true, "burndown": true, "river": true, "storm": true, "latency": true, "backlog": true,
-	"waiting": true, "mix": true, "straggler": true, "appwrite": true, "conns": true}
+	"waiting": true, "mix": true, "straggler": true, "appwrite": true, "conns": true,
+	"rails": true}
 
 // wants reports whether a section is to run.
 func (c config) wants(section string) bool { return len(c.only) == 0 || c.only[section] }

@@ -55,7 +55,8 @@ func run(ctx context.Context, c config) error {
 		quick bool // part of the quick (CI) run
 		run   func(config, string, *report) error
 	}{{"waiting", true, runWaiting}, {"mix", true, runMix}, {"straggler", false, runStraggler},
-		{"appwrite", false, runAppWrite}, {"conns", false, runConns}}
+		{"appwrite", false, runAppWrite}, {"conns", false, runConns},
+		{"rails", false, runRails}}
 	for _, s := range real {
 		if c.wants(s.name) && (s.quick || !c.quick) {
 			if err := s.run(c, schema, &r); err != nil {

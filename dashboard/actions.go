@@ -164,8 +164,9 @@ func (h *Handler) purge(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, fmt.Errorf("%w: purge needs an age (older than, like 7d)", errBadInput))
 		return
 	}
-	f := am.MessageFilter{ConsumerType: r.PostFormValue("consumer"), PayloadType: r.PostFormValue("payload"), OlderThan: older}
-	fields := []field{{"older_than", r.PostFormValue("older_than")}, {"consumer", f.ConsumerType}, {"payload", f.PayloadType}}
+	rail := r.PostFormValue("rail")
+	f := am.MessageFilter{ConsumerType: r.PostFormValue("consumer"), PayloadType: r.PostFormValue("payload"), Rail: railFilter(rail), OlderThan: older}
+	fields := []field{{"older_than", r.PostFormValue("older_than")}, {"consumer", f.ConsumerType}, {"payload", f.PayloadType}, {"rail", rail}}
 	if !confirmed(r) {
 		n, err := h.p.CountPoisoned(r.Context(), f)
 		if err != nil {
@@ -178,6 +179,9 @@ func (h *Handler) purge(w http.ResponseWriter, r *http.Request) {
 		}
 		if f.PayloadType != "" {
 			scope += ", payload " + f.PayloadType
+		}
+		if rail != "" {
+			scope += ", rail " + rail
 		}
 		h.render(w, r, http.StatusOK, "confirm", "Confirm purge", confirmation{Action: "/poisoned/purge", Verb: "Purge",
 			Question: fmt.Sprintf("Purge %s poisoned more than %s ago (%s)? This cannot be undone.", plural(n, "message"), older, scope),

@@ -204,7 +204,7 @@ func cleanPath(p string) string {
 // pages are the parsed templates, one set per page (each with the shared layout). They
 // are read-only after init.
 var pages = func() map[string]*template.Template {
-	funcs := template.FuncMap{"deref": deref, "ms": msTime, "age": age, "join": strings.Join, "dur": dur, "pathesc": url.PathEscape}
+	funcs := template.FuncMap{"deref": deref, "ms": msTime, "age": age, "join": strings.Join, "dur": dur, "pathesc": url.PathEscape, "rail": railParam}
 	layout := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html"))
 	out := map[string]*template.Template{}
 	names, _ := fs.Glob(templateFS, "templates/*.html")

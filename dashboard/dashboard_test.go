@@ -157,7 +157,7 @@ func TestDashboardPagesAndEscaping(t *testing.T) {
 		}
 		_, body := f.get(t, "/am/overview/live")
 		// Failing: 3 pending (2 delayed + the hand-written one), 0 due, 3 poisoned.
-		for _, want := range []string{`data-k="pending">3<`, `data-k="due">0<`, `href="/am/poisoned?consumer=Failing">3<`} {
+		for _, want := range []string{`data-k="pending">3<`, `data-k="due">0<`, `href="/am/poisoned?consumer=Failing&amp;rail=%28default%29">3<`} {
 			if !strings.Contains(body, want) {
 				t.Fatalf("overview lacks %s:\n%s", want, body)
 			}

@@ -63,6 +63,7 @@ type overviewRow struct {
 
 type overviewData struct {
 	Base     string // links are absolute: the overview may be served at the base without its slash
+	Rails    []am.RailStats
 	Rows     []overviewRow
 	Total    am.QueueStats
 	Counters am.Counters
@@ -75,10 +76,11 @@ func (h *Handler) overviewData(r *http.Request) (overviewData, error) {
 		return overviewData{}, err
 	}
 	paused := h.p.Paused()
-	d := overviewData{Base: h.base, Counters: h.p.Counters(), At: time.Now().UTC()}
+	d := overviewData{Base: h.base, Rails: h.p.SumByRail(stats), Counters: h.p.Counters(), At: time.Now().UTC()}
 	for _, s := range stats {
 		d.Rows = append(d.Rows, overviewRow{QueueStats: s, PausedUntil: paused[s.ConsumerType]})
 		d.Total.Pending += s.Pending
+		d.Total.Running += s.Running
 		d.Total.Due += s.Due
 		d.Total.Poisoned += s.Poisoned
 		d.Total.OldestDueAge = max(d.Total.OldestDueAge, s.OldestDueAge)
@@ -111,8 +113,32 @@ func (h *Handler) overviewLive(w http.ResponseWriter, r *http.Request) {
 // filter is a list page's query: the filter, the page size and the cursor.
 type filter struct {
 	Consumer, Payload, InsertID, Due, Tag string
+	Rail                                  string // "" any rail, defaultRailParam the default one
 	Limit                                 int
 	After                                 string
+}
+
+// defaultRailParam is the rail query parameter's value for the default rail (whose name,
+// "", means "any rail" there); it cannot name a rail of Config.Rails.
+const defaultRailParam = "(default)"
+
+// railParam is the rail query parameter's value for a rail.
+func railParam(rail string) string {
+	if rail == am.DefaultRail {
+		return defaultRailParam
+	}
+	return rail
+}
+
+// railFilter is the MessageFilter.Rail of a rail query parameter's value.
+func railFilter(v string) *string {
+	switch v {
+	case "":
+		return nil
+	case defaultRailParam:
+		v = am.DefaultRail
+	}
+	return &v
 }
 
 var errBadInput = errors.New("dashboard: bad input")
@@ -120,7 +146,7 @@ var errBadInput = errors.New("dashboard: bad input")
 func parseFilter(r *http.Request) (filter, am.MessageFilter, error) {
 	q := r.URL.Query()
 	f := filter{Consumer: q.Get("consumer"), Payload: q.Get("payload"), InsertID: q.Get("insert_id"),
-		Due: q.Get("due"), Tag: q.Get("tag"), After: q.Get("after"), Limit: PageSizeDefault}
+		Due: q.Get("due"), Tag: q.Get("tag"), Rail: q.Get("rail"), After: q.Get("after"), Limit: PageSizeDefault}
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > PageSizeMax {
@@ -128,7 +154,7 @@ func parseFilter(r *http.Request) (filter, am.MessageFilter, error) {
 		}
 		f.Limit = n
 	}
-	mf := am.MessageFilter{ConsumerType: f.Consumer, PayloadType: f.Payload, InsertID: f.InsertID, Limit: f.Limit}
+	mf := am.MessageFilter{ConsumerType: f.Consumer, PayloadType: f.Payload, InsertID: f.InsertID, Rail: railFilter(f.Rail), Limit: f.Limit}
 	switch f.Due {
 	case "":
 	case "yes", "no":
@@ -144,7 +170,7 @@ func parseFilter(r *http.Request) (filter, am.MessageFilter, error) {
 func (f filter) Query(after string) string {
 	v := url.Values{}
 	for k, s := range map[string]string{"consumer": f.Consumer, "payload": f.Payload, "insert_id": f.InsertID,
-		"due": f.Due, "tag": f.Tag, "after": after} {
+		"due": f.Due, "tag": f.Tag, "rail": f.Rail, "after": after} {
 		if s != "" {
 			v.Set(k, s)
 		}
@@ -160,8 +186,28 @@ func (f filter) Query(after string) string {
 
 type listData[T any] struct {
 	Filter filter
+	Rails  []railOption // the rail filter's choices
 	Page   am.Page[T]
 	Now    time.Time
+}
+
+// railOption is one choice of the rail filter.
+type railOption struct{ Value, Label string }
+
+// railOptions are the rails the plugin runs, and the filtered one if it is another (a
+// rail found only on stored rows, reached from the overview).
+func (h *Handler) railOptions(current string) []railOption {
+	var out []railOption
+	seen := false
+	for _, name := range h.p.Rails() {
+		v := railParam(name)
+		seen = seen || v == current
+		out = append(out, railOption{Value: v, Label: v})
+	}
+	if current != "" && !seen {
+		out = append(out, railOption{Value: current, Label: current + " (not configured)"})
+	}
+	return out
 }
 
 func (h *Handler) messages(w http.ResponseWriter, r *http.Request) {
@@ -175,7 +221,7 @@ func (h *Handler) messages(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	h.render(w, r, http.StatusOK, "messages", "Messages", listData[am.ConsumerMessage]{Filter: f, Page: pg, Now: time.Now()})
+	h.render(w, r, http.StatusOK, "messages", "Messages", listData[am.ConsumerMessage]{Filter: f, Rails: h.railOptions(f.Rail), Page: pg, Now: time.Now()})
 }
 
 func (h *Handler) poisonedList(w http.ResponseWriter, r *http.Request) {
@@ -190,7 +236,7 @@ func (h *Handler) poisonedList(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	h.render(w, r, http.StatusOK, "poisoned", "Poisoned", listData[am.PoisonedMessage]{Filter: f, Page: pg, Now: time.Now()})
+	h.render(w, r, http.StatusOK, "poisoned", "Poisoned", listData[am.PoisonedMessage]{Filter: f, Rails: h.railOptions(f.Rail), Page: pg, Now: time.Now()})
 }
 
 // detail is a message (pending or poisoned) on its own page.
@@ -229,7 +275,7 @@ func (h *Handler) poisonedOne(w http.ResponseWriter, r *http.Request) {
 	d := detail{Poisoned: true, Pretty: pretty(m.Payload), Error: m.LastError, At: m.PoisonedAt,
 		Message: am.ConsumerMessage{ID: m.ID, CreatedAt: m.CreatedAt, AvailableAfter: m.AvailableAfter, Attempts: m.Attempts,
 			ConsumerType: m.ConsumerType, PayloadType: m.PayloadType, Payload: m.Payload, InsertID: m.InsertID,
-			TraceID: m.TraceID, SpanID: m.SpanID}}
+			TraceID: m.TraceID, SpanID: m.SpanID, Rail: m.Rail}}
 	h.render(w, r, http.StatusOK, "detail", "Poisoned message "+m.ID, d)
 }
 

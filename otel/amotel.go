@@ -5,7 +5,7 @@
 //
 //	inst, err := amotel.New() // global providers; or WithTracerProvider, WithMeterProvider
 //	p := asyncmonolith.New(asyncmonolith.Config{Hooks: inst.Hooks()})
-//	reg, err := inst.ObserveQueue(p) // queue depth and oldest due age, per consumer
+//	reg, err := inst.ObserveQueue(p) // queue depth and oldest due age, per consumer and per rail
 //
 // It lives in its own module so that the core does not depend on OpenTelemetry.
 package amotel
@@ -28,6 +28,10 @@ const ScopeName = "github.com/asyncmonolith/asyncmonolith/otel"
 
 // System is the messaging.system attribute value.
 const System = "asyncmonolith"
+
+// RailAttribute is the attribute naming a message's rail on the queue gauges; the default
+// rail (asyncmonolith.DefaultRail) is "".
+const RailAttribute = "asyncmonolith.rail"
 
 // Option configures New.
 type Option func(*options)
@@ -160,9 +164,15 @@ func (i *Instrumentation) onSkipped(ctx context.Context, scheduleID, payloadType
 }
 
 // ObserveQueue registers gauges of the queue depth and of the age of the oldest due
-// message, per consumer type, read with p.Stats at each collection (bounded by a 5 s
-// timeout). Unregister the returned registration when done.
+// message, per consumer type and rail (RailAttribute), and the asyncmonolith.rail.* gauges
+// per rail (every rail p runs, empty ones included, and any other rail holding messages),
+// read with one p.Stats at each collection (bounded by a 5 s timeout). Unregister the
+// returned registration when done.
 func (i *Instrumentation) ObserveQueue(p *am.Plugin) (metric.Registration, error) {
+	rails, err := i.railGauges()
+	if err != nil {
+		return nil, err
+	}
 	depth, err := i.meter.Int64ObservableGauge("asyncmonolith.queue.depth", metric.WithDescription("Pending messages, by consumer."), metric.WithUnit("{message}"))
 	if err != nil {
 		return nil, err
@@ -221,12 +231,48 @@ func (i *Instrumentation) ObserveQueue(p *am.Plugin) (metric.Registration, error
 			return err
 		}
 		for _, s := range stats {
-			attrs := metric.WithAttributes(attribute.String("messaging.system", System), attribute.String("messaging.destination.name", s.ConsumerType))
+			// The rail keeps apart the series of a consumer that moved rails while some of
+			// its messages were stored (Stats has one entry per consumer and rail).
+			attrs := metric.WithAttributes(attribute.String("messaging.system", System), attribute.String("messaging.destination.name", s.ConsumerType), attribute.String(RailAttribute, s.Rail))
 			o.ObserveInt64(depth, s.Pending, attrs)
 			o.ObserveInt64(due, s.Due, attrs)
 			o.ObserveFloat64(age, s.OldestDueAge.Seconds(), attrs)
 			o.ObserveInt64(poisoned, s.Poisoned, attrs)
 		}
+		rails.observe(o, p.SumByRail(stats))
 		return nil
-	}, depth, due, age, poisoned, paused, conflicts, setAside, batchErrors, leaseLost, released)
+	}, append(rails.instruments(), depth, due, age, poisoned, paused, conflicts, setAside, batchErrors, leaseLost, released)...)
+}
+
+// railGauges are the per-rail gauges of ObserveQueue.
+type railGauges struct {
+	pending, running, due, poisoned metric.Int64ObservableGauge
+	age                             metric.Float64ObservableGauge
+}
+
+func (i *Instrumentation) railGauges() (railGauges, error) {
+	var g railGauges
+	var errs [5]error
+	unit := metric.WithUnit("{message}")
+	g.pending, errs[0] = i.meter.Int64ObservableGauge("asyncmonolith.rail.pending", metric.WithDescription("Pending messages (waiting or running), by rail."), unit)
+	g.running, errs[1] = i.meter.Int64ObservableGauge("asyncmonolith.rail.running", metric.WithDescription("Messages claimed by a processor, by rail."), unit)
+	g.due, errs[2] = i.meter.Int64ObservableGauge("asyncmonolith.rail.due", metric.WithDescription("Pending messages that are due, by rail: a rail whose due count grows has too few processors or slots for its consumers."), unit)
+	g.age, errs[3] = i.meter.Float64ObservableGauge("asyncmonolith.rail.oldest_due_age", metric.WithDescription("Age of the oldest due message, by rail."), metric.WithUnit("s"))
+	g.poisoned, errs[4] = i.meter.Int64ObservableGauge("asyncmonolith.rail.poisoned", metric.WithDescription("Poisoned messages, by the rail they were poisoned on."), unit)
+	return g, errors.Join(errs[:]...)
+}
+
+func (g railGauges) instruments() []metric.Observable {
+	return []metric.Observable{g.pending, g.running, g.due, g.age, g.poisoned}
+}
+
+func (g railGauges) observe(o metric.Observer, rails []am.RailStats) {
+	for _, r := range rails {
+		attrs := metric.WithAttributes(attribute.String("messaging.system", System), attribute.String(RailAttribute, r.Rail))
+		o.ObserveInt64(g.pending, r.Pending, attrs)
+		o.ObserveInt64(g.running, r.Running, attrs)
+		o.ObserveInt64(g.due, r.Due, attrs)
+		o.ObserveFloat64(g.age, r.OldestDueAge.Seconds(), attrs)
+		o.ObserveInt64(g.poisoned, r.Poisoned, attrs)
+	}
 }

@@ -5,14 +5,15 @@
 //
 //	migrate up | down                       apply or revert the schema (migrations package)
 //	migrate sql --dialect D [--down]        print the SQL, for golang-migrate or goose
-//	stats                                   per consumer: pending, due, oldest due age, poisoned
+//	stats [--rails R1,R2]                   per rail, then per consumer and rail: pending,
+//	                                        running, due, oldest due age, poisoned
 //	poisoned list [--consumer C] [--payload P] [--older-than D] [--limit N]
 //	poisoned show ID
 //	poisoned requeue [--delay D] ID...
 //	poisoned delete ID...
 //	poisoned purge --older-than D [--consumer C] [--payload P]
 //	schedules list [--tag T]
-//	ui [--addr HOST:PORT] [--read-only]   serve the web dashboard (default 127.0.0.1:8080)
+//	ui [--addr HOST:PORT] [--read-only] [--rails R1,R2]   serve the web dashboard (default 127.0.0.1:8080)
 //
 // The database comes from --db/--dsn or AM_DB/AM_DSN. Exit codes: 0 success, 1 the
 // operation failed, 2 usage error, 3 not found, 4 requeue conflict.
@@ -67,6 +68,7 @@ type cli struct {
 	json        bool
 	dialect     string
 	dsn         string
+	rails       []string // the application's Config.Rails names (--rails), for stats and ui
 }
 
 const usage = `usage: asyncmonolith [--db postgres|mysql|sqlite] [--dsn DSN] [--json] COMMAND
@@ -74,7 +76,8 @@ const usage = `usage: asyncmonolith [--db postgres|mysql|sqlite] [--dsn DSN] [--
 commands:
   migrate up | down                      apply or revert the schema
   migrate sql --dialect D [--down]       print the schema SQL (for golang-migrate, goose)
-  stats                                  per consumer: pending, due, oldest due age, poisoned
+  stats [--rails R1,R2]                  per rail, then per consumer and rail: pending,
+                                         running, due, oldest due age, poisoned
   poisoned list|show|requeue|delete|purge
   schedules list [--tag T]
   ui [--addr HOST:PORT] [--read-only]    serve the web dashboard (default 127.0.0.1:8080;
@@ -174,25 +177,18 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 		}
 		return c.print(map[string]string{"dialect": dialect, "sql": sql}, func(w io.Writer) { fmt.Fprint(w, sql) })
 	case "stats ":
-		if err := c.flags("stats", rest, nil); err != nil {
+		if err := c.flags("stats", rest, c.railsFlag); err != nil {
 			return err
 		}
 		p, err := c.plugin()
 		if err != nil {
 			return err
 		}
-		stats, err := p.Stats(ctx)
+		st, err := c.stats(ctx, p)
 		if err != nil {
 			return err
 		}
-		return c.print(stats, func(w io.Writer) {
-			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "CONSUMER\tPENDING\tDUE\tOLDEST DUE\tPOISONED")
-			for _, s := range stats {
-				fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%d\n", s.ConsumerType, s.Pending, s.Due, s.OldestDueAge.Round(time.Millisecond), s.Poisoned)
-			}
-			tw.Flush()
-		})
+		return c.print(st, func(w io.Writer) { st.text(w, len(c.rails) > 0) })
 	case "poisoned list", "poisoned purge":
 		var f am.MessageFilter
 		if err := c.flags(cmd+" "+sub, rest, func(fs *flag.FlagSet) {
@@ -372,8 +368,18 @@ func (c *cli) plugin() (*am.Plugin, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := am.New(am.Config{})
+	cfg := am.Config{}
+	for _, name := range c.rails {
+		if cfg.Rails == nil {
+			cfg.Rails = map[string]am.RailConfig{}
+		}
+		cfg.Rails[name] = am.RailConfig{}
+	}
+	p := am.New(cfg)
 	if err := db.Use(p); err != nil {
+		if ce := (*am.ConfigError)(nil); errors.As(err, &ce) {
+			return nil, usageError{fmt.Sprintf("--rails: %v", err)}
+		}
 		return nil, err
 	}
 	return p, nil

@@ -89,8 +89,8 @@ func TestCLI(t *testing.T) {
 			}
 
 			out, _, code := run("--json", "stats")
-			var stats []am.QueueStats
-			if code != 0 || json.Unmarshal([]byte(out), &stats) != nil || len(stats) != 1 || stats[0].Poisoned != 2 {
+			var stats struct{ Consumers []am.QueueStats }
+			if code != 0 || json.Unmarshal([]byte(out), &stats) != nil || len(stats.Consumers) != 1 || stats.Consumers[0].Poisoned != 2 {
 				t.Fatalf("stats: %d %s", code, out)
 			}
 			out, _, code = run("--json", "poisoned", "list", "--consumer", "Failer")

@@ -29,6 +29,7 @@ func (c *cli) ui(ctx context.Context, rest []string) error {
 	if err := c.flags("ui", rest, func(fs *flag.FlagSet) {
 		fs.StringVar(&addr, "addr", "127.0.0.1:8080", "listen address (a non-loopback one needs "+envUIUser+" and "+envUIPassword+")")
 		fs.BoolVar(&readOnly, "read-only", false, "show no actions and refuse them")
+		c.railsFlag(fs)
 	}); err != nil {
 		return err
 	}
