@@ -36,6 +36,7 @@ type Message[T any] struct {
 	PayloadType  string    // the payload's stored name
 	Attempt      int       // 1 on the first run
 	MaxAttempts  int       // the run after which a failure poisons the message
+	Snoozes      int       // how many times the message was snoozed (SnoozeFor), which uses no attempt
 	CreatedAt    time.Time // when it was produced
 	TraceID      string    // W3C trace id recorded at produce time, or ""
 	SpanID       string    // W3C span id recorded at produce time, or ""
@@ -65,9 +66,11 @@ type ConsumerTyper interface{ ConsumerType() string }
 type ConsumerOption func(*consumerOptions)
 
 type consumerOptions struct {
-	attempts int
-	timeout  time.Duration
-	name     string
+	attempts   int
+	timeout    time.Duration
+	name       string
+	retry      RetryPolicy
+	maxSnoozes int
 }
 
 // WithAttempts sets how many runs this consumer gives a message before it is poisoned,
@@ -87,6 +90,8 @@ type registration struct {
 	payloadGo    reflect.Type
 	attempts     int           // 0: Config.MaxAttempts
 	timeout      time.Duration // 0: Config.DefaultConsumerTimeout
+	retry        RetryPolicy   // nil: Config.RetryPolicy
+	maxSnoozes   int           // 0: Config.MaxSnoozes
 	run          func(ctx context.Context, env envelope) error
 }
 
@@ -112,6 +117,12 @@ func Register[T any](p *Plugin, c Consumer[T], opts ...ConsumerOption) error {
 	if o.timeout < 0 || o.timeout > ConsumerTimeoutMax {
 		return fmt.Errorf("%w: WithTimeout(%s): must be between 1ns and 1h", ErrInvalidOption, o.timeout)
 	}
+	if o.maxSnoozes < 0 {
+		return fmt.Errorf("%w: WithMaxSnoozes(%d): must be at least 1", ErrInvalidOption, o.maxSnoozes)
+	}
+	if err := retryOptionError(o.retry); err != nil {
+		return err
+	}
 	if c == nil || nilThroughValueMethod(c, reflect.TypeFor[Consumer[T]]()) {
 		return fmt.Errorf("%w: consumer is nil (or a nil pointer to a type whose Consume has a value receiver)", ErrInvalidOption)
 	}
@@ -133,6 +144,8 @@ func Register[T any](p *Plugin, c Consumer[T], opts ...ConsumerOption) error {
 		payloadGo:    goType,
 		attempts:     o.attempts,
 		timeout:      o.timeout,
+		retry:        o.retry,
+		maxSnoozes:   o.maxSnoozes,
 		run: func(ctx context.Context, env envelope) error {
 			m := &Message[T]{
 				ID:           env.row.ID,
@@ -141,6 +154,7 @@ func Register[T any](p *Plugin, c Consumer[T], opts ...ConsumerOption) error {
 				PayloadType:  env.row.PayloadType,
 				Attempt:      env.attempt,
 				MaxAttempts:  env.maxAttempts,
+				Snoozes:      env.row.Snoozes,
 				CreatedAt:    time.UnixMilli(env.row.CreatedAt),
 				Tx:           env.tx,
 			}

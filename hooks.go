@@ -34,6 +34,7 @@ type MessageInfo struct {
 	PayloadType  string
 	Attempt      int // 1 on the first run
 	MaxAttempts  int
+	Snoozes      int // how many times the message was snoozed before this run
 	CreatedAt    time.Time
 	Due          time.Time
 	TraceID      string // as recorded by the producer, or ""
@@ -42,8 +43,9 @@ type MessageInfo struct {
 
 // Result is the committed outcome of one consumer run.
 type Result struct {
-	Err      error         // nil on success
+	Err      error         // nil on success; a *SnoozeError (ErrSnoozed) when Snoozed
 	Duration time.Duration // how long the consumer ran
 	Poisoned bool          // the message moved to poisoned_messages
-	RetryAt  time.Time     // when a failed, not poisoned, message is due again
+	Snoozed  bool          // the consumer snoozed the message: due again at RetryAt, no attempt used
+	RetryAt  time.Time     // when a failed (not poisoned) or snoozed message is due again
 }

@@ -292,7 +292,7 @@ func (d postgres) ClaimSQL(lockingSelect string, params int, groups []int) strin
 		lease + ", pending = NULL FROM due, (SELECT set_config('synchronous_commit', 'off', true)) AS async " +
 		"WHERE m.id = due.id RETURNING " +
 		"m.id, m.created_at, due.available_after, m.attempts, m.consumer_type, m.payload_type, m.payload, " +
-		"NULLIF(m.insert_id, m.id), m.trace_id, m.span_id, m.ctid::text"
+		"NULLIF(m.insert_id, m.id), m.trace_id, m.span_id, m.snoozes, m.ctid::text"
 }
 
 func (postgres) UniqueViolation(err error) bool { return sqlState(err) == "23505" }
