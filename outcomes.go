@@ -52,6 +52,9 @@ func SnoozeFor(d time.Duration) error { return &SnoozeError{For: d} }
 func SnoozeUntil(t time.Time) error { return &SnoozeError{Until: t} }
 
 func (e *SnoozeError) Error() string {
+	if e == nil {
+		return "asyncmonolith: nil *SnoozeError"
+	}
 	if !e.Until.IsZero() {
 		return "asyncmonolith: snoozed until " + e.Until.UTC().Format(time.RFC3339Nano)
 	}
@@ -94,14 +97,19 @@ func Permanent(err error) error {
 }
 
 func (e *PermanentError) Error() string {
-	if e.Err == nil {
+	if e == nil || e.Err == nil {
 		return ErrPermanent.Error()
 	}
 	return ErrPermanent.Error() + ": " + e.Err.Error()
 }
 
 // Unwrap returns the reason.
-func (e *PermanentError) Unwrap() error { return e.Err }
+func (e *PermanentError) Unwrap() error {
+	if e == nil {
+		return nil
+	}
+	return e.Err
+}
 
 // Is reports whether target is ErrPermanent.
 func (e *PermanentError) Is(target error) bool { return target == ErrPermanent }
