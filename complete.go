@@ -378,6 +378,9 @@ func (p *Plugin) write(tx *gorm.DB, pl plan, now time.Time) (short bool, err err
 		if it.kind == itemRetry || it.kind == itemPoison {
 			k.attempt, k.msg = it.o.info.Attempt, it.msg
 		}
+		if it.kind == itemRetry {
+			k.at = 0 // one statement whatever the retry times (jitter): see retryAt
+		}
 		if it.kind == itemSnooze {
 			k.snoozes = it.o.row.Snoozes + 1
 		}
@@ -430,9 +433,17 @@ func (p *Plugin) writeGroup(tx *gorm.DB, k groupKey, its []*item, now time.Time)
 	case itemDelete:
 		return int64(len(its)), nil
 	case itemRetry:
-		n, err := p.updateLocatedN(ctx, conn, []string{"attempts", "available_after", "last_error", "pending"},
-			[]any{k.attempt, k.at, k.msg, true}, locs, k.lease)
-		return n, p.wrapIfDBError("reschedule failed messages", err)
+		var total int64
+		for start := 0; start < len(its); start += insertBatchRows {
+			chunk := its[start:min(start+insertBatchRows, len(its))]
+			n, err := p.updateLocatedN(ctx, conn, []string{"attempts", "available_after", "last_error", "pending"},
+				[]any{k.attempt, retryAt(chunk), k.msg, true}, locs[start:start+len(chunk)], k.lease)
+			total += n
+			if err != nil {
+				return total, p.wrapDBError("reschedule failed messages", err)
+			}
+		}
+		return total, nil
 	case itemPending:
 		n, err := p.updateLocatedN(ctx, conn, []string{"available_after", "pending"}, []any{k.at, true}, locs, k.lease)
 		return n, p.wrapIfDBError("make messages pending again", err)
@@ -443,6 +454,23 @@ func (p *Plugin) writeGroup(tx *gorm.DB, k groupKey, its []*item, now time.Time)
 		n, err := p.poison(tx, its, k, now)
 		return n, p.wrapIfDBError("poison messages", err)
 	}
+}
+
+// retryAt is the available_after of retried items: one value when they share it, else a
+// dialect.PerRow of each item's.
+func retryAt(its []*item) any {
+	same := true
+	for _, it := range its {
+		same = same && it.at == its[0].at
+	}
+	if same {
+		return its[0].at
+	}
+	pr := dialect.PerRow{IDs: make([]string, len(its)), Values: make([]int64, len(its))}
+	for i, it := range its {
+		pr.IDs[i], pr.Values[i] = it.o.row.ID, it.at
+	}
+	return pr
 }
 
 // poison copies its' rows to poisoned_messages in the database (the payload never travels:
