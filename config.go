@@ -75,7 +75,7 @@ type Config struct {
 	// retry policy panics.
 	AttemptDelay time.Duration
 	// RetryPolicy chooses each failed message's delay instead of AttemptDelay: for example
-	// ExponentialBackoff{} (1s, 2s, 4s, … up to 1h, with jitter). A consumer can override it
+	// ExponentialBackoff{} (10s, 20s, 40s, … up to 1h, with jitter). A consumer can override it
 	// with WithRetryPolicy. Nil: AttemptDelay every time.
 	RetryPolicy RetryPolicy
 	// MaxSnoozes is how many times a message may be snoozed (SnoozeFor, SnoozeUntil) before

@@ -14,8 +14,9 @@ import (
 
 // Retry policy defaults and limits.
 const (
-	// ExponentialBackoffBaseDefault is ExponentialBackoff's delay after the first failed run.
-	ExponentialBackoffBaseDefault = time.Second
+	// ExponentialBackoffBaseDefault is ExponentialBackoff's delay after the first failed run:
+	// AttemptDelayDefault, so that switching to backoff never retries sooner than before.
+	ExponentialBackoffBaseDefault = AttemptDelayDefault
 	// ExponentialBackoffMaxDefault caps ExponentialBackoff's delay.
 	ExponentialBackoffMaxDefault = time.Hour
 	// ExponentialBackoffJitterDefault is the fraction of each ExponentialBackoff delay that
@@ -131,7 +132,7 @@ func checkRetryPolicy(rp RetryPolicy) (field string, value any, reason string) {
 		d := v.withDefaults()
 		switch {
 		case v.Base < 0 || v.Base > RetryDelayMax:
-			return "Base", v.Base, "must be between 0 (default 1s) and " + RetryDelayMax.String()
+			return "Base", v.Base, "must be between 0 (default 10s) and " + RetryDelayMax.String()
 		case v.Max < 0 || v.Max > RetryDelayMax:
 			return "Max", v.Max, "must be between 0 (default 1h) and " + RetryDelayMax.String()
 		case d.Max < d.Base:

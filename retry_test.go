@@ -16,8 +16,8 @@ import (
 	"gorm.io/gorm"
 )
 
-// rowsByConsumer reads the pending rows, by consumer type.
-func rowsByConsumer(t *testing.T, e *env) map[string]am.ConsumerMessage {
+// pendingRows reads the pending rows, by key.
+func pendingRows(t *testing.T, e *env, key func(am.ConsumerMessage) string) map[string]am.ConsumerMessage {
 	t.Helper()
 	var rows []am.ConsumerMessage
 	if err := e.db.Find(&rows).Error; err != nil {
@@ -25,23 +25,21 @@ func rowsByConsumer(t *testing.T, e *env) map[string]am.ConsumerMessage {
 	}
 	out := map[string]am.ConsumerMessage{}
 	for _, r := range rows {
-		out[r.ConsumerType] = r
+		out[key(r)] = r
 	}
 	return out
+}
+
+// rowsByConsumer reads the pending rows, by consumer type.
+func rowsByConsumer(t *testing.T, e *env) map[string]am.ConsumerMessage {
+	t.Helper()
+	return pendingRows(t, e, func(r am.ConsumerMessage) string { return r.ConsumerType })
 }
 
 // rowsByPayload reads the pending rows, by payload.
 func rowsByPayload(t *testing.T, e *env) map[string]am.ConsumerMessage {
 	t.Helper()
-	var rows []am.ConsumerMessage
-	if err := e.db.Find(&rows).Error; err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]am.ConsumerMessage{}
-	for _, r := range rows {
-		out[r.Payload] = r
-	}
-	return out
+	return pendingRows(t, e, func(r am.ConsumerMessage) string { return r.Payload })
 }
 
 func produceRetryJobs(t *testing.T, e *env, jobs ...Job) {

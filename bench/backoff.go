@@ -10,7 +10,7 @@ import (
 // retry cycle: they have all run (and failed) once when the healthy messages are produced,
 // and each is retried up to MaxAttempts 10, the breaker off, so that every retry is run.
 // Healthy only (the same measurement without them), then their retries following
-// ExponentialBackoff{} (the library's defaults: 1s, 2s, 4s, … up to 1h, jitter 0.25), then
+// ExponentialBackoff{} (the library's defaults: 10s, 20s, 40s, … up to 1h, jitter 0.25), then
 // retried after a fixed 1 ms. Each figure counts from the first healthy message produced
 // to the last consumed, processors running all along.
 func backoffStorm(c config, schema string) (base, backoff, fixed stat, err error) {
