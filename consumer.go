@@ -66,11 +66,12 @@ type ConsumerTyper interface{ ConsumerType() string }
 type ConsumerOption func(*consumerOptions)
 
 type consumerOptions struct {
-	attempts   int
-	timeout    time.Duration
-	name       string
-	retry      RetryPolicy
-	maxSnoozes int
+	attempts int
+	timeout  time.Duration
+	name     string
+
+	retry      RetryPolicy // WithRetryPolicy
+	maxSnoozes int         // WithMaxSnoozes
 }
 
 // WithAttempts sets how many runs this consumer gives a message before it is poisoned,

@@ -13,24 +13,25 @@ import "time"
 // pending or running. Produce writes one row per consumer of the payload type; a processor
 // claims it for a lease, and deletes it when the consumer succeeds.
 type ConsumerMessage struct {
-	ID             string `gorm:"column:id;primaryKey;size:64;index:idx_consumer_messages_fetch,priority:3"`
-	CreatedAt      int64  `gorm:"column:created_at;not null;autoCreateTime:false;index:idx_consumer_messages_fetch,priority:2"`
-	AvailableAfter int64  `gorm:"column:available_after;not null;index:idx_consumer_messages_fetch,priority:1"`
-	Attempts       int    `gorm:"column:attempts;not null;default:0"`
-	// Snoozes counts the times a consumer snoozed the message (SnoozeFor), which use no attempt.
-	Snoozes      int     `gorm:"column:snoozes;not null;default:0"`
-	ConsumerType string  `gorm:"column:consumer_type;size:255;not null;uniqueIndex:ux_consumer_messages_pending_insert_id,priority:2"`
-	PayloadType  string  `gorm:"column:payload_type;size:255;not null"`
-	Payload      string  `gorm:"column:payload;not null"`
-	InsertID     string  `gorm:"column:insert_id;size:255;not null;uniqueIndex:ux_consumer_messages_pending_insert_id,priority:1"`
-	TraceID      *string `gorm:"column:trace_id;size:32"`
-	SpanID       *string `gorm:"column:span_id;size:16"`
-	LastError    *string `gorm:"column:last_error"`
+	ID             string  `gorm:"column:id;primaryKey;size:64;index:idx_consumer_messages_fetch,priority:3"`
+	CreatedAt      int64   `gorm:"column:created_at;not null;autoCreateTime:false;index:idx_consumer_messages_fetch,priority:2"`
+	AvailableAfter int64   `gorm:"column:available_after;not null;index:idx_consumer_messages_fetch,priority:1"`
+	Attempts       int     `gorm:"column:attempts;not null;default:0"`
+	ConsumerType   string  `gorm:"column:consumer_type;size:255;not null;uniqueIndex:ux_consumer_messages_pending_insert_id,priority:2"`
+	PayloadType    string  `gorm:"column:payload_type;size:255;not null"`
+	Payload        string  `gorm:"column:payload;not null"`
+	InsertID       string  `gorm:"column:insert_id;size:255;not null;uniqueIndex:ux_consumer_messages_pending_insert_id,priority:1"`
+	TraceID        *string `gorm:"column:trace_id;size:32"`
+	SpanID         *string `gorm:"column:span_id;size:16"`
+	LastError      *string `gorm:"column:last_error"`
 	// Pending is true while the message waits and NULL while a processor has claimed it
 	// (a claim also moves AvailableAfter to the end of its lease). The unique index on
 	// (insert_id, consumer_type, pending) so allows one pending message per insert id
 	// beside any running ones: every database treats NULLs as distinct in a unique index.
 	Pending *bool `gorm:"column:pending;default:true;check:chk_consumer_messages_pending,pending IS NULL OR pending;uniqueIndex:ux_consumer_messages_pending_insert_id,priority:3"`
+
+	// Snoozes counts the times a consumer snoozed the message (SnoozeFor), which use no attempt.
+	Snoozes int `gorm:"column:snoozes;not null;default:0"`
 
 	// freshID marks a row whose insert id this process generated: it cannot collide with
 	// a pending row, so its INSERT needs no duplicate handling (cheaper on PostgreSQL).
