@@ -14,7 +14,7 @@ import (
 // breakerCounts reports whether a run's error says something about the consumer (rather
 // than about the message, the processor or the processor's own connection).
 func breakerCounts(err error) bool {
-	return !errors.Is(err, ErrDecodePayload) && !errors.Is(err, ErrPermanent) && !errors.Is(err, context.Canceled) &&
+	return !errors.Is(err, ErrDecodePayload) && !errors.Is(err, ErrPermanent) && !errors.Is(err, ErrSnoozed) && !errors.Is(err, context.Canceled) &&
 		!errors.Is(err, driver.ErrBadConn) && !errors.Is(err, sql.ErrConnDone) && !errors.Is(err, sql.ErrTxDone)
 }
 

@@ -303,7 +303,7 @@ func (c *claimed) scan(rs *sql.Rows, n int) error {
 		c.rows, c.locators = append(c.rows, ConsumerMessage{}), append(c.locators, "")
 		m := &c.rows[len(c.rows)-1]
 		if err := rs.Scan(&m.ID, &m.CreatedAt, &m.AvailableAfter, &m.Attempts, &m.ConsumerType, &m.PayloadType,
-			&m.Payload, &insertID, &trace, &span, &c.locators[len(c.locators)-1]); err != nil {
+			&m.Payload, &insertID, &trace, &span, &m.Snoozes, &c.locators[len(c.locators)-1]); err != nil {
 			return err
 		}
 		m.InsertID = m.ID

@@ -106,7 +106,7 @@ func (p *Plugin) settle(ctx context.Context, outcomes []outcome) error {
 			if !o.setAside.IsZero() || o.info.Attempt == 0 {
 				continue // did not run
 			}
-			r := Result{Err: o.err, Duration: o.took, Poisoned: o.poisoned, RetryAt: o.retryAt}
+			r := Result{Err: o.err, Duration: o.took, Poisoned: o.poisoned, Snoozed: o.snoozed, RetryAt: o.retryAt}
 			if !recorded && !o.done {
 				r = Result{Err: fmt.Errorf("asyncmonolith: outcome not recorded (the message runs again): %w", err), Duration: o.took}
 			}
@@ -226,6 +226,7 @@ const (
 	itemRetry
 	itemPoison
 	itemPending // set aside or released: pending again at `at`, no attempt counted
+	itemSnooze  // snoozed: pending again at `at`, no attempt counted, one more snooze
 )
 
 // plan is a completion's items in the order they are written.
@@ -309,26 +310,49 @@ func (p *Plugin) decide(outcomes []outcome, now time.Time) plan {
 			pl.items = append(pl.items, item{o: o, kind: itemPending, at: now.UnixMilli()})
 		case o.err == nil:
 			pl.items = append(pl.items, item{o: o, kind: itemDelete})
-		case o.info.Attempt >= o.info.MaxAttempts || errors.Is(o.err, ErrPermanent):
+		case errors.Is(o.err, ErrPermanent):
 			o.poisoned = true
 			pl.items = append(pl.items, item{o: o, kind: itemPoison, msg: storedError(o.err)})
 		default:
-			o.retryAt = now.Add(p.cfg.AttemptDelay)
+			var notBefore time.Time
+			if se := snoozeOf(o.err); se != nil {
+				at, granted := p.snooze(o, se, now)
+				if granted {
+					o.snoozed, o.retryAt = true, at
+					pl.items = append(pl.items, item{o: o, kind: itemSnooze, at: at.UnixMilli()})
+					continue
+				}
+				notBefore = at // o.err is the snooze limit's failure now
+			}
+			if o.info.Attempt >= o.info.MaxAttempts {
+				o.poisoned = true
+				pl.items = append(pl.items, item{o: o, kind: itemPoison, msg: storedError(o.err)})
+				continue
+			}
+			o.retryAt = now.Add(p.retryDelay(o, o.err))
+			if o.retryAt.Before(notBefore) {
+				o.retryAt = notBefore
+			}
 			pl.items = append(pl.items, item{o: o, kind: itemRetry, msg: storedError(o.err), at: o.retryAt.UnixMilli()})
 		}
 	}
 	for i := range pl.items {
 		it := &pl.items[i]
+		o := it.o
+		if it.kind == itemSnooze {
+			p.log.DebugContext(o.ctx, "asyncmonolith: consumer snoozed its message", "message_id", o.row.ID, "consumer", o.row.ConsumerType,
+				"attempt", o.info.Attempt, "snoozes", o.row.Snoozes+1, slog.Time("retry_at", o.retryAt), "retry_delay", o.retryAt.Sub(now))
+			continue
+		}
 		if it.kind != itemRetry && it.kind != itemPoison {
 			continue
 		}
-		o := it.o
 		log := p.log.With("message_id", o.row.ID, "consumer", o.row.ConsumerType, "attempt", o.info.Attempt,
 			"max_attempts", o.info.MaxAttempts, "duration", o.took, "error", o.err)
 		if it.kind == itemPoison {
 			log.WarnContext(o.ctx, "asyncmonolith: message poisoned")
 		} else {
-			log.InfoContext(o.ctx, "asyncmonolith: consumer failed; will retry", slog.Time("retry_at", o.retryAt))
+			log.InfoContext(o.ctx, "asyncmonolith: consumer failed; will retry", slog.Time("retry_at", o.retryAt), "retry_delay", o.retryAt.Sub(now))
 		}
 	}
 	return pl
@@ -339,6 +363,7 @@ type groupKey struct {
 	kind    itemKind
 	lease   int64
 	attempt int
+	snoozes int
 	msg     string
 	at      int64
 }
@@ -353,6 +378,12 @@ func (p *Plugin) write(tx *gorm.DB, pl plan, now time.Time) (short bool, err err
 		k := groupKey{kind: it.kind, lease: it.o.lease, at: it.at}
 		if it.kind == itemRetry || it.kind == itemPoison {
 			k.attempt, k.msg = it.o.info.Attempt, it.msg
+		}
+		if it.kind == itemRetry {
+			k.at = 0 // one statement whatever the retry times (jitter): see retryAt
+		}
+		if it.kind == itemSnooze {
+			k.snoozes = it.o.row.Snoozes + 1
 		}
 		if _, ok := groups[k]; !ok {
 			order = append(order, k)
@@ -403,16 +434,44 @@ func (p *Plugin) writeGroup(tx *gorm.DB, k groupKey, its []*item, now time.Time)
 	case itemDelete:
 		return int64(len(its)), nil
 	case itemRetry:
-		n, err := p.updateLocatedN(ctx, conn, []string{"attempts", "available_after", "last_error", "pending"},
-			[]any{k.attempt, k.at, k.msg, true}, locs, k.lease)
-		return n, p.wrapIfDBError("reschedule failed messages", err)
+		var total int64
+		for start := 0; start < len(its); start += insertBatchRows {
+			chunk := its[start:min(start+insertBatchRows, len(its))]
+			n, err := p.updateLocatedN(ctx, conn, []string{"attempts", "available_after", "last_error", "pending"},
+				[]any{k.attempt, retryAt(chunk), k.msg, true}, locs[start:start+len(chunk)], k.lease)
+			total += n
+			if err != nil {
+				return total, p.wrapDBError("reschedule failed messages", err)
+			}
+		}
+		return total, nil
 	case itemPending:
 		n, err := p.updateLocatedN(ctx, conn, []string{"available_after", "pending"}, []any{k.at, true}, locs, k.lease)
 		return n, p.wrapIfDBError("make messages pending again", err)
+	case itemSnooze:
+		n, err := p.updateLocatedN(ctx, conn, []string{"available_after", "snoozes", "pending"}, []any{k.at, k.snoozes, true}, locs, k.lease)
+		return n, p.wrapIfDBError("snooze messages", err)
 	default: // itemPoison
 		n, err := p.poison(tx, its, k, now)
 		return n, p.wrapIfDBError("poison messages", err)
 	}
+}
+
+// retryAt is the available_after of retried items: one value when they share it, else a
+// dialect.PerRow of each item's.
+func retryAt(its []*item) any {
+	same := true
+	for _, it := range its {
+		same = same && it.at == its[0].at
+	}
+	if same {
+		return its[0].at
+	}
+	pr := dialect.PerRow{IDs: make([]string, len(its)), Values: make([]int64, len(its))}
+	for i, it := range its {
+		pr.IDs[i], pr.Values[i] = it.o.row.ID, it.at
+	}
+	return pr
 }
 
 // poison copies its' rows to poisoned_messages in the database (dialect.PoisonCopy).
@@ -475,14 +534,14 @@ func (p *Plugin) recordOne(ctx context.Context, it *item, now time.Time) {
 			"message_id", o.row.ID, "consumer", o.row.ConsumerType, "error", err)
 		return
 	}
-	if it.kind == itemPending {
+	if it.kind == itemPending || it.kind == itemSnooze {
 		p.log.ErrorContext(o.ctx, "asyncmonolith: could not make a message pending again; it is due again when its lease ends",
 			"message_id", o.row.ID, "consumer", o.row.ConsumerType, "error", err)
 		return
 	}
 	// Set apart: a counted attempt whose error is the refusal.
 	refusal := fmt.Errorf("asyncmonolith: the database refused this run's outcome: %w (run error: %v)", err, o.err)
-	apart := item{o: o, kind: itemRetry, msg: storedError(refusal), at: now.Add(p.cfg.AttemptDelay).UnixMilli()}
+	apart := item{o: o, kind: itemRetry, msg: storedError(refusal), at: now.Add(p.retryDelay(o, refusal)).UnixMilli()}
 	if o.info.Attempt >= o.info.MaxAttempts {
 		apart.kind = itemPoison
 	}

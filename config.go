@@ -70,8 +70,19 @@ type Config struct {
 	// MaxAttempts is how many runs (the first included) a message gets before it moves to
 	// poisoned_messages. A consumer can override it with WithAttempts.
 	MaxAttempts int
-	// AttemptDelay is how long a failed message waits before it is due again.
+	// AttemptDelay is how long a failed message waits before it is due again, unless
+	// RetryPolicy (or the consumer's WithRetryPolicy) is set; and the delay used when a
+	// retry policy panics.
 	AttemptDelay time.Duration
+	// RetryPolicy chooses each failed message's delay instead of AttemptDelay: for example
+	// ExponentialBackoff{} (10s, 20s, 40s, … up to 1h, with jitter). A consumer can override it
+	// with WithRetryPolicy. Nil: AttemptDelay every time.
+	RetryPolicy RetryPolicy
+	// MaxSnoozes is how many times a message may be snoozed (SnoozeFor, SnoozeUntil) before
+	// a snooze counts as a failed attempt. A consumer can override it with WithMaxSnoozes.
+	MaxSnoozes int
+	// MaxSnoozeDuration is the longest snooze; a longer one is shortened to it.
+	MaxSnoozeDuration time.Duration
 	// ProcessorMinDelay is the pause between polls after a full batch.
 	ProcessorMinDelay time.Duration
 	// ProcessorMaxDelay is the pause between polls after a short batch. A commit of
@@ -161,6 +172,12 @@ func (c Config) withDefaults() Config {
 	if c.AttemptDelay == 0 {
 		c.AttemptDelay = AttemptDelayDefault
 	}
+	if c.MaxSnoozes == 0 {
+		c.MaxSnoozes = MaxSnoozesDefault
+	}
+	if c.MaxSnoozeDuration == 0 {
+		c.MaxSnoozeDuration = MaxSnoozeDurationDefault
+	}
 	if c.ProcessorMinDelay == 0 {
 		c.ProcessorMinDelay = ProcessorMinDelayDefault
 	}
@@ -229,6 +246,10 @@ func (c Config) validate() error {
 		return &ConfigError{"MaxAttempts", c.MaxAttempts, "must be at least 1 (0 means 5)"}
 	case c.AttemptDelay < 0:
 		return &ConfigError{"AttemptDelay", c.AttemptDelay, "must not be negative"}
+	case c.MaxSnoozes < 1:
+		return &ConfigError{"MaxSnoozes", c.MaxSnoozes, "must be at least 1 (0 means 100)"}
+	case c.MaxSnoozeDuration < 0 || c.MaxSnoozeDuration > RetryDelayMax:
+		return &ConfigError{"MaxSnoozeDuration", c.MaxSnoozeDuration, "must be between 0 (default 24h) and " + RetryDelayMax.String()}
 	case c.ProcessorMinDelay < 0:
 		return &ConfigError{"ProcessorMinDelay", c.ProcessorMinDelay, "must not be negative"}
 	case c.ProcessorMaxDelay < 0:
@@ -264,7 +285,10 @@ func (c Config) validate() error {
 	case c.PollOnly && c.ListenDSN != "":
 		return &ConfigError{"ListenDSN", redactedDSN, "must be empty with PollOnly (a poll-only plugin does not listen)"}
 	}
-	return c.validateRails()
+	if err := c.validateRails(); err != nil {
+		return err
+	}
+	return retryPolicyError(c.RetryPolicy)
 }
 
 // redactedDSN stands for a DSN in errors: it may hold a password.

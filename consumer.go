@@ -36,6 +36,7 @@ type Message[T any] struct {
 	PayloadType  string    // the payload's stored name
 	Attempt      int       // 1 on the first run
 	MaxAttempts  int       // the run after which a failure poisons the message
+	Snoozes      int       // how many times the message was snoozed (SnoozeFor), which uses no attempt
 	CreatedAt    time.Time // when it was produced
 	TraceID      string    // W3C trace id recorded at produce time, or ""
 	SpanID       string    // W3C span id recorded at produce time, or ""
@@ -71,6 +72,9 @@ type consumerOptions struct {
 	rail        string
 	concurrency int
 	limited     bool
+
+	retry      RetryPolicy // WithRetryPolicy
+	maxSnoozes int         // WithMaxSnoozes
 }
 
 // WithAttempts sets how many runs this consumer gives a message before it is poisoned,
@@ -107,6 +111,8 @@ type registration struct {
 	timeout      time.Duration // 0: Config.ConsumerTimeout
 	rail         string        // DefaultRail or a key of Config.Rails
 	limit        *limiter      // nil: no WithConcurrency
+	retry        RetryPolicy   // nil: Config.RetryPolicy
+	maxSnoozes   int           // 0: Config.MaxSnoozes
 	run          func(ctx context.Context, env envelope) error
 }
 
@@ -138,6 +144,12 @@ func Register[T any](p *Plugin, c Consumer[T], opts ...ConsumerOption) error {
 	if !p.hasRail(o.rail) {
 		return fmt.Errorf("%w: WithRail(%q): no such rail (add it to Config.Rails)", ErrInvalidOption, o.rail)
 	}
+	if o.maxSnoozes < 0 {
+		return fmt.Errorf("%w: WithMaxSnoozes(%d): must be at least 1", ErrInvalidOption, o.maxSnoozes)
+	}
+	if err := retryOptionError(o.retry); err != nil {
+		return err
+	}
 	if c == nil || nilThroughValueMethod(c, reflect.TypeFor[Consumer[T]]()) {
 		return fmt.Errorf("%w: consumer is nil (or a nil pointer to a type whose Consume has a value receiver)", ErrInvalidOption)
 	}
@@ -160,6 +172,8 @@ func Register[T any](p *Plugin, c Consumer[T], opts ...ConsumerOption) error {
 		attempts:     o.attempts,
 		timeout:      o.timeout,
 		rail:         o.rail,
+		retry:        o.retry,
+		maxSnoozes:   o.maxSnoozes,
 		run: func(ctx context.Context, env envelope) error {
 			m := &Message[T]{
 				ID:           env.row.ID,
@@ -168,6 +182,7 @@ func Register[T any](p *Plugin, c Consumer[T], opts ...ConsumerOption) error {
 				PayloadType:  env.row.PayloadType,
 				Attempt:      env.attempt,
 				MaxAttempts:  env.maxAttempts,
+				Snoozes:      env.row.Snoozes,
 				CreatedAt:    time.UnixMilli(env.row.CreatedAt),
 				Tx:           env.tx,
 			}

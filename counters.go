@@ -11,6 +11,7 @@ type Counters struct {
 	Batches   uint64 // claims that found at least one message
 	Succeeded uint64 // consumer runs that completed their message
 	Failed    uint64 // consumer runs that failed (their messages retried or poisoned)
+	Snoozed   uint64 // consumer runs that snoozed their message (SnoozeFor): neither success nor failure
 	Poisoned  uint64 // messages moved to poisoned_messages
 	SetAside  uint64 // messages set aside, without an attempt, because their consumer was paused
 	// Conflicts counts batches rolled back by a transient conflict (a deadlock, a lock wait
@@ -29,13 +30,13 @@ type Counters struct {
 
 // counters are the live Counters.
 type counters struct {
-	batches, succeeded, failed, poisoned, setAside, conflicts, batchErrors, leaseLost, released atomic.Uint64
+	batches, succeeded, failed, snoozed, poisoned, setAside, conflicts, batchErrors, leaseLost, released atomic.Uint64
 }
 
 // Counters returns a snapshot of the plugin's processing counts.
 func (p *Plugin) Counters() Counters {
 	c := &p.counters
-	return Counters{Batches: c.batches.Load(), Succeeded: c.succeeded.Load(), Failed: c.failed.Load(),
+	return Counters{Batches: c.batches.Load(), Succeeded: c.succeeded.Load(), Failed: c.failed.Load(), Snoozed: c.snoozed.Load(),
 		Poisoned: c.poisoned.Load(), SetAside: c.setAside.Load(), Conflicts: c.conflicts.Load(), BatchErrors: c.batchErrors.Load(),
 		LeaseLost: c.leaseLost.Load(), Released: c.released.Load()}
 }
@@ -56,7 +57,7 @@ func (c *counters) batch(n int, err error) {
 // completed counts the outcomes of one completion; recorded is false when it failed (the
 // messages run again when their lease ends, and count then).
 func (c *counters) completed(outcomes []outcome, recorded bool) {
-	var ok, failed, poisoned, aside, lost, released uint64
+	var ok, failed, snoozed, poisoned, aside, lost, released uint64
 	for i := range outcomes {
 		o := &outcomes[i]
 		switch {
@@ -69,6 +70,8 @@ func (c *counters) completed(outcomes []outcome, recorded bool) {
 			released++
 		case o.err == nil:
 			ok++
+		case o.snoozed:
+			snoozed++
 		default:
 			failed++
 			if o.poisoned {
@@ -78,6 +81,7 @@ func (c *counters) completed(outcomes []outcome, recorded bool) {
 	}
 	c.succeeded.Add(ok)
 	c.failed.Add(failed)
+	c.snoozed.Add(snoozed)
 	c.poisoned.Add(poisoned)
 	c.setAside.Add(aside)
 	c.leaseLost.Add(lost)

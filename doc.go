@@ -25,7 +25,7 @@
 // Start the processors; they claim due messages for a lease (FOR UPDATE SKIP LOCKED, in a
 // short transaction), run up to Config.ConsumerConcurrency consumers at once — each with
 // Message.Tx, a transaction of its own that commits with the message's completion — delete
-// a message on success, retry it after Config.AttemptDelay on failure, and move it to
+// a message on success, retry it after Config.AttemptDelay (or a RetryPolicy) on failure, and move it to
 // poisoned_messages after its last attempt:
 //
 //	err := p.Start(ctx)

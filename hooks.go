@@ -50,6 +50,7 @@ type MessageInfo struct {
 	PayloadType  string    // the payload's stored type name
 	Attempt      int       // 1 on the first run
 	MaxAttempts  int       // the attempt after which a failure poisons the message
+	Snoozes      int       // how many times the message was snoozed before this run
 	CreatedAt    time.Time // when the message was produced
 	Due          time.Time // when it became due (before this claim)
 	TraceID      string    // as recorded by the producer, or ""
@@ -58,8 +59,9 @@ type MessageInfo struct {
 
 // Result is the committed outcome of one consumer run.
 type Result struct {
-	Err      error         // nil on success
+	Err      error         // nil on success; a *SnoozeError (ErrSnoozed) when Snoozed
 	Duration time.Duration // how long the consumer ran
 	Poisoned bool          // the message moved to poisoned_messages
-	RetryAt  time.Time     // when a failed, not poisoned, message is due again
+	Snoozed  bool          // the consumer snoozed the message: due again at RetryAt, no attempt used
+	RetryAt  time.Time     // when a failed (not poisoned) or snoozed message is due again
 }

@@ -33,6 +33,9 @@ type ConsumerMessage struct {
 	// rail its consumer was registered on (WithRail) when it was produced. The fetch index
 	// leads with it, so each rail's processors read their own range of it.
 	Rail string `gorm:"column:rail;size:64;not null;default:'';index:idx_consumer_messages_rail_fetch,priority:1"`
+
+	// Snoozes counts the times a consumer snoozed the message (SnoozeFor), which use no attempt.
+	Snoozes int `gorm:"column:snoozes;not null;default:0"`
 }
 
 // TableName is consumer_messages.

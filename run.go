@@ -44,7 +44,8 @@ type outcome struct {
 
 	// Decided by the completer.
 	poisoned bool
-	retryAt  time.Time
+	snoozed  bool      // the consumer snoozed the message, and the snooze was granted
+	retryAt  time.Time // when a retried or snoozed message is due again
 }
 
 // run states: a run ends once, by its consumer returning or by being abandoned.
@@ -192,7 +193,7 @@ func (r *run) prepare() bool {
 	r.reg, r.timeout = reg, timeout
 	r.o.info = MessageInfo{
 		ID: row.ID, InsertID: row.InsertID, ConsumerType: row.ConsumerType, PayloadType: row.PayloadType,
-		Attempt: attempt, MaxAttempts: maxAttempts,
+		Attempt: attempt, MaxAttempts: maxAttempts, Snoozes: row.Snoozes,
 		CreatedAt: time.UnixMilli(row.CreatedAt), Due: time.UnixMilli(row.AvailableAfter),
 	}
 	if row.TraceID != nil {

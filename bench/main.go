@@ -9,7 +9,9 @@
 // write a row through Message.Tx; 10 % of them failing once after their write), straggler
 // (1,000 messages of 10 ms with and without one of 2 s), appwrite (the application's
 // Create + Produce transaction while consumers wait 200 ms) and conns (connections held
-// while 100 waiting consumers run). Each run checks that every message was done once, ran
+// while 100 waiting consumers run). The backoff section puts 10,000 always-failing
+// messages, retried with exponential backoff, beside healthy ones (next to the poison
+// storm's figures). Each run checks that every message was done once, ran
 // as often as it should and wrote its row once.
 //
 //	cd bench && go run . -db postgres [-dsn …] [-n 100000] [-runs 3]
@@ -65,7 +67,7 @@ func main() {
 	flag.DurationVar(&c.appDur, "app-duration", 3*time.Second, "appwrite: how long the application writes, per run")
 	flag.BoolVar(&c.childProducer, "child-producer", false, "internal: run as the other-process producer")
 	flag.StringVar(&c.schema, "schema", "", "internal: the database/schema to use")
-	only := flag.String("only", "", "comma-separated sections to run: produce, burndown, river, waiting, mix, straggler, appwrite, conns, rails, storm, latency, backlog (default: all; waiting, mix and straggler include River on PostgreSQL)")
+	only := flag.String("only", "", "comma-separated sections to run: produce, burndown, river, waiting, mix, straggler, appwrite, conns, rails, storm, backoff, latency, backlog (default: all; waiting, mix and straggler include River on PostgreSQL)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	memProfile := flag.String("memprofile", "", "write an allocation profile of the whole run to this file")
 	flag.Parse()
@@ -110,7 +112,7 @@ func main() {
 	}
 }
 
-var knownSections = map[string]bool{"produce": true, "burndown": true, "river": true, "storm": true, "latency": true, "backlog": true,
+var knownSections = map[string]bool{"produce": true, "burndown": true, "river": true, "storm": true, "backoff": true, "latency": true, "backlog": true,
 	"waiting": true, "mix": true, "straggler": true, "appwrite": true, "conns": true,
 	"rails": true}
 

@@ -74,6 +74,16 @@ func run(ctx context.Context, c config) error {
 		r.add("healthy + 10,000 always-failing messages ahead of them", storm, ratio(storm, base)+" of healthy only (breaker on: the default)")
 		r.add("the same with DisableBreaker", noBreaker, ratio(noBreaker, base)+" of healthy only")
 	}
+	if c.wants("backoff") && !c.quick {
+		r.section("backoff: healthy messages/s while 10,000 always-failing messages retry (MaxAttempts 10, DisableBreaker), 2 processors (SQLite: 1)")
+		base, backoff, fixed, err := backoffStorm(c, schema)
+		if err != nil {
+			return err
+		}
+		r.add("healthy only, produced while the processors run", base, "")
+		r.add("retries following ExponentialBackoff{} (the defaults)", backoff, ratio(backoff, base)+" of healthy only (target ≥ 0.9)")
+		r.add("retries after a fixed 1 ms", fixed, ratio(fixed, base)+" of healthy only")
+	}
 	if c.wants("latency") {
 		if err := runLatency(c, schema, &r); err != nil {
 			return err

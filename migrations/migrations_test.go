@@ -279,6 +279,7 @@ func ExampleSQL() {
 	// ALTER TABLE "poisoned_messages" ADD COLUMN "rail" varchar(64) NOT NULL DEFAULT ''
 	// CREATE INDEX "idx_consumer_messages_rail_fetch" ON "consumer_messages"
 	// DROP INDEX IF EXISTS "idx_consumer_messages_fetch"
+	// ALTER TABLE "consumer_messages" ADD COLUMN "snoozes" bigint NOT NULL DEFAULT 0
 }
 
 // TestUpgradeMakesNamesExact upgrades a database made by the first release (0001 only,
@@ -303,7 +304,7 @@ func TestUpgradeMakesNamesExact(t *testing.T) {
 					}
 				}
 				old := am.ConsumerMessage{ID: "a", CreatedAt: 1, AvailableAfter: 1, ConsumerType: "Audit", PayloadType: "P", Payload: "{}", InsertID: "Order:42"}
-				if err := db.Omit("Pending", "Rail").Create(&old).Error; err != nil { // 0001 has no pending or rail column
+				if err := db.Omit("Pending", "Rail", "Snoozes").Create(&old).Error; err != nil { // 0001 has no pending, rail or snoozes column
 					t.Fatal(err)
 				}
 				switch path {
@@ -337,6 +338,97 @@ func TestUpgradeMakesNamesExact(t *testing.T) {
 				dup.ID = "c"
 				if err := db.Create(&dup).Error; err == nil {
 					t.Fatal("an exact duplicate of a pending (insert_id, consumer_type) was accepted after the upgrade")
+				}
+			})
+		}
+	}
+}
+
+// TestUpgradeAddsSnoozes upgrades a database at the version before the snoozes column, with
+// a pending, a running and a poisoned message in it, through the SQL files and through
+// Plugin.Migrate: every message is kept as it was, with 0 snoozes, and Down reverts the step.
+func TestUpgradeAddsSnoozes(t *testing.T) {
+	t.Parallel()
+	for _, dialect := range testdb.Dialects {
+		for _, path := range []string{"sql", "automigrate"} {
+			t.Run(dialect+"/"+path, func(t *testing.T) {
+				t.Parallel()
+				ctx := context.Background()
+				db := testdb.Open(t, dialect)
+				all, err := migrations.List(dialect)
+				if err != nil {
+					t.Fatal(err)
+				}
+				last := all[len(all)-1]
+				if last.Name != "snoozes" {
+					t.Fatalf("the last migration is %d_%s, want the snoozes step", last.Version, last.Name)
+				}
+				if err := db.Exec("CREATE TABLE " + migrations.VersionTable + " (version bigint NOT NULL PRIMARY KEY, dirty boolean NOT NULL)").Error; err != nil {
+					t.Fatal(err)
+				}
+				for _, m := range all[:len(all)-1] {
+					for _, stmt := range migrations.Statements(m.Up) {
+						if err := db.Exec(stmt).Error; err != nil {
+							t.Fatalf("%d_%s: %v", m.Version, m.Name, err)
+						}
+					}
+				}
+				if err := db.Exec("INSERT INTO "+migrations.VersionTable+" (version, dirty) VALUES (?, ?)", all[len(all)-2].Version, false).Error; err != nil {
+					t.Fatal(err)
+				}
+				pending := am.ConsumerMessage{ID: "p", CreatedAt: 1, AvailableAfter: 5, Attempts: 2, ConsumerType: "C", PayloadType: "P", Payload: `{"n":1}`, InsertID: "i1"}
+				running := am.ConsumerMessage{ID: "r", CreatedAt: 2, AvailableAfter: 9, Attempts: 1, ConsumerType: "C", PayloadType: "P", Payload: `{"n":2}`, InsertID: "i2"}
+				if err := db.Omit("Snoozes").Create(&pending).Error; err != nil {
+					t.Fatal(err)
+				}
+				if err := db.Omit("Snoozes").Create(&running).Error; err != nil {
+					t.Fatal(err)
+				}
+				if err := db.Exec("UPDATE consumer_messages SET pending = NULL WHERE id = 'r'").Error; err != nil {
+					t.Fatal(err)
+				}
+				poisoned := am.PoisonedMessage{ID: "x", CreatedAt: 3, AvailableAfter: 4, Attempts: 5, ConsumerType: "C", PayloadType: "P", Payload: "{}", InsertID: "i3", LastError: "boom", PoisonedAt: 7}
+				if err := db.Create(&poisoned).Error; err != nil {
+					t.Fatal(err)
+				}
+				switch path {
+				case "sql":
+					if err := migrations.Up(ctx, db); err != nil {
+						t.Fatal(err)
+					}
+				case "automigrate":
+					if err := am.New(am.Config{}).Migrate(ctx, db); err != nil {
+						t.Fatal(err)
+					}
+				}
+				var rows []am.ConsumerMessage
+				if err := db.Order("id").Find(&rows).Error; err != nil {
+					t.Fatal(err)
+				}
+				if len(rows) != 2 {
+					t.Fatalf("%d messages after the upgrade, want 2: %+v", len(rows), rows)
+				}
+				for i, want := range []am.ConsumerMessage{pending, running} {
+					got := rows[i]
+					if got.ID != want.ID || got.Attempts != want.Attempts || got.AvailableAfter != want.AvailableAfter || got.Payload != want.Payload || got.Snoozes != 0 {
+						t.Fatalf("message %s after the upgrade: %+v", want.ID, got)
+					}
+					if (got.Pending == nil) != (want.ID == "r") {
+						t.Fatalf("message %s after the upgrade: pending %v", want.ID, got.Pending)
+					}
+				}
+				var kept am.PoisonedMessage
+				if err := db.Where("id = ?", "x").Take(&kept).Error; err != nil || kept.LastError != "boom" || kept.Attempts != 5 {
+					t.Fatalf("the poisoned message after the upgrade: %+v, %v", kept, err)
+				}
+				if path != "sql" {
+					return
+				}
+				if err := db.Model(&am.ConsumerMessage{}).Where("id = ?", "p").Update("snoozes", 3).Error; err != nil {
+					t.Fatalf("write snoozes: %v", err)
+				}
+				if err := migrations.Down(ctx, db); err != nil {
+					t.Fatalf("Down: %v", err)
 				}
 			})
 		}

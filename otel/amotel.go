@@ -54,6 +54,7 @@ type Instrumentation struct {
 	produced metric.Int64Counter
 	consumed metric.Int64Counter
 	failed   metric.Int64Counter
+	snoozed  metric.Int64Counter
 	poisoned metric.Int64Counter
 	fired    metric.Int64Counter
 	skipped  metric.Int64Counter
@@ -67,7 +68,7 @@ func New(opts ...Option) (*Instrumentation, error) {
 		opt(&o)
 	}
 	i := &Instrumentation{tracer: o.tp.Tracer(ScopeName), meter: o.mp.Meter(ScopeName)}
-	var errs [7]error
+	var errs [8]error
 	i.produced, errs[0] = i.meter.Int64Counter("asyncmonolith.messages.produced", metric.WithDescription("Messages written, by payload type."), metric.WithUnit("{message}"))
 	i.consumed, errs[1] = i.meter.Int64Counter("asyncmonolith.messages.consumed", metric.WithDescription("Consumer runs that succeeded, by consumer."), metric.WithUnit("{message}"))
 	i.failed, errs[2] = i.meter.Int64Counter("asyncmonolith.messages.failed", metric.WithDescription("Consumer runs that failed (retried or poisoned), by consumer."), metric.WithUnit("{message}"))
@@ -75,6 +76,7 @@ func New(opts ...Option) (*Instrumentation, error) {
 	i.fired, errs[4] = i.meter.Int64Counter("asyncmonolith.schedules.fired", metric.WithDescription("Schedule firings, by payload type."), metric.WithUnit("{firing}"))
 	i.duration, errs[5] = i.meter.Float64Histogram("asyncmonolith.consume.duration", metric.WithDescription("Duration of consumer runs."), metric.WithUnit("s"))
 	i.skipped, errs[6] = i.meter.Int64Counter("asyncmonolith.schedules.skipped", metric.WithDescription("Due schedules skipped as broken (expression or zone no longer parses, or no consumer in this process), by payload type."), metric.WithUnit("{firing}"))
+	i.snoozed, errs[7] = i.meter.Int64Counter("asyncmonolith.messages.snoozed", metric.WithDescription("Consumer runs that snoozed their message (asyncmonolith.SnoozeFor): due again later without an attempt used, by consumer."), metric.WithUnit("{message}"))
 	if err := errors.Join(errs[:]...); err != nil {
 		return nil, err
 	}
@@ -138,10 +140,15 @@ func (i *Instrumentation) afterConsume(ctx context.Context, m am.MessageInfo, r 
 	span := trace.SpanFromContext(ctx)
 	attrs := metric.WithAttributes(attribute.String("messaging.system", System), attribute.String("messaging.destination.name", m.ConsumerType))
 	i.duration.Record(ctx, r.Duration.Seconds(), attrs)
-	if r.Err == nil {
+	switch {
+	case r.Err == nil:
 		i.consumed.Add(ctx, 1, attrs)
 		span.SetStatus(codes.Ok, "")
-	} else {
+	case r.Snoozed: // neither a success nor a failure
+		i.snoozed.Add(ctx, 1, attrs)
+		span.SetAttributes(attribute.Bool("asyncmonolith.snoozed", true),
+			attribute.String("asyncmonolith.retry_at", r.RetryAt.UTC().Format(time.RFC3339Nano)))
+	default:
 		i.failed.Add(ctx, 1, attrs)
 		span.RecordError(r.Err)
 		span.SetStatus(codes.Error, r.Err.Error())

@@ -271,3 +271,54 @@ func TestScheduleMetrics(t *testing.T) {
 		t.Fatalf("fired %d, skipped %d; want 1 and 1", fired, skipped)
 	}
 }
+
+// A snoozed run counts in asyncmonolith.messages.snoozed, not as a failure, and its span
+// is not an error.
+func TestSnoozedIsNotAFailure(t *testing.T) {
+	t.Parallel()
+	spans := tracetest.NewInMemoryExporter()
+	reader := sdkmetric.NewManualReader()
+	inst, err := amotel.New(amotel.WithTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))),
+		amotel.WithMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := testdb.Open(t, "sqlite")
+	p := am.New(am.Config{Hooks: inst.Hooks()})
+	if err := db.Use(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Migrate(context.Background(), db); err != nil {
+		t.Fatal(err)
+	}
+	if err := am.Register[Shipped](p, am.ConsumerFunc[Shipped](func(ctx context.Context, m *am.Message[Shipped]) error {
+		return am.SnoozeFor(time.Minute)
+	}), am.WithName("Snoozer")); err != nil {
+		t.Fatal(err)
+	}
+	if err := am.ProduceNow(context.Background(), db, Shipped{OrderID: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.ProcessBatch(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	if s, f := sum(rm, "asyncmonolith.messages.snoozed"), sum(rm, "asyncmonolith.messages.failed"); s != 1 || f != 0 {
+		t.Fatalf("snoozed = %v, failed = %v; want 1, 0", s, f)
+	}
+	found := false
+	for _, s := range spans.GetSpans().Snapshots() {
+		if s.Name() == "process Snoozer" {
+			found = true
+			if s.Status().Code == codes.Error {
+				t.Fatalf("a snoozed run's span is an error: %+v", s.Status())
+			}
+		}
+	}
+	if !found {
+		t.Fatal("no span for the snoozed run")
+	}
+}

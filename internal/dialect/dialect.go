@@ -53,7 +53,8 @@ type Dialect interface {
 	// that lease (available_after = lease AND pending IS NULL) are deleted.
 	DeleteLocated(table string, locators []string, lease int64) (string, []any)
 	// UpdateLocated returns the statement and arguments that set columns to values on the
-	// rows of table found by locators, fenced by a non-zero lease as DeleteLocated is.
+	// rows of table found by locators, fenced by a non-zero lease as DeleteLocated is. A
+	// PerRow value sets its column row by row.
 	UpdateLocated(table string, columns []string, values []any, locators []string, lease int64) (string, []any)
 	// ClaimSQL wraps lockingSelect — the fetch's SELECT id, available_after … FOR UPDATE
 	// SKIP LOCKED, whose last bound parameter is number params — in one statement that
@@ -245,15 +246,16 @@ func tidArray(locators []string) string {
 func (postgres) UpdateLocated(table string, columns []string, values []any, locators []string, lease int64) (string, []any) {
 	var b strings.Builder
 	b.WriteString("UPDATE " + table + " SET ")
+	args := make([]any, 0, len(values)+3)
 	for i, c := range columns {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString(c + " = $" + strconv.Itoa(i+1))
+		pgSetValue(&b, c, values[i], &args)
 	}
-	n := len(columns) + 1
+	args = append(args, tidArray(locators))
+	n := len(args)
 	b.WriteString(" WHERE ctid = ANY($" + strconv.Itoa(n) + "::tid[])")
-	args := append(append([]any(nil), values...), tidArray(locators))
 	if lease != 0 {
 		b.WriteString(" AND available_after = $" + strconv.Itoa(n+1) + " AND pending IS NULL")
 		args = append(args, lease)
@@ -292,7 +294,7 @@ func (d postgres) ClaimSQL(lockingSelect string, params int, groups []int) strin
 		lease + ", pending = NULL FROM due, (SELECT set_config('synchronous_commit', 'off', true)) AS async " +
 		"WHERE m.id = due.id RETURNING " +
 		"m.id, m.created_at, due.available_after, m.attempts, m.consumer_type, m.payload_type, m.payload, " +
-		"NULLIF(m.insert_id, m.id), m.trace_id, m.span_id, m.ctid::text"
+		"NULLIF(m.insert_id, m.id), m.trace_id, m.span_id, m.snoozes, m.ctid::text"
 }
 
 func (postgres) UniqueViolation(err error) bool { return sqlState(err) == "23505" }
@@ -366,13 +368,14 @@ func (mysqlDialect) UpdateLocated(table string, columns []string, values []any, 
 	b.WriteString("UPDATE ")
 	writeIDTable(&b, len(locators))
 	b.WriteString(" STRAIGHT_JOIN " + table + " t FORCE INDEX (PRIMARY) ON t.id = d.id SET ")
+	args := stringArgs(locators)
+	ph := func(v any) string { args = append(args, v); return "?" }
 	for i, c := range columns {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString("t." + c + " = ?")
+		setValue(&b, "t."+c, "t.id", values[i], ph)
 	}
-	args := append(stringArgs(locators), values...)
 	if lease != 0 {
 		b.WriteString(" WHERE t.available_after = ? AND t.pending IS NULL")
 		args = append(args, lease)
@@ -475,11 +478,13 @@ func (sqlite) Locator() string                          { return "id" }
 func (sqlite) UpdateLocated(table string, columns []string, values []any, locators []string, lease int64) (string, []any) {
 	var b strings.Builder
 	b.WriteString("UPDATE " + table + " SET ")
+	var args []any
+	ph := func(v any) string { args = append(args, v); return "?" }
 	for i, c := range columns {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString(c + " = ?")
+		setValue(&b, c, "id", values[i], ph)
 	}
 	b.WriteString(" WHERE id IN (")
 	for i := range locators {
@@ -489,7 +494,7 @@ func (sqlite) UpdateLocated(table string, columns []string, values []any, locato
 		b.WriteByte('?')
 	}
 	b.WriteByte(')')
-	args := append(append([]any(nil), values...), stringArgs(locators)...)
+	args = append(args, stringArgs(locators)...)
 	if lease != 0 {
 		b.WriteString(" AND available_after = ? AND pending IS NULL")
 		args = append(args, lease)

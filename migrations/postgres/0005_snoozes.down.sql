@@ -1,0 +1,1 @@
+ALTER TABLE "consumer_messages" DROP COLUMN "snoozes";
