@@ -10,7 +10,7 @@ import (
 // A failed run's message waits before its next attempt for the delay its consumer's retry
 // policy chooses (WithRetryPolicy), else Config.RetryPolicy's, else Config.AttemptDelay.
 // The completer asks the policy when it records the failure, with the clock of
-// Config.Now, and stores the due time in available_after.
+// Config.Clock, and stores the due time in available_after.
 
 // Retry policy defaults and limits.
 const (

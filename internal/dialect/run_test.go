@@ -79,10 +79,10 @@ func TestStatementsRunOnEachServer(t *testing.T) {
 				defer rs.Close()
 				for rs.Next() {
 					var c claimed
-					var createdAt, attempts int64
+					var createdAt, attempts, snoozes int64
 					var ct, pt, payload string
 					var insertID, trace, span sql.NullString
-					if err := rs.Scan(&c.id, &createdAt, &c.due, &attempts, &ct, &pt, &payload, &insertID, &trace, &span, &c.locator); err != nil {
+					if err := rs.Scan(&c.id, &createdAt, &c.due, &attempts, &ct, &pt, &payload, &insertID, &trace, &span, &snoozes, &c.locator); err != nil {
 						t.Fatal(err)
 					}
 					c.insertID = insertID.String
