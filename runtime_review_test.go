@@ -26,7 +26,7 @@ func TestReviewProcessBatchLeaseCoversMessagesWaitingForASlot(t *testing.T) {
 		cfg := am.Config{ConsumerConcurrency: 1, ProcessorBatchSize: 4, DefaultConsumerTimeout: 10 * time.Second,
 			AbandonGrace: time.Second, LeaseMargin: time.Second} // lease: 12 s
 		e := setup(t, dialect, cfg)
-		cfg.Now = e.clock.Now
+		cfg.Clock = e.clock
 		other := instance(t, e.db, dialect, cfg)
 		var mu sync.Mutex
 		runs := map[int]int{}
@@ -45,7 +45,7 @@ func TestReviewProcessBatchLeaseCoversMessagesWaitingForASlot(t *testing.T) {
 				if firstRuns.Add(1) == 2 {
 					// 18 s after the claim: its lease has ended; another instance claims
 					// what is due.
-					_, otherErr = other.ProcessBatch(ctx)
+					_, otherErr = other.ProcessBatch(context.Background()) // ctx ended with the hour: its deadline passed
 				}
 				return nil
 			}
@@ -461,11 +461,11 @@ func TestReviewStaleCompletionIsRefused(t *testing.T) {
 		if err := e.db.AutoMigrate(&reviewEffect{}); err != nil {
 			t.Fatal(err)
 		}
-		other := instance(t, e.db, dialect, am.Config{Now: e.clock.Now})
+		other := instance(t, e.db, dialect, am.Config{Clock: e.clock})
 		var otherErr error
 		stale := am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {
 			e.clock.Advance(time.Hour) // this process was paused far past the lease
-			_, otherErr = other.ProcessBatch(ctx)
+			_, otherErr = other.ProcessBatch(context.Background()) // ctx ended with the hour: its deadline passed
 			return m.Tx.Create(&reviewEffect{Who: "stale"}).Error
 		})
 		fresh := am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {
