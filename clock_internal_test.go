@@ -16,7 +16,7 @@ type manualClock struct {
 	fs  []func()
 }
 
-func (c *manualClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *manualClock) Now() time.Time               { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
 func (c *manualClock) NewTimer(time.Duration) Timer { panic("unused") }
 func (c *manualClock) AfterFunc(_ time.Duration, f func()) Timer {
 	c.mu.Lock()

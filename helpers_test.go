@@ -17,7 +17,9 @@ import (
 // clock is the public test clock: the library's tests use what its users use.
 type clock = asyncmonolithtest.Clock
 
-func newClock() *clock { return asyncmonolithtest.NewClock(time.Date(2026, 1, 5, 12, 0, 0, 0, time.UTC)) }
+func newClock() *clock {
+	return asyncmonolithtest.NewClock(time.Date(2026, 1, 5, 12, 0, 0, 0, time.UTC))
+}
 
 // readHook is a clock whose Now runs a hook first (its timers are the clock's).
 type readHook struct {

@@ -464,7 +464,7 @@ func TestReviewStaleCompletionIsRefused(t *testing.T) {
 		other := instance(t, e.db, dialect, am.Config{Clock: e.clock})
 		var otherErr error
 		stale := am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {
-			e.clock.Advance(time.Hour) // this process was paused far past the lease
+			e.clock.Advance(time.Hour)                             // this process was paused far past the lease
 			_, otherErr = other.ProcessBatch(context.Background()) // ctx ended with the hour: its deadline passed
 			return m.Tx.Create(&reviewEffect{Who: "stale"}).Error
 		})
