@@ -41,5 +41,6 @@
 // their kin; package dashboard puts a web page on them, and cmd/asyncmonolith a CLI.
 //
 // Delivery is at least once; database writes made through Message.Tx happen exactly once.
-// See the README for the guarantees, the settings and the limits of each database.
+// See docs/guarantees.md and docs/settings.md in the repository for the guarantees, the
+// settings and the limits of each database.
 package asyncmonolith

@@ -117,7 +117,7 @@ func TestReviewPoisonWhenItsIDIsPoisonedAlready(t *testing.T) {
 }
 
 // A twin produced while a message runs stands when the running one fails: the retry must
-// neither violate the unique index nor lose either message silently (README, Deduplication).
+// neither violate the unique index nor lose either message silently (docs/guarantees.md, Deduplication).
 func TestReviewFailedRunBesideANewerTwin(t *testing.T) {
 	t.Parallel()
 	eachDB(t, func(t *testing.T, dialect string) {

@@ -46,7 +46,7 @@ func natsURL() string {
 // unreachable fails the test under CI=true and skips it loudly otherwise.
 func unreachable(t testing.TB, what string, err error) {
 	t.Helper()
-	msg := fmt.Sprintf("!!! %s is NOT reachable (%v): the NATS tests do not run. Start nats-server -js (see README) or set AM_NATS_URL.", what, err)
+	msg := fmt.Sprintf("!!! %s is NOT reachable (%v): the NATS tests do not run. Start nats-server -js (see docs/natsrelay.md) or set AM_NATS_URL.", what, err)
 	if os.Getenv("CI") == "true" {
 		t.Fatal(msg)
 	}

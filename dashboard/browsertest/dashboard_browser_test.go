@@ -346,12 +346,12 @@ func TestDashboardReadOnlyInTheBrowser(t *testing.T) {
 	}
 }
 
-// TestDashboardScreenshotForREADME writes the README's screenshot when AM_DASHBOARD_PNG
-// names a file (see the README's Dashboard section); otherwise it only checks the page.
+// TestDashboardScreenshotForREADME writes the docs' dashboard screenshot when AM_DASHBOARD_PNG
+// names a file (see docs/operations.md, Dashboard); otherwise it only checks the page.
 func TestDashboardScreenshotForREADME(t *testing.T) {
 	out := os.Getenv("AM_DASHBOARD_PNG")
 	if out == "" {
-		t.Skip("set AM_DASHBOARD_PNG=path/to/dashboard.png to regenerate the README's screenshot")
+		t.Skip("set AM_DASHBOARD_PNG=path/to/dashboard.png to regenerate docs/dashboard.png")
 	}
 	s := serve(t, "sqlite")
 	b := newBrowser(t)

@@ -98,7 +98,7 @@ func Open(t testing.TB, dialect string, opts ...Options) *gorm.DB {
 	o, cfg := options(opts)
 	if dialect != "sqlite" {
 		if err := reachable(dialect); err != nil {
-			msg := fmt.Sprintf("!!! %s is NOT reachable (%v): its tests do not run. Start it (see README) or set AM_%s_DSN.",
+			msg := fmt.Sprintf("!!! %s is NOT reachable (%v): its tests do not run. Start it (see CONTRIBUTING.md) or set AM_%s_DSN.",
 				dialect, err, strings.ToUpper(dialect))
 			if os.Getenv("CI") == "true" {
 				t.Fatal(msg)

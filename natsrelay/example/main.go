@@ -4,7 +4,7 @@
 // into its own database, where its consumer stops the shipments, once each.
 //
 //	go run ./example                        # both services in one process, then exit
-//	go run ./example -role orders -n 0      # one service per process (see the README:
+//	go run ./example -role orders -n 0      # one service per process (see docs/natsrelay.md:
 //	go run ./example -role shipping         #   kill either, or NATS, and start it again)
 //
 // NATS is $NATS_URL or nats://127.0.0.1:4222 (nats-server -js).
