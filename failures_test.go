@@ -112,15 +112,37 @@ func failureCases(dialect string) []failureCase {
 		"mysql":    "SELECT SLEEP(1)",
 		"sqlite":   "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 1000000000) SELECT count(*) FROM r",
 	}[dialect]
+	// The timeout runs on the test clock: the test advances it once the server runs the
+	// statement (its connection, named by its backend id, is seen running it). SQLite
+	// runs it in-process, where that cannot be seen: the clock is advanced once the
+	// consumer is about to send it.
+	sending := make(chan int64, 1)
 	cases = append(cases, failureCase{
 		name:    "StatementOutlivesTimeout",
 		timeout: 200 * time.Millisecond,
 		consume: func(ctx context.Context, m *am.Message[Bad]) error {
+			var id int64
+			if dialect != "sqlite" {
+				if err := m.Tx.Raw(backendIDQuery(dialect)).Scan(&id).Error; err != nil {
+					return err
+				}
+			}
+			sending <- id
 			var v int64
 			if err := m.Tx.Raw(long).Scan(&v).Error; err != nil {
 				return err
 			}
 			return ctx.Err() // SLEEP may return early, without an error, when killed
+		},
+		round: func(t *testing.T, e *env, process func()) {
+			done := make(chan struct{})
+			go func() { defer close(done); process() }()
+			id := recv(t, sending, "the failing consumer sends its statement")
+			if dialect != "sqlite" {
+				eventually(t, func() bool { return serverRuns(t, e, dialect, id, "statement") }, "the server runs the long statement")
+			}
+			e.clock.Advance(200 * time.Millisecond)
+			recv(t, done, "the round ends once the statement's consumer timed out")
 		},
 		reason: keeps("timed out"),
 	})
@@ -142,6 +164,7 @@ func lockCase(dialect string) failureCase {
 	returned := make(chan error, 2)
 	timedOut := make(chan struct{}, 2)
 	var tried atomic.Int32 // the consumer's UPDATE was sent while the application held the lock
+	backend := make(chan int64, 2)
 	lockFirst, hold := dialect != "sqlite", 3*time.Second
 	if !lockFirst {
 		hold = time.Second
@@ -174,6 +197,13 @@ func lockCase(dialect string) failureCase {
 			case <-locked:
 			case <-ctx.Done():
 				return fmt.Errorf("the application never took the lock: %w", ctx.Err())
+			}
+			if lockFirst { // a server: name the connection whose UPDATE the test sees wait
+				var id int64
+				if err := m.Tx.Raw(backendIDQuery(dialect)).Scan(&id).Error; err != nil {
+					return err
+				}
+				backend <- id
 			}
 			tried.Add(1)
 			err := m.Tx.Exec("UPDATE counters SET n = n + 1 WHERE id = 1").Error
@@ -216,6 +246,16 @@ func lockCase(dialect string) failureCase {
 			if !lockFirst {
 				lock()
 			}
+			// The consumer's timeout runs on the test clock: it passes once the UPDATE waits
+			// on the lock (seen on the server; on SQLite, where the wait is the driver's busy
+			// loop, once the consumer is about to send it).
+			if lockFirst {
+				id := recv(t, backend, "the consumer names its connection")
+				eventually(t, func() bool { return serverRuns(t, e, dialect, id, "lock wait") }, "the consumer's UPDATE waits on the application's lock")
+			} else {
+				eventually(t, func() bool { return tried.Load() > 0 }, "the consumer sends its UPDATE")
+			}
+			e.clock.Advance(300 * time.Millisecond)
 			select {
 			case <-returned:
 			case <-timedOut:
@@ -241,6 +281,31 @@ func lockCase(dialect string) failureCase {
 			}
 		},
 	}
+}
+
+// backendIDQuery returns the id of the server connection it runs on.
+func backendIDQuery(dialect string) string {
+	if dialect == "postgres" {
+		return "SELECT pg_backend_pid()"
+	}
+	return "SELECT CONNECTION_ID()"
+}
+
+// serverRuns reports whether server connection id is in the given state: running the
+// failure cases' long statement ("statement"), or waiting for a row lock ("lock wait").
+func serverRuns(t *testing.T, e *env, dialect string, id int64, state string) bool {
+	t.Helper()
+	q := map[string]string{
+		"postgres statement": "SELECT count(*) FROM pg_stat_activity WHERE pid = ? AND state = 'active' AND query LIKE 'SELECT pg_sleep%'",
+		"postgres lock wait": "SELECT count(*) FROM pg_stat_activity WHERE pid = ? AND wait_event_type = 'Lock'",
+		"mysql statement":    "SELECT count(*) FROM information_schema.processlist WHERE id = ? AND info LIKE 'SELECT SLEEP%'",
+		"mysql lock wait":    "SELECT count(*) FROM information_schema.innodb_trx WHERE trx_mysql_thread_id = ? AND trx_state = 'LOCK WAIT'",
+	}[dialect+" "+state]
+	var n int64
+	if err := e.db.Raw(q, id).Scan(&n).Error; err != nil {
+		t.Fatalf("%s: %v", state, err)
+	}
+	return n > 0
 }
 
 // packetCases are MariaDB's max_allowed_packet cases: three payloads of two fifths of the

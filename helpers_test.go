@@ -56,8 +56,13 @@ func setup(t *testing.T, dialect string, cfg am.Config, opts ...testdb.Options) 
 func setupOn(t *testing.T, db *gorm.DB, cfg am.Config) *env {
 	t.Helper()
 	c := newClock()
-	if cfg.Clock == nil {
+	switch given := cfg.Clock.(type) {
+	case nil:
 		cfg.Clock = c
+	case *clock:
+		c = given
+	case readHook:
+		c = given.clock
 	}
 	if cfg.ProcessorMaxDelay == 0 {
 		cfg.ProcessorMaxDelay = 50 * time.Millisecond
