@@ -106,28 +106,44 @@ func failureCases(dialect string) []failureCase {
 	}
 	// A statement that outlives its consumer's 200 ms timeout; both servers' drivers close
 	// the connection when the context ends. SQLite has no sleep: a long recursive query,
-	// which the driver interrupts when the context ends.
+	// read row by row, which database/sql ends when the context ends (a single long step
+	// would leave it to sqlite3_interrupt, which the driver calls racily: a no-op if the
+	// step has not begun).
+	//
+	// The timeout runs on the test clock: the test advances it once the statement runs,
+	// seen on the server (the consumer names its connection by its backend id), or, on
+	// SQLite, once the consumer has read its first row.
 	long := map[string]string{
 		"postgres": "SELECT pg_sleep(1)",
 		"mysql":    "SELECT SLEEP(1)",
-		"sqlite":   "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 1000000000) SELECT count(*) FROM r",
+		"sqlite":   "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 1000000000) SELECT i FROM r",
 	}[dialect]
-	// The timeout runs on the test clock: the test advances it once the server runs the
-	// statement (its connection, named by its backend id, is seen running it). SQLite
-	// runs it in-process, where that cannot be seen: the clock is advanced once the
-	// consumer is about to send it.
-	sending := make(chan int64, 1)
+	running := make(chan int64, 1)
 	cases = append(cases, failureCase{
 		name:    "StatementOutlivesTimeout",
 		timeout: 200 * time.Millisecond,
 		consume: func(ctx context.Context, m *am.Message[Bad]) error {
-			var id int64
-			if dialect != "sqlite" {
-				if err := m.Tx.Raw(backendIDQuery(dialect)).Scan(&id).Error; err != nil {
+			if dialect == "sqlite" {
+				rows, err := m.Tx.Raw(long).Rows()
+				if err != nil {
 					return err
 				}
+				defer rows.Close()
+				for first := true; rows.Next(); first = false {
+					if first {
+						running <- 0
+					}
+				}
+				if err := rows.Err(); err != nil {
+					return err
+				}
+				return ctx.Err()
 			}
-			sending <- id
+			var id int64
+			if err := m.Tx.Raw(backendIDQuery(dialect)).Scan(&id).Error; err != nil {
+				return err
+			}
+			running <- id
 			var v int64
 			if err := m.Tx.Raw(long).Scan(&v).Error; err != nil {
 				return err
@@ -137,7 +153,7 @@ func failureCases(dialect string) []failureCase {
 		round: func(t *testing.T, e *env, process func()) {
 			done := make(chan struct{})
 			go func() { defer close(done); process() }()
-			id := recv(t, sending, "the failing consumer sends its statement")
+			id := recv(t, running, "the failing consumer runs its statement")
 			if dialect != "sqlite" {
 				eventually(t, func() bool { return serverRuns(t, e, dialect, id, "statement") }, "the server runs the long statement")
 			}

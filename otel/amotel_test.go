@@ -7,6 +7,7 @@ import (
 	"time"
 
 	am "github.com/asyncmonolith/asyncmonolith"
+	amtest "github.com/asyncmonolith/asyncmonolith/asyncmonolithtest"
 	"github.com/asyncmonolith/asyncmonolith/internal/testdb"
 	amotel "github.com/asyncmonolith/asyncmonolith/otel"
 	"go.opentelemetry.io/otel/codes"
@@ -34,9 +35,8 @@ func TestTracesAndMetrics(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			now := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
-			clock := func() time.Time { return now }
-			db, p := observedFailing(t, dialect, inst, am.Config{Hooks: inst.Hooks(), Now: clock, AttemptDelay: time.Second, MaxAttempts: 2})
+			clock := amtest.NewClock(time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC))
+			db, p := observedFailing(t, dialect, inst, am.Config{Hooks: inst.Hooks(), Clock: clock, AttemptDelay: time.Second, MaxAttempts: 2})
 
 			// Produce inside a request span.
 			ctx, request := tp.Tracer("test").Start(context.Background(), "POST /ship")
@@ -60,7 +60,7 @@ func TestTracesAndMetrics(t *testing.T) {
 				if _, err := p.ProcessBatch(context.Background()); err != nil {
 					t.Fatal(err)
 				}
-				now = now.Add(time.Second)
+				clock.Advance(time.Second)
 			}
 			var consumeSpans []sdktrace.ReadOnlySpan
 			for _, s := range spans.GetSpans().Snapshots() {
