@@ -6,11 +6,11 @@ import (
 	"time"
 )
 
-// Clock is the plugin's time source. Due times and every wait of the engine read it:
-// consumer timeouts and AbandonGrace, poll delays, the breaker's cooldowns, retry backoff,
-// the scheduler's polls and the idle timer of kept Message.Tx connections. Waits that bound
-// a database call (a completion that must land, a statement being prepared) are measured
-// on the system clock, because the database works in real time.
+// Clock is the plugin's time source. Due times (delays, retries after AttemptDelay,
+// schedules), the breaker's cooldowns, consumer timeouts, AbandonGrace and Message.Tx's
+// deadline read it. The processors' poll cadence, the backoff of retried database calls,
+// completion timeouts and the idle timer of kept Message.Tx connections stay on the system
+// clock: they pace or bound calls to the database, which works in real time.
 //
 // Nil (the default) is the system clock. Tests plug in asyncmonolithtest.Clock, which
 // moves only when told, so that a test of a timeout or a backoff waits for nothing.

@@ -9,8 +9,9 @@ import (
 )
 
 // Clock is a clock for asyncmonolith.Config.Clock that moves only when a test moves it.
-// Due times, consumer timeouts, AbandonGrace, poll delays, backoff and breaker cooldowns
-// all read it, so a test of a timeout advances the clock instead of waiting. Safe for
+// Due times, breaker cooldowns, consumer timeouts, AbandonGrace and Message.Tx's deadline
+// all read it, so a test of a timeout advances the clock instead of waiting (the polls and
+// database timeouts stay on the system clock: see asyncmonolith.Clock). Safe for
 // concurrent use.
 type Clock struct {
 	mu     sync.Mutex
