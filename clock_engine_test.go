@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -146,6 +147,40 @@ func TestClockDrivesMessageTxDeadline(t *testing.T) {
 		}
 		if !strings.Contains(p.LastError, "timed out") {
 			t.Fatalf("poisoned with %q, want a timeout", p.LastError)
+		}
+	})
+}
+
+// Under started processors a run begins at a moment the test does not see: advancing the
+// clock step by step until the message is poisoned times it out all the same, and the
+// message is poisoned only once a whole timeout has passed on the clock since its run.
+func TestClockDrivesTimeoutsOfStartedProcessors(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		const timeout = time.Hour
+		e := setup(t, dialect, am.Config{MaxAttempts: 1})
+		var started atomic.Int64 // the clock's reading as the run began (Unix ms)
+		if err := am.Register[Job](e.p, am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {
+			started.Store(e.clock.Now().UnixMilli())
+			<-ctx.Done()
+			return ctx.Err()
+		}), am.WithName("Background"), am.WithTimeout(timeout)); err != nil {
+			t.Fatal(err)
+		}
+		if err := am.ProduceNow(context.Background(), e.db, Job{N: 1}); err != nil {
+			t.Fatal(err)
+		}
+		e.start(t)
+		e.advanceUntil(t, func() bool { return e.count(t, &am.PoisonedMessage{}) == 1 }, 10*time.Minute, "the message is poisoned")
+		var p am.PoisonedMessage
+		if err := e.db.First(&p).Error; err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(p.LastError, "timed out after 1h0m0s") {
+			t.Fatalf("poisoned with %q, want the timeout", p.LastError)
+		}
+		if ran := time.Duration(p.PoisonedAt-started.Load()) * time.Millisecond; ran < timeout {
+			t.Fatalf("poisoned %s after its run began on the clock, before its %s timeout", ran, timeout)
 		}
 	})
 }
