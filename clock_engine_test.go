@@ -117,9 +117,9 @@ func TestClockDrivesMessageTxDeadline(t *testing.T) {
 		if err := e.db.AutoMigrate(&Audit{}); err != nil {
 			t.Fatal(err)
 		}
-		running, proceed, wrote := make(chan struct{}, 1), make(chan struct{}), make(chan error, 1)
+		running, proceed, wrote := make(chan context.Context, 1), make(chan struct{}), make(chan error, 1)
 		if err := am.Register[Job](e.p, am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {
-			running <- struct{}{}
+			running <- ctx
 			<-proceed // past its deadline on the clock: it writes anyway
 			err := m.Tx.Create(&Audit{Msg: "late"}).Error
 			wrote <- err
@@ -131,8 +131,9 @@ func TestClockDrivesMessageTxDeadline(t *testing.T) {
 			t.Fatal(err)
 		}
 		wait := e.batchAsync(t)
-		recv(t, running, "the consumer runs")
+		ctx := recv(t, running, "the consumer runs")
 		e.clock.Advance(timeout)
+		recv(t, ctx.Done(), "the consumer's context ends") // the clock's timer ends it in a goroutine of its own
 		close(proceed)
 		if err := recv(t, wrote, "the late write returns"); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("a Message.Tx begun after the deadline: %v, want context.DeadlineExceeded", err)
