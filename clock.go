@@ -91,18 +91,3 @@ func (c *clockDeadlineCtx) Err() error {
 	}
 	return err
 }
-
-// sleep waits d on clock c, or until ctx ends; it reports whether the full wait passed.
-func sleep(ctx context.Context, c Clock, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := c.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C():
-		return true
-	}
-}
