@@ -155,7 +155,8 @@ func failureCases(dialect string) []failureCase {
 			go func() { defer close(done); process() }()
 			id := recv(t, running, "the failing consumer runs its statement")
 			if dialect != "sqlite" {
-				eventually(t, func() bool { return serverRuns(t, e, dialect, id, "statement") }, "the server runs the long statement")
+				obs := testdb.Open(t, dialect)
+				eventually(t, func() bool { return serverRuns(t, obs, dialect, id, "statement") }, "the server runs the long statement")
 			}
 			e.clock.Advance(200 * time.Millisecond)
 			recv(t, done, "the round ends once the statement's consumer timed out")
@@ -243,6 +244,11 @@ func lockCase(dialect string) failureCase {
 				}
 				locked <- struct{}{}
 			}
+			defer func() { // on every path: a lock left held would block the database's drop
+				if tx != nil {
+					tx.Rollback()
+				}
+			}()
 			if lockFirst {
 				lock()
 			}
@@ -251,9 +257,6 @@ func lockCase(dialect string) failureCase {
 			select {
 			case <-started:
 			case <-done:
-				if tx != nil {
-					tx.Rollback()
-				}
 				t.Error("the round ended before the failing consumer started")
 				return
 			case <-time.After(10 * time.Second):
@@ -267,7 +270,8 @@ func lockCase(dialect string) failureCase {
 			// loop, once the consumer is about to send it).
 			if lockFirst {
 				id := recv(t, backend, "the consumer names its connection")
-				eventually(t, func() bool { return serverRuns(t, e, dialect, id, "lock wait") }, "the consumer's UPDATE waits on the application's lock")
+				obs := testdb.Open(t, dialect)
+				eventually(t, func() bool { return serverRuns(t, obs, dialect, id, "lock wait") }, "the consumer's UPDATE waits on the application's lock")
 			} else {
 				eventually(t, func() bool { return tried.Load() > 0 }, "the consumer sends its UPDATE")
 			}
@@ -281,6 +285,7 @@ func lockCase(dialect string) failureCase {
 				}
 			}
 			tx.Rollback()
+			tx = nil
 			select {
 			case <-done:
 			case <-time.After(20 * time.Second):
@@ -309,7 +314,9 @@ func backendIDQuery(dialect string) string {
 
 // serverRuns reports whether server connection id is in the given state: running the
 // failure cases' long statement ("statement"), or waiting for a row lock ("lock wait").
-func serverRuns(t *testing.T, e *env, dialect string, id int64, state string) bool {
+// It asks through obs, a pool of its own: the test's pool may be held by the batch's
+// Message.Tx transactions until the failing run ends.
+func serverRuns(t *testing.T, obs *gorm.DB, dialect string, id int64, state string) bool {
 	t.Helper()
 	q := map[string]string{
 		"postgres statement": "SELECT count(*) FROM pg_stat_activity WHERE pid = ? AND state = 'active' AND query LIKE 'SELECT pg_sleep%'",
@@ -318,7 +325,7 @@ func serverRuns(t *testing.T, e *env, dialect string, id int64, state string) bo
 		"mysql lock wait":    "SELECT count(*) FROM information_schema.innodb_trx WHERE trx_mysql_thread_id = ? AND trx_state = 'LOCK WAIT'",
 	}[dialect+" "+state]
 	var n int64
-	if err := e.db.Raw(q, id).Scan(&n).Error; err != nil {
+	if err := obs.Raw(q, id).Scan(&n).Error; err != nil {
 		t.Fatalf("%s: %v", state, err)
 	}
 	return n > 0
