@@ -139,8 +139,10 @@ type Config struct {
 	DisableBreaker bool
 	// Hooks observe production and consumption (tracing, metrics).
 	Hooks Hooks
-	// Now is the clock. Nil means time.Now. Tests inject a fake clock here.
-	Now func() time.Time
+	// Clock is the time source of due times and of the engine's waits on consumers
+	// (timeouts, AbandonGrace, the breaker's cooldowns): see Clock. Nil means
+	// SystemClock(). Tests plug in asyncmonolithtest.Clock.
+	Clock Clock
 
 	// PollOnly turns commit notifications off: processors find messages committed by other
 	// processes by polling alone, every ProcessorMaxDelay at most (a commit in this process
@@ -226,8 +228,8 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	if c.Now == nil {
-		c.Now = time.Now
+	if c.Clock == nil {
+		c.Clock = SystemClock()
 	}
 	if c.Rails != nil {
 		rails := make(map[string]RailConfig, len(c.Rails))

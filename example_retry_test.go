@@ -39,7 +39,7 @@ var errRateLimited = errors.New("rate limited")
 // minute per attempt, anything else the fixed 5 seconds.
 func ExampleWithRetryPolicy() {
 	clock := asyncmonolithtest.NewClock(time.Date(2026, 1, 5, 12, 0, 0, 0, time.UTC))
-	db, p, cleanup := exampleDBWith(am.Config{Now: clock.Now, Logger: slog.New(slog.DiscardHandler)})
+	db, p, cleanup := exampleDBWith(am.Config{Clock: clock, Logger: slog.New(slog.DiscardHandler)})
 	defer cleanup()
 	policy := am.RetryPolicyFunc(func(m am.MessageInfo, err error) time.Duration {
 		if errors.Is(err, errRateLimited) {
@@ -75,7 +75,7 @@ func ExampleWithRetryPolicy() {
 // Config.MaxSnoozes (or WithMaxSnoozes); Message.Snoozes counts them.
 func ExampleSnoozeFor() {
 	clock := asyncmonolithtest.NewClock(time.Date(2026, 1, 5, 12, 0, 0, 0, time.UTC))
-	db, p, cleanup := exampleDBWith(am.Config{Now: clock.Now})
+	db, p, cleanup := exampleDBWith(am.Config{Clock: clock})
 	defer cleanup()
 	settled := false
 	err := am.Register[PaymentFailed](p, am.ConsumerFunc[PaymentFailed](func(ctx context.Context, m *am.Message[PaymentFailed]) error {

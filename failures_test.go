@@ -106,21 +106,60 @@ func failureCases(dialect string) []failureCase {
 	}
 	// A statement that outlives its consumer's 200 ms timeout; both servers' drivers close
 	// the connection when the context ends. SQLite has no sleep: a long recursive query,
-	// which the driver interrupts when the context ends.
+	// read row by row, which database/sql ends when the context ends (a single long step
+	// would leave it to sqlite3_interrupt, which the driver calls racily: a no-op if the
+	// step has not begun).
+	//
+	// The timeout runs on the test clock: the test advances it once the statement runs,
+	// seen on the server (the consumer names its connection by its backend id), or, on
+	// SQLite, once the consumer has read its first row.
 	long := map[string]string{
 		"postgres": "SELECT pg_sleep(1)",
 		"mysql":    "SELECT SLEEP(1)",
-		"sqlite":   "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 1000000000) SELECT count(*) FROM r",
+		"sqlite":   "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 1000000000) SELECT i FROM r",
 	}[dialect]
+	running := make(chan int64, 1)
 	cases = append(cases, failureCase{
 		name:    "StatementOutlivesTimeout",
 		timeout: 200 * time.Millisecond,
 		consume: func(ctx context.Context, m *am.Message[Bad]) error {
+			if dialect == "sqlite" {
+				rows, err := m.Tx.Raw(long).Rows()
+				if err != nil {
+					return err
+				}
+				defer rows.Close()
+				for first := true; rows.Next(); first = false {
+					if first {
+						running <- 0
+					}
+				}
+				if err := rows.Err(); err != nil {
+					return err
+				}
+				return ctx.Err()
+			}
+			var id int64
+			if err := m.Tx.Raw(backendIDQuery(dialect)).Scan(&id).Error; err != nil {
+				return err
+			}
+			running <- id
 			var v int64
 			if err := m.Tx.Raw(long).Scan(&v).Error; err != nil {
 				return err
 			}
 			return ctx.Err() // SLEEP may return early, without an error, when killed
+		},
+		round: func(t *testing.T, e *env, process func()) {
+			done := make(chan struct{})
+			go func() { defer close(done); process() }()
+			id := recv(t, running, "the failing consumer runs its statement")
+			if dialect != "sqlite" {
+				obs := testdb.Open(t, dialect)
+				eventually(t, func() bool { return serverRuns(t, obs, dialect, id, "statement") }, "the server runs the long statement")
+			}
+			e.clock.Advance(200 * time.Millisecond)
+			recv(t, done, "the round ends once the statement's consumer timed out")
 		},
 		reason: keeps("timed out"),
 	})
@@ -142,6 +181,7 @@ func lockCase(dialect string) failureCase {
 	returned := make(chan error, 2)
 	timedOut := make(chan struct{}, 2)
 	var tried atomic.Int32 // the consumer's UPDATE was sent while the application held the lock
+	backend := make(chan int64, 2)
 	lockFirst, hold := caps(dialect).RowLocks(), 3*time.Second
 	if !lockFirst {
 		hold = time.Second
@@ -175,6 +215,13 @@ func lockCase(dialect string) failureCase {
 			case <-ctx.Done():
 				return fmt.Errorf("the application never took the lock: %w", ctx.Err())
 			}
+			if lockFirst { // a server: name the connection whose UPDATE the test sees wait
+				var id int64
+				if err := m.Tx.Raw(backendIDQuery(dialect)).Scan(&id).Error; err != nil {
+					return err
+				}
+				backend <- id
+			}
 			tried.Add(1)
 			err := m.Tx.Exec("UPDATE counters SET n = n + 1 WHERE id = 1").Error
 			returned <- err
@@ -197,6 +244,11 @@ func lockCase(dialect string) failureCase {
 				}
 				locked <- struct{}{}
 			}
+			defer func() { // on every path: a lock left held would block the database's drop
+				if tx != nil {
+					tx.Rollback()
+				}
+			}()
 			if lockFirst {
 				lock()
 			}
@@ -205,9 +257,6 @@ func lockCase(dialect string) failureCase {
 			select {
 			case <-started:
 			case <-done:
-				if tx != nil {
-					tx.Rollback()
-				}
 				t.Error("the round ended before the failing consumer started")
 				return
 			case <-time.After(10 * time.Second):
@@ -216,6 +265,17 @@ func lockCase(dialect string) failureCase {
 			if !lockFirst {
 				lock()
 			}
+			// The consumer's timeout runs on the test clock: it passes once the UPDATE waits
+			// on the lock (seen on the server; on SQLite, where the wait is the driver's busy
+			// loop, once the consumer is about to send it).
+			if lockFirst {
+				id := recv(t, backend, "the consumer names its connection")
+				obs := testdb.Open(t, dialect)
+				eventually(t, func() bool { return serverRuns(t, obs, dialect, id, "lock wait") }, "the consumer's UPDATE waits on the application's lock")
+			} else {
+				eventually(t, func() bool { return tried.Load() > 0 }, "the consumer sends its UPDATE")
+			}
+			e.clock.Advance(300 * time.Millisecond)
 			select {
 			case <-returned:
 			case <-timedOut:
@@ -225,6 +285,7 @@ func lockCase(dialect string) failureCase {
 				}
 			}
 			tx.Rollback()
+			tx = nil
 			select {
 			case <-done:
 			case <-time.After(20 * time.Second):
@@ -241,6 +302,35 @@ func lockCase(dialect string) failureCase {
 			}
 		},
 	}
+}
+
+// backendIDQuery returns the id of the server connection it runs on.
+func backendIDQuery(dialect string) string {
+	if dialect == "postgres" {
+		return "SELECT pg_backend_pid()"
+	}
+	return "SELECT CONNECTION_ID()"
+}
+
+// serverRuns reports whether server connection id is in the given state: running the
+// failure cases' long statement ("statement"), or waiting for a row lock ("lock wait").
+// It asks through obs, a pool of its own: the test's pool may be held by the batch's
+// Message.Tx transactions until the failing run ends.
+func serverRuns(t *testing.T, obs *gorm.DB, dialect string, id int64, state string) bool {
+	t.Helper()
+	q := map[string]string{
+		"postgres statement": "SELECT count(*) FROM pg_stat_activity WHERE pid = ? AND state = 'active' AND query LIKE 'SELECT pg_sleep%'",
+		"postgres lock wait": "SELECT count(*) FROM pg_stat_activity WHERE pid = ? AND wait_event_type = 'Lock'",
+		"mysql statement":    "SELECT count(*) FROM information_schema.processlist WHERE id = ? AND info LIKE 'SELECT SLEEP%'",
+		// MariaDB: the UPDATE on the server while the application holds its row is waiting
+		// for it (information_schema.innodb_trx is a cache, seen minutes stale).
+		"mysql lock wait": "SELECT count(*) FROM information_schema.processlist WHERE id = ? AND command = 'Query' AND info LIKE 'UPDATE counters SET n = n + 1%'",
+	}[dialect+" "+state]
+	var n int64
+	if err := obs.Raw(q, id).Scan(&n).Error; err != nil {
+		t.Fatalf("%s: %v", state, err)
+	}
+	return n > 0
 }
 
 // packetCases are MariaDB's max_allowed_packet cases: three payloads of two fifths of the

@@ -9,30 +9,26 @@ import (
 	"time"
 
 	am "github.com/asyncmonolith/asyncmonolith"
+	"github.com/asyncmonolith/asyncmonolith/asyncmonolithtest"
 	"github.com/asyncmonolith/asyncmonolith/internal/dialect"
 	"github.com/asyncmonolith/asyncmonolith/internal/testdb"
 	"gorm.io/gorm"
 )
 
-// clock is a settable fake clock.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
+// clock is the public test clock: the library's tests use what its users use.
+type clock = asyncmonolithtest.Clock
+
+func newClock() *clock {
+	return asyncmonolithtest.NewClock(time.Date(2026, 1, 5, 12, 0, 0, 0, time.UTC))
 }
 
-func newClock() *clock { return &clock{now: time.Date(2026, 1, 5, 12, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
+// readHook is a clock whose Now runs a hook first (its timers are the clock's).
+type readHook struct {
+	*clock
+	now func() time.Time
 }
 
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
+func (h readHook) Now() time.Time { return h.now() }
 
 // eachDB runs fn as a parallel subtest on every database.
 func eachDB(t *testing.T, fn func(t *testing.T, dialect string)) {
@@ -71,8 +67,13 @@ func setup(t *testing.T, dialect string, cfg am.Config, opts ...testdb.Options) 
 func setupOn(t *testing.T, db *gorm.DB, cfg am.Config) *env {
 	t.Helper()
 	c := newClock()
-	if cfg.Now == nil {
-		cfg.Now = c.Now
+	switch given := cfg.Clock.(type) {
+	case nil:
+		cfg.Clock = c
+	case *clock:
+		c = given
+	case readHook:
+		c = given.clock
 	}
 	if cfg.ProcessorMaxDelay == 0 {
 		cfg.ProcessorMaxDelay = 50 * time.Millisecond

@@ -36,7 +36,7 @@ func TestRegisterDuringClaimKeepsRunInsideLease(t *testing.T) {
 			}
 		}
 		cfg := quiet(leaseConfig(am.Config{}))
-		cfg.Now = func() time.Time {
+		cfg.Clock = readHook{c, func() time.Time {
 			if armed.Load() {
 				// The first clock reading after the claim committed: before the runs start.
 				var running int64
@@ -46,7 +46,7 @@ func TestRegisterDuringClaimKeepsRunInsideLease(t *testing.T) {
 				}
 			}
 			return c.Now()
-		}
+		}}
 		e = setup(t, dialect, cfg)
 		if err := am.Register[Job](e.p, Flaky{&recorder[Job]{}}, am.WithName("Email")); err != nil {
 			t.Fatal(err)

@@ -94,7 +94,7 @@ func TestStaleCompletionIsRefused(t *testing.T) {
 
 				clockB := newClock()
 				clockB.Advance(leaseLength + time.Millisecond)
-				b := instance(t, e.db, dialect, quiet(am.Config{Now: clockB.Now}))
+				b := instance(t, e.db, dialect, quiet(am.Config{Clock: clockB}))
 				var attemptsB []int
 				if err := am.Register[Job](b, am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {
 					mu.Lock()
@@ -196,7 +196,7 @@ func TestCrashedClaimIsDueAgainAtLeaseEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		clockA := newClock() // same start as e.clock
-		a := instance(t, e.db, dialect, quiet(leaseConfig(am.Config{Now: clockA.Now})))
+		a := instance(t, e.db, dialect, quiet(leaseConfig(am.Config{Clock: clockA})))
 		started := make(chan struct{}, 1)
 		release := make(chan struct{})
 		defer close(release)

@@ -142,7 +142,7 @@ func TestHardStopAndCrashLeaveMessagesForAnotherInstance(t *testing.T) {
 			<-b.started
 			// A second app instance sees the batch locked...
 			// Instances share a clock: a lease is read by the clock of whoever claims next.
-			other := instance(t, e.db, dialect, am.Config{Now: e.clock.Now})
+			other := instance(t, e.db, dialect, am.Config{Clock: e.clock})
 			done := &atomic.Int64{}
 			if err := am.Register[Job](other, am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {
 				done.Add(1)
@@ -206,7 +206,7 @@ func TestTwoInstancesConsumeEachMessageOnce(t *testing.T) {
 				mu.Unlock()
 				return nil
 			})
-			other := instance(t, e.db, dialect, am.Config{ConsumerProcessors: 2, ProcessorMinDelay: time.Millisecond, Now: e.clock.Now})
+			other := instance(t, e.db, dialect, am.Config{ConsumerProcessors: 2, ProcessorMinDelay: time.Millisecond, Clock: e.clock})
 			for _, p := range []*am.Plugin{e.p, other} {
 				if err := am.Register[Job](p, consume, am.WithName("Counter")); err != nil {
 					t.Fatal(err)
@@ -341,7 +341,7 @@ func TestOtherInstanceCommitWakesProcessorsOnPostgres(t *testing.T) {
 	e := setup(t, "postgres", am.Config{ProcessorMaxDelay: time.Hour, ProcessorMinDelay: time.Millisecond})
 	a, _ := registerBoth(t, e)
 	// The producer is another app instance: its own pool, its own plugin, no processors.
-	producer := instance(t, e.db, "postgres", am.Config{Now: e.clock.Now})
+	producer := instance(t, e.db, "postgres", am.Config{Clock: e.clock})
 	registerBoth(t, &env{db: e.db, p: producer})
 	// A first message makes the processor's first poll observable: once it is consumed,
 	// the processor sleeps for an hour unless something wakes it.
@@ -377,7 +377,7 @@ func TestOtherInstanceCommitWakesProcessorsOnSQLite(t *testing.T) {
 	t.Parallel()
 	e := setup(t, "sqlite", am.Config{ProcessorMaxDelay: time.Hour, ProcessorMinDelay: time.Millisecond})
 	a, _ := registerBoth(t, e)
-	producer := instance(t, e.db, "sqlite", am.Config{Now: e.clock.Now})
+	producer := instance(t, e.db, "sqlite", am.Config{Clock: e.clock})
 	registerBoth(t, &env{db: e.db, p: producer})
 	if err := am.ProduceNow(context.Background(), e.db, OrderCancelled{OrderID: "warm-up"}); err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package asyncmonolith_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"strings"
 	"testing"
@@ -26,6 +27,10 @@ func TestMigrateCancelledLeavesNoLock(t *testing.T) {
 		t.Run(dialect, func(t *testing.T) {
 			t.Parallel()
 			db, p, other, op := twoInstances(t, dialect)
+			sqlDB, err := db.DB()
+			if err != nil {
+				t.Fatal(err)
+			}
 			for i := range 5 {
 				ctx, cancel := context.WithCancel(context.Background())
 				// Cancel right after the lock is taken and its statement is over, before
@@ -39,8 +44,15 @@ func TestMigrateCancelledLeavesNoLock(t *testing.T) {
 				before := func(*gorm.DB) {
 					if locked {
 						locked = false
+						inUse := sqlDB.Stats().InUse
 						cancel()
-						time.Sleep(50 * time.Millisecond) // database/sql rolls back meanwhile
+						// Were the transaction begun on ctx, database/sql would now roll it
+						// back in its own goroutine and put its connection (on MySQL, with
+						// the session lock) back in the pool before Migrate unlocks. That
+						// is a non-event to wait for: watch the pool for 50 ms.
+						if rolledBack(sqlDB, inUse, 50*time.Millisecond) {
+							t.Errorf("round %d: the cancelled Migrate's transaction went back to the pool before Migrate ended (begun on its context?)", i)
+						}
 					}
 				}
 				cb := db.Callback()
@@ -117,6 +129,22 @@ func TestMigrateCancelledWhileWaiting(t *testing.T) {
 }
 
 type holdKey struct{}
+
+// rolledBack watches db's pool for up to d and reports whether a connection in use (of
+// the inUse there were) went back meanwhile.
+func rolledBack(db *sql.DB, inUse int, d time.Duration) bool {
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	end := time.After(d)
+	for db.Stats().InUse >= inUse {
+		select {
+		case <-tick.C:
+		case <-end:
+			return false
+		}
+	}
+	return true
+}
 
 // twoInstances is two pools on one fresh database, each with a plugin registered.
 func twoInstances(t *testing.T, dialect string) (*gorm.DB, *am.Plugin, *gorm.DB, *am.Plugin) {

@@ -80,7 +80,11 @@ func TestPermanentErrorWrappedJoinedOrTimedOut(t *testing.T) {
 		if err := e.db.Transaction(func(tx *gorm.DB) error { return am.ProduceBatch(tx, []Job{{N: 0}, {N: 1}, {N: 2}}).Error }); err != nil {
 			t.Fatal(err)
 		}
-		mustBatch(t, e)
+		wait := e.batchAsync(t)
+		// Once the two that fail at once have ended, the third's timeout is the clock's
+		// only timer: advancing it ends the third's context.
+		e.advanceWhenTimers(t, 1, 200*time.Millisecond, func() bool { return c.count() == 3 })
+		wait()
 		if n := e.pending(t); n != 0 {
 			t.Fatalf("%d messages pending, want 0 (permanent failures are not retried)", n)
 		}

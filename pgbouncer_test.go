@@ -104,7 +104,7 @@ func TestPgBouncerTransactionMode(t *testing.T) {
 		if err := am.Register[Job](e.p, am.ConsumerFunc[Job](slow.Consume)); err != nil {
 			t.Fatal(err)
 		}
-		producer := instance(t, e.db, "postgres", am.Config{Now: e.clock.Now})
+		producer := instance(t, e.db, "postgres", am.Config{Clock: e.clock})
 		if err := am.Register[Job](producer, am.ConsumerFunc[Job](slow.Consume)); err != nil {
 			t.Fatal(err)
 		}
@@ -122,7 +122,7 @@ func TestPgBouncerTransactionMode(t *testing.T) {
 
 	t.Run("poll-only", func(t *testing.T) {
 		e := &env{db: db, clock: newClock()}
-		e.p = instance(t, db, "postgres", am.Config{PollOnly: true, Now: e.clock.Now})
+		e.p = instance(t, db, "postgres", am.Config{PollOnly: true, Clock: e.clock})
 		r := &recorder[WeeklyReport]{}
 		if err := am.Register[WeeklyReport](e.p, am.ConsumerFunc[WeeklyReport](r.Consume)); err != nil {
 			t.Fatal(err)

@@ -37,7 +37,7 @@ type Plugin struct {
 	callbacks any
 	dialect   dialect.Dialect
 	log       *slog.Logger
-	now       func() time.Time
+	clock     Clock
 	run       *running // non-nil between Start and Stop
 	hooks     Hooks
 	stmts     *statements
@@ -61,11 +61,14 @@ func New(cfg Config) *Plugin {
 		cfg:      cfg,
 		registry: newRegistry(),
 		log:      d.Logger,
-		now:      d.Now,
+		clock:    d.Clock,
 		wake:     wake.New(),
 		hooks:    cfg.Hooks,
 	}
 }
+
+// now reads the plugin's clock.
+func (p *Plugin) now() time.Time { return p.clock.Now() }
 
 // Name returns "asyncmonolith"; it implements gorm.Plugin.
 func (p *Plugin) Name() string { return Name }
@@ -99,7 +102,7 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	}
 	p.cfg = cfg
 	p.log = cfg.Logger
-	p.now = cfg.Now
+	p.clock = cfg.Clock
 	p.dialect = d
 	p.breaker = breaker.New(breaker.Config{Threshold: cfg.BreakerFailures, Cooldown: cfg.BreakerCooldown,
 		MaxCooldown: cfg.BreakerMaxCooldown, Disabled: cfg.DisableBreaker})

@@ -61,7 +61,7 @@ func TestListenDSNListensOutsideThePool(t *testing.T) {
 	eventually(t, func() bool { return a.count() == 1 }, "the first poll consumed the warm-up message")
 	querySoon(t, e.db)
 	eventually(t, func() bool { return listeners(t, e.db) == 1 }, "the listener subscribed on its own connection")
-	producer := instance(t, e.db, "postgres", am.Config{Now: e.clock.Now})
+	producer := instance(t, e.db, "postgres", am.Config{Clock: e.clock})
 	registerBoth(t, &env{db: e.db, p: producer})
 	if err := am.ProduceNow(context.Background(), producerDB(t, producer), OrderCancelled{OrderID: "x"}); err != nil {
 		t.Fatal(err)
@@ -75,7 +75,7 @@ func TestPollOnlyPollsAndHoldsNoConnection(t *testing.T) {
 	t.Parallel()
 	e := setup(t, "postgres", am.Config{PollOnly: true})
 	a, _ := registerBoth(t, e)
-	producer := instance(t, e.db, "postgres", am.Config{Now: e.clock.Now})
+	producer := instance(t, e.db, "postgres", am.Config{Clock: e.clock})
 	registerBoth(t, &env{db: e.db, p: producer})
 	e.start(t)
 	if err := am.ProduceNow(context.Background(), producerDB(t, producer), OrderCancelled{OrderID: "x"}); err != nil {

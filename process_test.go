@@ -77,11 +77,18 @@ func TestRetryThenPoisonWithPerConsumerLimit(t *testing.T) {
 	})
 }
 
-type Sleeper struct{ ignoreCtx bool }
+// Sleeper says it runs (on running), then waits for its context to end, or, when
+// ignoreCtx, for release alone (a consumer that ignores its context).
+type Sleeper struct {
+	ignoreCtx bool
+	running   chan<- struct{}
+	release   <-chan struct{}
+}
 
 func (s Sleeper) Consume(ctx context.Context, m *am.Message[Job]) error {
+	s.running <- struct{}{}
 	if s.ignoreCtx {
-		time.Sleep(3 * time.Second)
+		<-s.release
 		return nil
 	}
 	<-ctx.Done()
@@ -92,24 +99,34 @@ func TestTimeoutCooperativeAndAbandoned(t *testing.T) {
 	t.Parallel()
 	eachDB(t, func(t *testing.T, dialect string) {
 		for _, ignore := range []bool{false, true} {
-			e := setup(t, dialect, am.Config{MaxAttempts: 1, AbandonGrace: 50 * time.Millisecond})
-			if err := am.Register[Job](e.p, Sleeper{ignoreCtx: ignore}, am.WithTimeout(100*time.Millisecond)); err != nil {
+			const timeout, grace = 100 * time.Millisecond, 50 * time.Millisecond
+			e := setup(t, dialect, am.Config{MaxAttempts: 1, AbandonGrace: grace})
+			running, release := make(chan struct{}, 1), make(chan struct{})
+			t.Cleanup(func() { close(release) })
+			if err := am.Register[Job](e.p, Sleeper{ignoreCtx: ignore, running: running, release: release}, am.WithTimeout(timeout)); err != nil {
 				t.Fatal(err)
 			}
 			if err := am.ProduceNow(context.Background(), e.db, Job{}); err != nil {
 				t.Fatal(err)
 			}
-			start := time.Now()
-			mustBatch(t, e)
-			if ignore && time.Since(start) >= 3*time.Second {
-				t.Fatal("the processor waited for a consumer that ignores its context")
+			wait := e.batchAsync(t)
+			recv(t, running, "the consumer runs")
+			e.advanceWhenDue(t, timeout) // its timeout: a cooperative consumer returns
+			if ignore {
+				// The consumer never returns until the test ends: the batch ends only if
+				// the processor abandons it AbandonGrace after its timeout.
+				e.advanceWhenDue(t, grace)
 			}
+			wait()
 			var p am.PoisonedMessage
 			if err := e.db.First(&p).Error; err != nil {
 				t.Fatalf("ignoreCtx=%v: no poisoned message: %v", ignore, err)
 			}
 			if !strings.Contains(p.LastError, "timed out") {
 				t.Fatalf("ignoreCtx=%v: error = %q", ignore, p.LastError)
+			}
+			if abandoned := strings.Contains(p.LastError, "abandoned"); abandoned != ignore {
+				t.Fatalf("ignoreCtx=%v: error = %q (abandoned: %v)", ignore, p.LastError, abandoned)
 			}
 		}
 	})
@@ -288,7 +305,11 @@ func TestRegisterErrors(t *testing.T) {
 func TestMessageTxIsAFullSession(t *testing.T) {
 	t.Parallel()
 	eachDB(t, func(t *testing.T, dialect string) {
-		e := setup(t, dialect, am.Config{})
+		// The system clock: the deadline checked here is the one network code reads
+		// (Context.Deadline, turned into socket deadlines), which only a real clock sets;
+		// on a test clock the timeout ends the context without one (see
+		// TestClockDrivesMessageTxDeadline).
+		e := setup(t, dialect, am.Config{Clock: am.SystemClock()})
 		if err := e.db.AutoMigrate(&Audit{}); err != nil {
 			t.Fatal(err)
 		}
@@ -373,8 +394,11 @@ func TestHeldMessagesSurviveLaterBatches(t *testing.T) {
 		if err := am.ProduceNow(context.Background(), e.db, Job{N: -1}); err != nil {
 			t.Fatal(err)
 		}
-		mustBatch(t, e)
-		held := <-stuck
+		wait := e.batchAsync(t)
+		held := recv(t, stuck, "the consumer that ignores its context runs")
+		e.advanceWhenDue(t, 50*time.Millisecond) // its timeout
+		e.advanceWhenDue(t, 20*time.Millisecond) // AbandonGrace: abandoned, still running
+		wait()
 		heldID := held.ID
 		for round := range 5 {
 			jobs := make([]Job, 10)

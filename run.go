@@ -155,7 +155,7 @@ func (r *run) execute() {
 // watch runs when the consumer's context ends (its timeout, or a hard stop): a consumer
 // still running AbandonGrace later is abandoned.
 func (r *run) watch() {
-	time.AfterFunc(r.p.cfg.AbandonGrace, func() {
+	r.p.clock.AfterFunc(r.p.cfg.AbandonGrace, func() {
 		if !r.state.CompareAndSwap(runRunning, runEnded) {
 			return
 		}
@@ -211,9 +211,9 @@ func (r *run) prepare() bool {
 		ctx = p.hooks.BeforeConsume(ctx, r.o.info)
 		r.o.ctx = ctx
 	}
-	r.start = time.Now()
+	r.start = p.now()
 	deadline := r.start.Add(timeout)
-	r.msgCtx, r.cancel = context.WithDeadline(ctx, deadline)
+	r.msgCtx, r.cancel = withDeadline(p.clock, ctx, deadline)
 	r.mtx.p, r.mtx.parent, r.mtx.deadline = p, r.workCtx, deadline.Add(cfg.AbandonGrace+max(cfg.LeaseMargin, leaseMarginMin))
 	r.env = envelope{row: row, attempt: attempt, maxAttempts: maxAttempts, tx: messageDB(p.db, r.mtx, r.msgCtx, r.txDB, r.txStmt)}
 	return true
@@ -236,7 +236,7 @@ func (r *run) conclude(err error, abandoned bool) outcome {
 	p := r.p
 	defer r.cancel()
 	o := r.o
-	o.took = time.Since(r.start)
+	o.took = r.p.now().Sub(r.start)
 	row := o.row
 	stopped := r.workCtx.Err() != nil
 	if err != nil && !errors.Is(err, ErrConsumerTimeout) && errors.Is(r.msgCtx.Err(), context.DeadlineExceeded) && !stopped {

@@ -26,7 +26,7 @@ func TestReviewProcessBatchLeaseCoversMessagesWaitingForASlot(t *testing.T) {
 		cfg := am.Config{ConsumerConcurrency: 1, ProcessorBatchSize: 4, ConsumerTimeout: 10 * time.Second,
 			AbandonGrace: time.Second, LeaseMargin: time.Second} // lease: 12 s
 		e := setup(t, dialect, cfg)
-		cfg.Now = e.clock.Now
+		cfg.Clock = e.clock
 		other := instance(t, e.db, dialect, cfg)
 		var mu sync.Mutex
 		runs := map[int]int{}
@@ -45,7 +45,7 @@ func TestReviewProcessBatchLeaseCoversMessagesWaitingForASlot(t *testing.T) {
 				if firstRuns.Add(1) == 2 {
 					// 18 s after the claim: its lease has ended; another instance claims
 					// what is due.
-					_, otherErr = other.ProcessBatch(ctx)
+					_, otherErr = other.ProcessBatch(context.Background()) // ctx ended with the hour: its deadline passed
 				}
 				return nil
 			}
@@ -244,21 +244,24 @@ func TestReviewMessageTxWaitingForAConnectionEndsWithItsContext(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
+		sqlDB, err := e.db.DB()
+		if err != nil {
+			t.Fatal(err)
+		}
+		waits := sqlDB.Stats().WaitCount
 		done := make(chan error, 1)
 		go func() { _, err := e.p.ProcessBatch(context.Background()); done <- err }()
 		t.Cleanup(func() {
 			close(release)
 			<-done
 		})
-		var got error
-		eventually(t, func() bool {
-			select {
-			case got = <-waited:
-				return true
-			default:
-				return false
-			}
-		}, "the waiting consumer's statement returned while the holder kept the connection")
+		// Once the waiter's begin waits in the pool for the holder's connection, its
+		// timeout passes on the clock (the holder's 5 minutes and the transaction's
+		// timeout + AbandonGrace + LeaseMargin do not).
+		<-holding
+		eventually(t, func() bool { return sqlDB.Stats().WaitCount > waits }, "the waiter's begin waits for the pool's connection")
+		e.clock.Advance(100 * time.Millisecond)
+		got := recv(t, waited, "the waiting consumer's statement returned while the holder kept the connection")
 		if !errors.Is(got, context.DeadlineExceeded) {
 			t.Errorf("the waiting statement returned %v, want its context's deadline", got)
 		}
@@ -356,7 +359,7 @@ func TestReviewMessageTxSlotsAreGivenBack(t *testing.T) {
 	t.Parallel()
 	eachDB(t, func(t *testing.T, dialect string) {
 		e := setup(t, dialect, am.Config{MaxMessageTxs: 1, ConsumerConcurrency: 3, AbandonGrace: 50 * time.Millisecond})
-		holding, waitersDone, stuck := make(chan struct{}), make(chan error, 2), make(chan struct{})
+		holding, waitersDone, stuck, stuckIn := make(chan struct{}), make(chan error, 2), make(chan struct{}), make(chan struct{}, 1)
 		t.Cleanup(func() { close(stuck) })
 		var ok atomic.Int32
 		c := am.ConsumerFunc[reviewSlot](func(ctx context.Context, m *am.Message[reviewSlot]) error {
@@ -386,6 +389,7 @@ func TestReviewMessageTxSlotsAreGivenBack(t *testing.T) {
 				if err := m.Tx.Exec("SELECT 1").Error; err != nil {
 					return err
 				}
+				stuckIn <- struct{}{}
 				<-stuck // ignores its context: abandoned
 				return nil
 			default:
@@ -413,11 +417,21 @@ func TestReviewMessageTxSlotsAreGivenBack(t *testing.T) {
 			}
 		}
 		produce("hold", "wait", "wait")
-		mustBatch(t, e)
+		wait := e.batchAsync(t)
+		// Both waiters wait for the holder's slot: the three runs' timeout passes (the
+		// waiters give up, and the holder, seeing them fail, returns before AbandonGrace).
+		<-holding
+		eventually(t, func() bool { return am.TxSlotWaiters(e.p) == 2 }, "two Message.Tx begins wait for the slot")
+		e.clock.Advance(200 * time.Millisecond)
+		wait()
 		produce("panic")
 		mustBatch(t, e)
 		produce("stuck")
-		mustBatch(t, e)
+		wait = e.batchAsync(t)
+		recv(t, stuckIn, "the stuck consumer wrote through Message.Tx")
+		e.advanceWhenDue(t, 200*time.Millisecond) // its timeout
+		e.advanceWhenDue(t, 50*time.Millisecond)  // AbandonGrace: abandoned, its slot given back
+		wait()
 		for range 5 {
 			produce("ok")
 			mustBatch(t, e)
@@ -461,11 +475,11 @@ func TestReviewStaleCompletionIsRefused(t *testing.T) {
 		if err := e.db.AutoMigrate(&reviewEffect{}); err != nil {
 			t.Fatal(err)
 		}
-		other := instance(t, e.db, dialect, am.Config{Now: e.clock.Now})
+		other := instance(t, e.db, dialect, am.Config{Clock: e.clock})
 		var otherErr error
 		stale := am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {
-			e.clock.Advance(time.Hour) // this process was paused far past the lease
-			_, otherErr = other.ProcessBatch(ctx)
+			e.clock.Advance(time.Hour)                             // this process was paused far past the lease
+			_, otherErr = other.ProcessBatch(context.Background()) // ctx ended with the hour: its deadline passed
 			return m.Tx.Create(&reviewEffect{Who: "stale"}).Error
 		})
 		fresh := am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {

@@ -215,7 +215,7 @@ func TestScheduleFiresOncePerOccurrenceAcrossInstances(t *testing.T) {
 		t.Run(dialect, func(t *testing.T) {
 			t.Parallel()
 			e := setup(t, dialect, am.Config{})
-			other := instance(t, e.db, dialect, am.Config{Now: e.clock.Now})
+			other := instance(t, e.db, dialect, am.Config{Clock: e.clock})
 			for _, p := range []*am.Plugin{e.p, other} {
 				reportConsumers(t, p)
 			}

@@ -1,49 +1,18 @@
 // Package asyncmonolithtest helps test code built on asyncmonolith: assert what a piece of
 // code produced (typed), run a consumer synchronously, drain the queue without starting
-// processors, and control time with a Clock plugged into Config.Now.
+// processors, and control time with a Clock plugged into Config.Clock.
 package asyncmonolithtest
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
 	am "github.com/asyncmonolith/asyncmonolith"
 	"gorm.io/gorm"
 )
-
-// Clock is a settable clock for asyncmonolith.Config.Now. Safe for concurrent use.
-type Clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-// NewClock returns a clock reading start.
-func NewClock(start time.Time) *Clock { return &Clock{now: start} }
-
-// Now reads the clock.
-func (c *Clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-// Advance moves the clock forward by d.
-func (c *Clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
-// Set moves the clock to t.
-func (c *Clock) Set(t time.Time) {
-	c.mu.Lock()
-	c.now = t
-	c.mu.Unlock()
-}
 
 // Produced is one pending message of payload type T.
 type Produced[T any] struct {

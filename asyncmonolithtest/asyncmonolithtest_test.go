@@ -54,7 +54,7 @@ func setup(t *testing.T, dialect string) (*gorm.DB, *am.Plugin, *asyncmonolithte
 	t.Helper()
 	db := testdb.Open(t, dialect)
 	clock := asyncmonolithtest.NewClock(time.Date(2026, 2, 1, 9, 0, 0, 0, time.UTC))
-	p := am.New(am.Config{Now: clock.Now})
+	p := am.New(am.Config{Clock: clock})
 	if err := db.Use(p); err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func Example() {
 	defer os.RemoveAll(dir)
 	db, _ := gorm.Open(sqlite.Open("file:"+filepath.Join(dir, "t.db")+"?_journal_mode=WAL&_txlock=immediate"), &gorm.Config{Logger: logger.Discard})
 	clock := asyncmonolithtest.NewClock(time.Date(2026, 2, 1, 9, 0, 0, 0, time.UTC))
-	p := am.New(am.Config{Now: clock.Now})
+	p := am.New(am.Config{Clock: clock})
 	_ = db.Use(p)
 	_ = p.Migrate(context.Background(), db)
 	_ = db.AutoMigrate(&Invoice{})

@@ -92,7 +92,7 @@ func newPlugin(t *testing.T) (*am.Plugin, *consumers, *amtest.Clock) {
 	t.Helper()
 	c := &consumers{notes: map[string]string{}}
 	clk := amtest.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
-	p := am.New(am.Config{Now: clk.Now})
+	p := am.New(am.Config{Clock: clk})
 	for _, err := range []error{
 		am.Register[OrderPlaced](p, orderReader{c}, am.WithName(readerName)),
 		am.Register[Reminder](p, reminderConsumer{c}, am.WithName(reminderName)),

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	am "github.com/asyncmonolith/asyncmonolith"
+	amtest "github.com/asyncmonolith/asyncmonolith/asyncmonolithtest"
 	"github.com/asyncmonolith/asyncmonolith/internal/testdb"
 	amotel "github.com/asyncmonolith/asyncmonolith/otel"
 	"go.opentelemetry.io/otel/codes"
@@ -34,9 +35,8 @@ func TestTracesAndMetrics(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			now := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
-			clock := func() time.Time { return now }
-			db, p := observedFailing(t, dialect, inst, am.Config{Hooks: inst.Hooks(), Now: clock, AttemptDelay: time.Second, MaxAttempts: 2})
+			clock := amtest.NewClock(time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC))
+			db, p := observedFailing(t, dialect, inst, am.Config{Hooks: inst.Hooks(), Clock: clock, AttemptDelay: time.Second, MaxAttempts: 2})
 
 			// Produce inside a request span.
 			ctx, request := tp.Tracer("test").Start(context.Background(), "POST /ship")
@@ -60,7 +60,7 @@ func TestTracesAndMetrics(t *testing.T) {
 				if _, err := p.ProcessBatch(context.Background()); err != nil {
 					t.Fatal(err)
 				}
-				now = now.Add(time.Second)
+				clock.Advance(time.Second)
 			}
 			var consumeSpans []sdktrace.ReadOnlySpan
 			for _, s := range spans.GetSpans().Snapshots() {
@@ -247,7 +247,8 @@ func TestScheduleMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
-	db, p := observedFailing(t, "sqlite", inst, am.Config{Hooks: inst.Hooks(), Now: func() time.Time { return now }})
+	clk := amtest.NewClock(now)
+	db, p := observedFailing(t, "sqlite", inst, am.Config{Hooks: inst.Hooks(), Clock: clk})
 	ctx := t.Context()
 	if _, err := am.Schedule(ctx, db, Shipped{OrderID: "ok"}, "@every 1m"); err != nil {
 		t.Fatal(err)
@@ -260,6 +261,7 @@ func TestScheduleMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	now = now.Add(time.Minute)
+	clk.Set(now)
 	if n, err := p.FireSchedules(ctx); err != nil || n != 2 {
 		t.Fatalf("FireSchedules = %d, %v; want the 2 due schedules", n, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	am "github.com/asyncmonolith/asyncmonolith"
+	amtest "github.com/asyncmonolith/asyncmonolith/asyncmonolithtest"
 	"github.com/asyncmonolith/asyncmonolith/internal/testdb"
 	amotel "github.com/asyncmonolith/asyncmonolith/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -29,8 +30,9 @@ func TestRailGauges(t *testing.T) {
 				t.Fatal(err)
 			}
 			now := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+			clk := amtest.NewClock(now)
 			db := testdb.Open(t, dialect)
-			p := am.New(am.Config{Hooks: inst.Hooks(), Now: func() time.Time { return now }, MaxAttempts: 1,
+			p := am.New(am.Config{Hooks: inst.Hooks(), Clock: clk, MaxAttempts: 1,
 				Rails: map[string]am.RailConfig{"slow": {}, "idle": {}}})
 			if err := db.Use(p); err != nil {
 				t.Fatal(err)
@@ -65,6 +67,7 @@ func TestRailGauges(t *testing.T) {
 				}
 			}
 			now = now.Add(30 * time.Second)
+			clk.Set(now)
 			var claimed am.ConsumerMessage
 			if err := db.Where("rail = ?", "slow").Order("id").Take(&claimed).Error; err != nil {
 				t.Fatal(err)

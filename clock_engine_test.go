@@ -1,0 +1,187 @@
+package asyncmonolith_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	am "github.com/asyncmonolith/asyncmonolith"
+)
+
+// The engine's consumer timers run on Config.Clock: these tests use timeouts of an hour,
+// which real time cannot reach while they run, so only the test clock can fire them.
+
+// pendingAt reports whether the clock still has a timer due at exactly at: a timer that
+// fired is gone from the clock's list as soon as Advance fires it, so this check does not
+// race with the goroutine the timer starts.
+func pendingAt(e *env, at time.Time) bool {
+	next, ok := e.clock.NextTimer()
+	return ok && next.Equal(at)
+}
+
+// A consumer's timeout fires when the clock reaches it, not a millisecond before.
+func TestClockDrivesConsumerTimeout(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		const timeout = time.Hour
+		e := setup(t, dialect, am.Config{MaxAttempts: 1})
+		running, ended := make(chan context.Context, 1), make(chan error, 1)
+		if err := am.Register[Job](e.p, am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {
+			running <- ctx
+			<-ctx.Done()
+			ended <- ctx.Err()
+			return ctx.Err()
+		}), am.WithName("Patient"), am.WithTimeout(timeout)); err != nil {
+			t.Fatal(err)
+		}
+		if err := am.ProduceNow(context.Background(), e.db, Job{N: 1}); err != nil {
+			t.Fatal(err)
+		}
+		start := e.clock.Now()
+		wait := e.batchAsync(t)
+		ctx := recv(t, running, "the consumer runs")
+		e.clock.Advance(timeout - time.Millisecond)
+		if !pendingAt(e, start.Add(timeout)) || ctx.Err() != nil {
+			t.Fatalf("timeout fired %s early (context: %v)", time.Millisecond, ctx.Err())
+		}
+		e.clock.Advance(time.Millisecond)
+		if err := recv(t, ended, "the consumer's context ends"); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("the consumer's context ended with %v, want DeadlineExceeded", err)
+		}
+		wait()
+		var p am.PoisonedMessage
+		if err := e.db.First(&p).Error; err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(p.LastError, "timed out after 1h0m0s") || strings.Contains(p.LastError, "abandoned") {
+			t.Fatalf("poisoned with %q, want a timeout (not an abandonment)", p.LastError)
+		}
+	})
+}
+
+// A consumer that ignores its context is abandoned when the clock passes its timeout plus
+// AbandonGrace, not a millisecond before.
+func TestClockDrivesAbandonGrace(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		const timeout, grace = time.Hour, 30 * time.Minute
+		e := setup(t, dialect, am.Config{MaxAttempts: 1, AbandonGrace: grace})
+		running, release := make(chan context.Context, 1), make(chan struct{})
+		t.Cleanup(func() { close(release) })
+		if err := am.Register[Job](e.p, am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {
+			running <- ctx
+			<-release // ignores its context
+			return nil
+		}), am.WithName("Deaf"), am.WithTimeout(timeout)); err != nil {
+			t.Fatal(err)
+		}
+		if err := am.ProduceNow(context.Background(), e.db, Job{N: 1}); err != nil {
+			t.Fatal(err)
+		}
+		start := e.clock.Now()
+		wait := e.batchAsync(t)
+		ctx := recv(t, running, "the consumer runs")
+		e.clock.Advance(timeout)
+		recv(t, ctx.Done(), "the consumer's context ends at its timeout")
+		abandonAt := start.Add(timeout + grace)
+		eventually(t, func() bool { return pendingAt(e, abandonAt) }, "the processor waits AbandonGrace on the clock")
+		e.clock.Advance(grace - time.Millisecond)
+		if !pendingAt(e, abandonAt) {
+			t.Fatalf("abandoned before timeout + AbandonGrace (%s)", timeout+grace)
+		}
+		if n := e.pending(t); n != 1 {
+			t.Fatalf("%d messages pending before AbandonGrace passed, want 1", n)
+		}
+		e.clock.Advance(time.Millisecond)
+		wait()
+		var p am.PoisonedMessage
+		if err := e.db.First(&p).Error; err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(p.LastError, "abandoned") {
+			t.Fatalf("poisoned with %q, want an abandonment", p.LastError)
+		}
+	})
+}
+
+// A Message.Tx begun after the consumer's deadline on the clock fails (the consumer ignored
+// its context): real time is an hour short of the deadline.
+func TestClockDrivesMessageTxDeadline(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		const timeout = time.Hour
+		e := setup(t, dialect, am.Config{MaxAttempts: 1, AbandonGrace: time.Hour})
+		if err := e.db.AutoMigrate(&Audit{}); err != nil {
+			t.Fatal(err)
+		}
+		running, proceed, wrote := make(chan context.Context, 1), make(chan struct{}), make(chan error, 1)
+		if err := am.Register[Job](e.p, am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {
+			running <- ctx
+			<-proceed // past its deadline on the clock: it writes anyway
+			err := m.Tx.Create(&Audit{Msg: "late"}).Error
+			wrote <- err
+			return err
+		}), am.WithName("Late"), am.WithTimeout(timeout)); err != nil {
+			t.Fatal(err)
+		}
+		if err := am.ProduceNow(context.Background(), e.db, Job{N: 1}); err != nil {
+			t.Fatal(err)
+		}
+		wait := e.batchAsync(t)
+		ctx := recv(t, running, "the consumer runs")
+		e.clock.Advance(timeout)
+		recv(t, ctx.Done(), "the consumer's context ends") // the clock's timer ends it in a goroutine of its own
+		close(proceed)
+		if err := recv(t, wrote, "the late write returns"); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("a Message.Tx begun after the deadline: %v, want context.DeadlineExceeded", err)
+		}
+		wait()
+		if n := e.count(t, &Audit{}); n != 0 {
+			t.Fatalf("%d audit rows committed by a Message.Tx begun after its deadline", n)
+		}
+		var p am.PoisonedMessage
+		if err := e.db.First(&p).Error; err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(p.LastError, "timed out") {
+			t.Fatalf("poisoned with %q, want a timeout", p.LastError)
+		}
+	})
+}
+
+// Under started processors a run begins at a moment the test does not see: advancing the
+// clock step by step until the message is poisoned times it out all the same, and the
+// message is poisoned only once a whole timeout has passed on the clock since its run.
+func TestClockDrivesTimeoutsOfStartedProcessors(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		const timeout = time.Hour
+		e := setup(t, dialect, am.Config{MaxAttempts: 1})
+		var started atomic.Int64 // the clock's reading as the run began (Unix ms)
+		if err := am.Register[Job](e.p, am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {
+			started.Store(e.clock.Now().UnixMilli())
+			<-ctx.Done()
+			return ctx.Err()
+		}), am.WithName("Background"), am.WithTimeout(timeout)); err != nil {
+			t.Fatal(err)
+		}
+		if err := am.ProduceNow(context.Background(), e.db, Job{N: 1}); err != nil {
+			t.Fatal(err)
+		}
+		e.start(t)
+		e.advanceUntil(t, func() bool { return e.count(t, &am.PoisonedMessage{}) == 1 }, 10*time.Minute, "the message is poisoned")
+		var p am.PoisonedMessage
+		if err := e.db.First(&p).Error; err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(p.LastError, "timed out after 1h0m0s") {
+			t.Fatalf("poisoned with %q, want the timeout", p.LastError)
+		}
+		if ran := time.Duration(p.PoisonedAt-started.Load()) * time.Millisecond; ran < timeout {
+			t.Fatalf("poisoned %s after its run began on the clock, before its %s timeout", ran, timeout)
+		}
+	})
+}
