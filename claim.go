@@ -170,6 +170,10 @@ func (plan *leasePlan) lease(consumerType string) time.Duration {
 	return plan.base
 }
 
+// claimTimeout bounds a claim's statements (see claim): a database that does not answer
+// fails the claim, and the processor backs off.
+const claimTimeout = 10 * time.Second
+
 // args are the claim statement's parameters after the due time and the limit.
 func (plan *leasePlan) args(now time.Time) []any {
 	args := []any{now.Add(plan.base).UnixMilli()}
@@ -186,7 +190,15 @@ func (plan *leasePlan) args(now time.Time) []any {
 // transactions: first, for each consumer of the rail registered WithConcurrency, as many
 // of its messages as it has free slots (reserved before its claim), then the rail's other
 // messages. On a database without row locks, one claim runs at a time in this plugin.
+//
+// The claim's statements are not cut short when ctx ends (a hard stop): a statement the
+// server has received may still commit after the client gave up on it (PostgreSQL runs it
+// to its end), and its messages would then stay leased to no one until their leases end.
+// It runs to its end, for claimTimeout at most; the caller's runs then see ctx done and
+// hand the messages back at once, without an attempt.
 func (p *Plugin) claim(ctx context.Context, rl string, n int) (claimed, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimTimeout)
+	defer cancel()
 	if !p.dialect.RowLocks() {
 		p.claimMu.Lock()
 		defer p.claimMu.Unlock()
