@@ -32,11 +32,8 @@ func (p *Plugin) recordRun(consumerType string, err error) (until time.Time, rec
 // Paused returns the consumers this process has paused because they kept failing, with
 // the time each pause ends (see Config.BreakerFailures). It is empty when none is paused.
 func (p *Plugin) Paused() map[string]time.Time {
-	p.mu.Lock()
-	bs := p.breaker
-	p.mu.Unlock()
-	if bs == nil {
+	if !p.ready.Load() {
 		return map[string]time.Time{}
 	}
-	return bs.Paused(p.now())
+	return p.breaker.Paused(p.now())
 }

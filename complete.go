@@ -94,12 +94,12 @@ func (c *completer) loop(ctx context.Context) {
 func (p *Plugin) settle(ctx context.Context, outcomes []outcome) error {
 	err := p.record(ctx, outcomes)
 	if err != nil {
-		p.log.ErrorContext(ctx, "asyncmonolith: could not record outcomes; their messages run again when their lease ends",
+		p.cfg.Logger.ErrorContext(ctx, "asyncmonolith: could not record outcomes; their messages run again when their lease ends",
 			"messages", len(outcomes), "error", err)
 	}
 	recorded := err == nil
 	p.counters.completed(outcomes, recorded)
-	if p.hooks.AfterConsume != nil {
+	if p.cfg.Hooks.AfterConsume != nil {
 		for i := range outcomes {
 			o := &outcomes[i]
 			if !o.setAside.IsZero() || o.info.Attempt == 0 {
@@ -109,7 +109,7 @@ func (p *Plugin) settle(ctx context.Context, outcomes []outcome) error {
 			if !recorded && !o.done {
 				r = Result{Err: fmt.Errorf("asyncmonolith: outcome not recorded (the message runs again): %w", err), Duration: o.took}
 			}
-			p.hooks.AfterConsume(o.ctx, o.info, r)
+			p.cfg.Hooks.AfterConsume(o.ctx, o.info, r)
 		}
 	}
 	p.setAsideTripped(ctx, outcomes)
@@ -130,11 +130,11 @@ func (p *Plugin) setAsideTripped(ctx context.Context, outcomes []outcome) {
 		seen[o.row.ConsumerType] = true
 		n, err := p.setAside(ctx, o.row.ConsumerType, o.tripped)
 		if err != nil {
-			p.log.WarnContext(ctx, "asyncmonolith: could not set aside a paused consumer's messages; claims will as they meet them",
+			p.cfg.Logger.WarnContext(ctx, "asyncmonolith: could not set aside a paused consumer's messages; claims will as they meet them",
 				"consumer", o.row.ConsumerType, "error", err)
 			continue
 		}
-		p.log.DebugContext(ctx, "asyncmonolith: set aside a paused consumer's messages", "consumer", o.row.ConsumerType, "messages", n, "until", o.tripped)
+		p.cfg.Logger.DebugContext(ctx, "asyncmonolith: set aside a paused consumer's messages", "consumer", o.row.ConsumerType, "messages", n, "until", o.tripped)
 		p.counters.setAside.Add(uint64(n))
 	}
 }
@@ -179,7 +179,7 @@ func (p *Plugin) record(ctx context.Context, outcomes []outcome) error {
 		}
 	}
 	if err != nil {
-		p.log.WarnContext(ctx, "asyncmonolith: recording a batch of outcomes failed; recording them one by one", "error", err)
+		p.cfg.Logger.WarnContext(ctx, "asyncmonolith: recording a batch of outcomes failed; recording them one by one", "error", err)
 	}
 	for i := range plan.items {
 		p.recordOne(ctx, &plan.items[i], now)
@@ -231,7 +231,7 @@ func (p *Plugin) recordOne(ctx context.Context, it *item, now time.Time) {
 			return n != 1, err
 		})
 		if err == nil && !short {
-			p.log.InfoContext(o.ctx, "asyncmonolith: message superseded by a pending message with its insert id, produced while it ran",
+			p.cfg.Logger.InfoContext(o.ctx, "asyncmonolith: message superseded by a pending message with its insert id, produced while it ran",
 				"message_id", o.row.ID, "insert_id", o.row.InsertID, "consumer", o.row.ConsumerType)
 			return
 		}
@@ -241,12 +241,12 @@ func (p *Plugin) recordOne(ctx context.Context, it *item, now time.Time) {
 		return
 	}
 	if p.dialect.Retryable(err) || isConnError(err) {
-		p.log.ErrorContext(o.ctx, "asyncmonolith: could not record a run's outcome; the message runs again when its lease ends",
+		p.cfg.Logger.ErrorContext(o.ctx, "asyncmonolith: could not record a run's outcome; the message runs again when its lease ends",
 			"message_id", o.row.ID, "consumer", o.row.ConsumerType, "error", err)
 		return
 	}
 	if it.kind == itemPending || it.kind == itemSnooze {
-		p.log.ErrorContext(o.ctx, "asyncmonolith: could not make a message pending again; it is due again when its lease ends",
+		p.cfg.Logger.ErrorContext(o.ctx, "asyncmonolith: could not make a message pending again; it is due again when its lease ends",
 			"message_id", o.row.ID, "consumer", o.row.ConsumerType, "error", err)
 		return
 	}
@@ -259,11 +259,11 @@ func (p *Plugin) recordOne(ctx context.Context, it *item, now time.Time) {
 	pl = plan{items: []item{apart}}
 	short, err2 := p.inTx(ctx, func(tx *gorm.DB) (bool, error) { return p.write(tx, pl, now) })
 	if err2 != nil || short {
-		p.log.ErrorContext(o.ctx, "asyncmonolith: could not record or set apart a run's outcome; the message runs again when its lease ends",
+		p.cfg.Logger.ErrorContext(o.ctx, "asyncmonolith: could not record or set apart a run's outcome; the message runs again when its lease ends",
 			"message_id", o.row.ID, "consumer", o.row.ConsumerType, "error", err, "set_apart_error", err2)
 		return
 	}
-	p.log.WarnContext(o.ctx, "asyncmonolith: the database refused a run's outcome; the message was set apart with the refusal as its error",
+	p.cfg.Logger.WarnContext(o.ctx, "asyncmonolith: the database refused a run's outcome; the message was set apart with the refusal as its error",
 		"message_id", o.row.ID, "consumer", o.row.ConsumerType, "error", err)
 	o.err = refusal
 	o.poisoned = apart.kind == itemPoison

@@ -144,14 +144,14 @@ func (p *Plugin) decide(outcomes []outcome, now time.Time) plan {
 		it := &pl.items[i]
 		o := it.o
 		if it.kind == itemSnooze {
-			p.log.DebugContext(o.ctx, "asyncmonolith: consumer snoozed its message", "message_id", o.row.ID, "consumer", o.row.ConsumerType,
+			p.cfg.Logger.DebugContext(o.ctx, "asyncmonolith: consumer snoozed its message", "message_id", o.row.ID, "consumer", o.row.ConsumerType,
 				"attempt", o.info.Attempt, "snoozes", o.row.Snoozes+1, slog.Time("retry_at", o.retryAt), "retry_delay", o.retryAt.Sub(now))
 			continue
 		}
 		if it.kind != itemRetry && it.kind != itemPoison {
 			continue
 		}
-		log := p.log.With("message_id", o.row.ID, "consumer", o.row.ConsumerType, "attempt", o.info.Attempt,
+		log := p.cfg.Logger.With("message_id", o.row.ID, "consumer", o.row.ConsumerType, "attempt", o.info.Attempt,
 			"max_attempts", o.info.MaxAttempts, "duration", o.took, "error", o.err)
 		if it.kind == itemPoison {
 			log.WarnContext(o.ctx, "asyncmonolith: message poisoned")

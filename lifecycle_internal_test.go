@@ -137,3 +137,35 @@ func TestStartAfterCancelledStartContextWithoutStop(t *testing.T) {
 		t.Fatalf("Stop after the restart: %v", err)
 	}
 }
+
+// The plugin's configuration is fixed by New: the caller's map changed afterwards changes
+// nothing, and methods that need the engine answer ErrNotRegistered (not a nil pointer)
+// until Initialize has published it.
+func TestConfigIsFixedByNew(t *testing.T) {
+	t.Parallel()
+	rails := map[string]RailConfig{"slow": {}}
+	p := New(Config{Rails: rails})
+	rails["fast"] = RailConfig{}
+	delete(rails, "slow")
+	if got := p.Rails(); len(got) != 2 || got[0] != DefaultRail || got[1] != "slow" {
+		t.Fatalf("Rails() = %q after the caller changed its map, want the rails given to New", got)
+	}
+	if p.cfg.MaxAttempts != MaxAttemptsDefault || p.cfg.Clock == nil || p.cfg.Logger == nil {
+		t.Fatalf("New did not apply the defaults: %+v", p.cfg)
+	}
+	if _, err := p.ProcessBatch(context.Background()); !errors.Is(err, ErrNotRegistered) {
+		t.Fatalf("ProcessBatch before Initialize = %v, want ErrNotRegistered", err)
+	}
+	if _, err := p.FireSchedules(context.Background()); !errors.Is(err, ErrNotRegistered) {
+		t.Fatalf("FireSchedules before Initialize = %v, want ErrNotRegistered", err)
+	}
+	if err := p.Start(context.Background()); !errors.Is(err, ErrNotRegistered) {
+		t.Fatalf("Start before Initialize = %v, want ErrNotRegistered", err)
+	}
+	if _, err := p.DB(); !errors.Is(err, ErrNotRegistered) {
+		t.Fatalf("DB before Initialize = %v, want ErrNotRegistered", err)
+	}
+	if len(p.Paused()) != 0 {
+		t.Fatal("Paused before Initialize is not empty")
+	}
+}

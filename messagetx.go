@@ -56,7 +56,7 @@ func (m *messageTx) conn(ctx context.Context) (gorm.ConnPool, error) {
 		// The transaction outlives the consumer's context (txCtx), but waiting for a pooled
 		// connection to begin it must end with the statement's: a consumer that honours its
 		// context would otherwise stay blocked here past its timeout, and be abandoned.
-		txCtx, cancelTx := withDeadline(m.p.clock, m.parent, m.deadline)
+		txCtx, cancelTx := withDeadline(m.p.cfg.Clock, m.parent, m.deadline)
 		m.txCtx, m.cancel = context.WithCancel(txCtx)
 		cancelBegin := m.cancel
 		m.cancel = func() { cancelBegin(); cancelTx() }

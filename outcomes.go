@@ -133,7 +133,7 @@ func snoozeOf(err error) *SnoozeError {
 func (p *Plugin) snooze(o *outcome, se *SnoozeError, now time.Time) (time.Time, bool) {
 	d, clamped := se.delay(now, p.cfg.MaxSnoozeDuration)
 	if clamped {
-		p.log.WarnContext(o.ctx, "asyncmonolith: snooze longer than Config.MaxSnoozeDuration; shortened to it",
+		p.cfg.Logger.WarnContext(o.ctx, "asyncmonolith: snooze longer than Config.MaxSnoozeDuration; shortened to it",
 			"message_id", o.row.ID, "consumer", o.row.ConsumerType, "snooze", se.Error(), "max_snooze_duration", p.cfg.MaxSnoozeDuration)
 	}
 	at := now.Add(d)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"maps"
 	"reflect"
 	"slices"
@@ -24,8 +23,15 @@ const Name = "asyncmonolith"
 
 // Plugin is the asyncmonolith GORM plugin: register it once with db.Use, register
 // consumers, then Start its processors. One Plugin serves one *gorm.DB.
+//
+// Its configuration (cfg: the Config given to New, with defaults applied and maps copied)
+// never changes after New; the engine's parts (db, dialect, breaker, statements, the
+// Message.Tx connections) are set once by Initialize, under mu, before the plugin can be
+// reached from the *gorm.DB, and never change afterwards: ready, stored last, publishes
+// them, and the hot paths read them without the lock. mu guards binding (Initialize) and
+// run (Start and Stop).
 type Plugin struct {
-	cfg      Config // as given; defaults are applied in Initialize
+	cfg      Config // with defaults; validated by Initialize
 	registry *registry
 	ids      ident.Generator
 
@@ -36,10 +42,7 @@ type Plugin struct {
 	// Config copy of it shares them; a *gorm.DB opened with a copy of its config has its own.
 	callbacks any
 	dialect   dialect.Dialect
-	log       *slog.Logger
-	clock     Clock
 	run       *running // non-nil between Start and Stop
-	hooks     Hooks
 	stmts     *statements
 	claimMu   sync.Mutex // serializes claims where the database has no row locks (SQLite)
 	breaker   *breaker.Set
@@ -50,25 +53,18 @@ type Plugin struct {
 
 	txConns *txConns // the connections of Message.Tx transactions
 
+	ready         atomic.Bool  // set last by Initialize: the engine's parts are in place
 	startsWaiting atomic.Int32 // Start calls waiting for the last run's processors (tests read it)
 }
 
 // New returns a plugin with the given config. The config is validated when the plugin is
 // registered with db.Use, which returns any ConfigError.
 func New(cfg Config) *Plugin {
-	d := cfg.withDefaults()
-	return &Plugin{
-		cfg:      cfg,
-		registry: newRegistry(),
-		log:      d.Logger,
-		clock:    d.Clock,
-		wake:     wake.New(),
-		hooks:    cfg.Hooks,
-	}
+	return &Plugin{cfg: cfg.withDefaults(), registry: newRegistry(), wake: wake.New()}
 }
 
 // now reads the plugin's clock.
-func (p *Plugin) now() time.Time { return p.clock.Now() }
+func (p *Plugin) now() time.Time { return p.cfg.Clock.Now() }
 
 // Name returns "asyncmonolith"; it implements gorm.Plugin.
 func (p *Plugin) Name() string { return Name }
@@ -84,7 +80,7 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	if bound, err := p.initializedFor(db); bound || err != nil {
 		return err
 	}
-	cfg := p.cfg.withDefaults()
+	cfg := p.cfg
 	if err := cfg.validate(); err != nil {
 		return err
 	}
@@ -100,9 +96,6 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	if p.db != nil { // bound meanwhile by a concurrent Initialize
 		return fmt.Errorf("%w; create one Plugin per database", ErrAlreadyInitialized)
 	}
-	p.cfg = cfg
-	p.log = cfg.Logger
-	p.clock = cfg.Clock
 	p.dialect = d
 	p.breaker = breaker.New(breaker.Config{Threshold: cfg.BreakerFailures, Cooldown: cfg.BreakerCooldown,
 		MaxCooldown: cfg.BreakerMaxCooldown, Disabled: cfg.DisableBreaker})
@@ -113,7 +106,11 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	if err := p.buildStatements(db); err != nil {
 		return fmt.Errorf("asyncmonolith: build statements: %w", err)
 	}
-	return p.registerCallbacks(db)
+	if err := p.registerCallbacks(db); err != nil {
+		return err
+	}
+	p.ready.Store(true) // publishes the engine: read without the lock from here on
+	return nil
 }
 
 // initializedFor reports whether the plugin is bound already, and fails when db is not
@@ -159,9 +156,7 @@ func pluginOf(db *gorm.DB) (*Plugin, error) {
 
 // DB returns the *gorm.DB the plugin was registered on (a new session), or ErrNotRegistered.
 func (p *Plugin) DB() (*gorm.DB, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.db == nil {
+	if !p.ready.Load() {
 		return nil, ErrNotRegistered
 	}
 	return p.db.Session(&gorm.Session{NewDB: true}), nil
@@ -196,11 +191,11 @@ func (r *running) over() bool { return r.stopping || r.ctx.Err() != nil }
 // On SQLite, asking for more than one processor fails with ErrConcurrencyUnsupported and
 // starts nothing.
 func (p *Plugin) Start(ctx context.Context) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.db == nil {
+	if !p.ready.Load() {
 		return ErrNotRegistered
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	for p.run != nil {
 		r := p.run
 		if !r.over() {
@@ -342,10 +337,7 @@ func (p *Plugin) Stop(ctx context.Context) error {
 // name, with that rail's batch size and concurrency; WithConcurrency limits hold. It is for tests and tools that drive the queue without
 // Start; it may run beside started processors.
 func (p *Plugin) ProcessBatch(ctx context.Context) (int, error) {
-	p.mu.Lock()
-	ready := p.db != nil
-	p.mu.Unlock()
-	if !ready {
+	if !p.ready.Load() {
 		return 0, ErrNotRegistered
 	}
 	return p.processBatch(ctx)
@@ -360,7 +352,7 @@ func (p *Plugin) listen(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	wake.Listen(ctx, p.log, func(ctx context.Context) error {
+	wake.Listen(ctx, p.cfg.Logger, func(ctx context.Context) error {
 		var err error
 		if p.cfg.ListenDSN != "" {
 			err = p.dialect.ListenDirect(ctx, sqlDB, p.cfg.ListenDSN, p.wake.Notify)

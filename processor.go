@@ -45,7 +45,7 @@ func (pr *processor) loop(fetchCtx, workCtx context.Context) {
 	defer cancel()
 	p := pr.p
 	cfg := p.cfg
-	log := p.log.With("processor", pr.index)
+	log := p.cfg.Logger.With("processor", pr.index)
 	if pr.rail.name != DefaultRail {
 		log = log.With("rail", pr.rail.name)
 	}

@@ -183,7 +183,7 @@ func produce(db *gorm.DB, payloads []any, opts []ProduceOption) *gorm.DB {
 	}
 	b := bufferOf(db)
 	if b == nil {
-		b = newBuffer(p.log)
+		b = newBuffer(p.cfg.Logger)
 		db = db.Set(bufferKey, b)
 	}
 	b.add(rows)
@@ -260,8 +260,8 @@ func (p *Plugin) buildRows(ctx context.Context, payloads []any, opts []ProduceOp
 		due = o.at
 	}
 	var traceID, spanID *string
-	if p.hooks.TraceContext != nil && ctx != nil {
-		if t, s := p.hooks.TraceContext(ctx); isHex(t, 32) && isHex(s, 16) {
+	if p.cfg.Hooks.TraceContext != nil && ctx != nil {
+		if t, s := p.cfg.Hooks.TraceContext(ctx); isHex(t, 32) && isHex(s, 16) {
 			traceID, spanID = &t, &s
 		}
 	}
@@ -331,8 +331,8 @@ func (p *Plugin) insertRows(db *gorm.DB, rows []newRow) error {
 	if err := p.execInsert(db.Statement.Context, conn, rows); err != nil {
 		return p.wrapDBError("produce", err)
 	}
-	if p.hooks.Produced != nil {
-		p.hooks.Produced(db.Statement.Context, messagesOf(rows))
+	if p.cfg.Hooks.Produced != nil {
+		p.cfg.Hooks.Produced(db.Statement.Context, messagesOf(rows))
 	}
 	return nil
 }

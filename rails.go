@@ -113,8 +113,6 @@ func (c Config) rails() []*rail {
 // Rails returns the names of the rails this plugin runs: DefaultRail ("") first, then
 // Config.Rails by name.
 func (p *Plugin) Rails() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	names := []string{DefaultRail}
 	return append(names, slices.Sorted(maps.Keys(p.cfg.Rails))...)
 }
@@ -124,9 +122,7 @@ func (p *Plugin) hasRail(name string) bool {
 	if name == DefaultRail {
 		return true
 	}
-	p.mu.Lock() // Initialize replaces p.cfg
-	defer p.mu.Unlock()
-	_, ok := p.cfg.Rails[name]
+	_, ok := p.cfg.Rails[name] // cfg never changes after New
 	return ok
 }
 

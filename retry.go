@@ -191,7 +191,7 @@ func (p *Plugin) retryDelay(o *outcome, err error) (d time.Duration) {
 	}
 	defer func() {
 		if v := recover(); v != nil {
-			p.log.ErrorContext(o.ctx, "asyncmonolith: retry policy panicked; using Config.AttemptDelay",
+			p.cfg.Logger.ErrorContext(o.ctx, "asyncmonolith: retry policy panicked; using Config.AttemptDelay",
 				"message_id", o.row.ID, "consumer", o.row.ConsumerType, "panic", fmt.Sprint(v), "attempt_delay", p.cfg.AttemptDelay)
 			d = p.cfg.AttemptDelay
 		}
@@ -199,7 +199,7 @@ func (p *Plugin) retryDelay(o *outcome, err error) (d time.Duration) {
 	d = rp.RetryDelay(o.info, err)
 	if d < 0 || d > RetryDelayMax {
 		clamped := min(max(d, 0), RetryDelayMax)
-		p.log.WarnContext(o.ctx, "asyncmonolith: retry policy returned a delay out of range; clamped",
+		p.cfg.Logger.WarnContext(o.ctx, "asyncmonolith: retry policy returned a delay out of range; clamped",
 			"message_id", o.row.ID, "consumer", o.row.ConsumerType, "delay", d, "clamped", clamped)
 		d = clamped
 	}

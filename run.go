@@ -155,13 +155,13 @@ func (r *run) execute() {
 // watch runs when the consumer's context ends (its timeout, or a hard stop): a consumer
 // still running AbandonGrace later is abandoned.
 func (r *run) watch() {
-	r.p.clock.AfterFunc(r.p.cfg.AbandonGrace, func() {
+	r.p.cfg.Clock.AfterFunc(r.p.cfg.AbandonGrace, func() {
 		if !r.state.CompareAndSwap(runRunning, runEnded) {
 			return
 		}
 		r.mtx.abandon()
 		p := r.p
-		p.log.ErrorContext(r.o.ctx, "asyncmonolith: consumer ignored its cancelled context and was abandoned",
+		p.cfg.Logger.ErrorContext(r.o.ctx, "asyncmonolith: consumer ignored its cancelled context and was abandoned",
 			"message_id", r.o.row.ID, "consumer", r.o.row.ConsumerType, "timeout", r.timeout)
 		r.report(r.conclude(fmt.Errorf("%w after %s; it ignored its context and was abandoned (still running)", ErrConsumerTimeout, r.timeout), true))
 	})
@@ -207,13 +207,13 @@ func (r *run) prepare() bool {
 		return false
 	}
 	ctx := r.workCtx
-	if p.hooks.BeforeConsume != nil {
-		ctx = p.hooks.BeforeConsume(ctx, r.o.info)
+	if p.cfg.Hooks.BeforeConsume != nil {
+		ctx = p.cfg.Hooks.BeforeConsume(ctx, r.o.info)
 		r.o.ctx = ctx
 	}
 	r.start = p.now()
 	deadline := r.start.Add(timeout)
-	r.msgCtx, r.cancel = withDeadline(p.clock, ctx, deadline)
+	r.msgCtx, r.cancel = withDeadline(p.cfg.Clock, ctx, deadline)
 	r.mtx.p, r.mtx.parent, r.mtx.deadline = p, r.workCtx, deadline.Add(cfg.AbandonGrace+max(cfg.LeaseMargin, leaseMarginMin))
 	r.env = envelope{row: row, attempt: attempt, maxAttempts: maxAttempts, tx: messageDB(p.db, r.mtx, r.msgCtx, r.txDB, r.txStmt)}
 	return true
@@ -243,7 +243,7 @@ func (r *run) conclude(err error, abandoned bool) outcome {
 		err = fmt.Errorf("%w after %s: %w", ErrConsumerTimeout, r.timeout, err)
 	}
 	if pe := (*PanicError)(nil); errors.As(err, &pe) {
-		p.log.ErrorContext(o.ctx, "asyncmonolith: consumer panicked", "message_id", row.ID, "consumer", row.ConsumerType,
+		p.cfg.Logger.ErrorContext(o.ctx, "asyncmonolith: consumer panicked", "message_id", row.ID, "consumer", row.ConsumerType,
 			"panic", fmt.Sprint(pe.Value), "stack", string(pe.Stack))
 	}
 	timedOut := errors.Is(err, ErrConsumerTimeout)
@@ -269,7 +269,7 @@ func (r *run) conclude(err error, abandoned bool) outcome {
 	if errors.Is(err, errNoTxSlot) && !stopped {
 		// The plugin's own limit kept the consumer from its Message.Tx until its timeout:
 		// backpressure, not the consumer's failure.
-		p.log.WarnContext(o.ctx, "asyncmonolith: a consumer's Message.Tx waited for a free slot until its timeout; the message is due again without an attempt counted (raise Config.MaxMessageTxs, with the pool's limit)",
+		p.cfg.Logger.WarnContext(o.ctx, "asyncmonolith: a consumer's Message.Tx waited for a free slot until its timeout; the message is due again without an attempt counted (raise Config.MaxMessageTxs, with the pool's limit)",
 			"message_id", row.ID, "consumer", row.ConsumerType, "max_message_txs", p.cfg.MaxMessageTxs)
 		o.release = true
 		return o
@@ -286,10 +286,10 @@ func (r *run) conclude(err error, abandoned bool) outcome {
 	switch {
 	case !until.IsZero():
 		o.tripped = until
-		p.log.WarnContext(o.ctx, "asyncmonolith: consumer keeps failing; its messages are set aside until a probe succeeds",
+		p.cfg.Logger.WarnContext(o.ctx, "asyncmonolith: consumer keeps failing; its messages are set aside until a probe succeeds",
 			"consumer", row.ConsumerType, "paused_until", until, "error", err)
 	case recovered:
-		p.log.InfoContext(o.ctx, "asyncmonolith: paused consumer succeeded again; resumed", "consumer", row.ConsumerType)
+		p.cfg.Logger.InfoContext(o.ctx, "asyncmonolith: paused consumer succeeded again; resumed", "consumer", row.ConsumerType)
 	}
 	return o
 }

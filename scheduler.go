@@ -23,10 +23,7 @@ const brokenScheduleRetry = time.Minute
 // processor would, and returns how many it fetched. It is for tests and tools; it may run
 // beside started processors.
 func (p *Plugin) FireSchedules(ctx context.Context) (int, error) {
-	p.mu.Lock()
-	ready := p.db != nil
-	p.mu.Unlock()
-	if !ready {
+	if !p.ready.Load() {
 		return 0, ErrNotRegistered
 	}
 	n, _, err := p.fireSchedules(ctx)
@@ -70,7 +67,7 @@ func (p *Plugin) fireSchedules(ctx context.Context) (int, time.Time, error) {
 		next, rows, err := p.fire(s, now)
 		if err != nil {
 			next = now.Add(brokenScheduleRetry)
-			p.log.ErrorContext(ctx, "asyncmonolith: schedule skipped", "schedule_id", s.ID, "expression", s.ChronExpression,
+			p.cfg.Logger.ErrorContext(ctx, "asyncmonolith: schedule skipped", "schedule_id", s.ID, "expression", s.ChronExpression,
 				"zone", s.ChronTimezone, "payload_type", s.PayloadType, "error", err, "retry_at", next)
 			skipped = append(skipped, skip{s, err})
 		} else {
@@ -96,14 +93,14 @@ func (p *Plugin) fireSchedules(ctx context.Context) (int, time.Time, error) {
 	if len(msgs) > 0 {
 		p.wake.Notify()
 	}
-	if p.hooks.ScheduleFired != nil {
+	if p.cfg.Hooks.ScheduleFired != nil {
 		for _, s := range fired {
-			p.hooks.ScheduleFired(ctx, s.ID, s.PayloadType)
+			p.cfg.Hooks.ScheduleFired(ctx, s.ID, s.PayloadType)
 		}
 	}
-	if p.hooks.ScheduleSkipped != nil {
+	if p.cfg.Hooks.ScheduleSkipped != nil {
 		for _, k := range skipped {
-			p.hooks.ScheduleSkipped(ctx, k.s.ID, k.s.PayloadType, k.err)
+			p.cfg.Hooks.ScheduleSkipped(ctx, k.s.ID, k.s.PayloadType, k.err)
 		}
 	}
 	return len(due), earliest, nil
@@ -147,7 +144,7 @@ type scheduler struct {
 func (s *scheduler) loop(fetchCtx, workCtx context.Context) {
 	p := s.p
 	cfg := p.cfg
-	log := p.log.With("schedule_processor", s.index)
+	log := p.cfg.Logger.With("schedule_processor", s.index)
 	timer := time.NewTimer(time.Duration(rand.Int64N(int64(cfg.ProcessorMinDelay) + 1)))
 	defer timer.Stop()
 	failures := 0
