@@ -1,9 +1,11 @@
 package asyncmonolith_test
 
 import (
+	"bytes"
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -97,4 +99,51 @@ func TestSQLScanFindsSQL(t *testing.T) {
 			t.Errorf("the scan flags %q (%s)", s, m)
 		}
 	}
+}
+
+// maxFileLines is the most lines a .go file of the root package holds (issue 16).
+const maxFileLines = 400
+
+// TestNoFileOver400Lines: no .go file in the root package, its tests included, is over
+// maxFileLines lines; one that grows past them is split by what it holds (rails_test.go and
+// rails_limit_test.go), moving whole functions. It names each file over the limit.
+func TestNoFileOver400Lines(t *testing.T) {
+	t.Parallel()
+	// The count is wc -l's, and a last line without its newline counts too.
+	for src, want := range map[string]int{"": 0, "a": 1, "a\n": 1, "a\nb": 2, strings.Repeat("x\n", maxFileLines+1): maxFileLines + 1} {
+		if got := lineCount([]byte(src)); got != want {
+			t.Fatalf("lineCount of %d bytes = %d, want %d", len(src), got, want)
+		}
+	}
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sources, tests := 0, 0
+	for _, name := range files {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasSuffix(name, "_test.go") {
+			tests++
+		} else {
+			sources++
+		}
+		if n := lineCount(data); n > maxFileLines {
+			t.Errorf("%s: %d lines, over %d: split it by what it holds, moving whole functions", name, n, maxFileLines)
+		}
+	}
+	if sources < 10 || tests < 20 {
+		t.Fatalf("found %d source and %d test files: not the root package?", sources, tests)
+	}
+}
+
+// lineCount counts the lines of a file's text.
+func lineCount(b []byte) int {
+	n := bytes.Count(b, []byte("\n"))
+	if len(b) > 0 && b[len(b)-1] != '\n' {
+		n++
+	}
+	return n
 }
