@@ -24,10 +24,6 @@ import (
 // complete a message another processor has claimed since. A process that dies leaves its
 // messages to be claimed again when their lease ends, without an attempt counted.
 
-// fetchOrder is the order in which messages are due (dialect.FetchOrder); under a claim's
-// rail = ? condition it is the order of idx_consumer_messages_rail_fetch.
-const fetchOrder = dialect.FetchOrder
-
 // listOrder is fetch order rail by rail (dialect.ListOrder): the order of
 // idx_consumer_messages_rail_fetch, which listings read as a range.
 const listOrder = dialect.ListOrder
