@@ -73,34 +73,26 @@ func (pr *processor) loop(fetchCtx, workCtx context.Context) {
 	}
 	pr.workers = newWorkers()
 	defer pr.workers.stop()
-	// A staggered start keeps processors from polling in lockstep.
-	delay := time.Duration(rand.Int64N(int64(cfg.ProcessorMinDelay) + 1))
 	followUps, failures := 0, 0
 	var lastClaim time.Time
-	timer := time.NewTimer(delay)
-	defer timer.Stop()
-	for {
-		select {
-		case <-fetchCtx.Done():
-			return
-		case <-pr.wakeCh:
+	// A staggered start keeps processors from polling in lockstep; a run ending signals
+	// freed.
+	wake.Loop(fetchCtx, time.Duration(rand.Int64N(int64(cfg.ProcessorMinDelay)+1)), pr.wakeCh, pr.freed, func(woken bool) time.Duration {
+		if woken {
 			followUps = wakeFollowUps
-		case <-pr.freed:
-		case <-timer.C:
 		}
 		free := pr.free()
 		if free == 0 || p.txConns.waiting.Load() > 0 {
-			// A run ending signals freed. While runs wait for a Message.Tx slot, more
-			// messages would only queue behind them, their timeouts running.
-			continue
+			// While runs wait for a Message.Tx slot, more messages would only queue
+			// behind them, their timeouts running.
+			return wake.Keep
 		}
 		if free < pr.claimThreshold() {
 			// Runs ending one by one must not each cost a claim, but slots that long runs
 			// leave free must not stay idle either: claim what fits at most every
 			// ProcessorMinDelay.
 			if wait := time.Until(lastClaim.Add(cfg.ProcessorMinDelay)); wait > 0 {
-				resetTimer(timer, wait)
-				continue
+				return wait
 			}
 		}
 		want := min(free, pr.rail.batchSize)
@@ -108,43 +100,32 @@ func (pr *processor) loop(fetchCtx, workCtx context.Context) {
 		n, err := pr.claimAndRun(workCtx, want, report)
 		switch {
 		case fetchCtx.Err() != nil:
-			return
+			return wake.Keep // stopping: Loop returns
 		case err != nil && errors.Is(err, ErrRetryable):
 			failures = 0
-			delay = time.Duration(rand.Int64N(int64(5 * time.Millisecond))) // contention: retry at once
 			log.DebugContext(workCtx, "asyncmonolith: claim hit a transient conflict; retrying", "error", err)
+			return time.Duration(rand.Int64N(int64(5 * time.Millisecond))) // contention: retry at once
 		case err != nil:
 			failures++
-			delay = wake.Backoff(failures, cfg.ProcessorMinDelay, cfg.ProcessorMaxDelay)
+			delay := wake.Backoff(failures, cfg.ProcessorMinDelay, cfg.ProcessorMaxDelay)
 			log.ErrorContext(workCtx, "asyncmonolith: claiming messages failed", "error", err, "retry_in", delay)
+			return delay
 		case n == want:
 			failures = 0
-			delay = cfg.ProcessorMinDelay
 			if pr.free() >= pr.claimThreshold() {
-				delay = 0 // more are due and there is room: claim again at once
+				return 0 // more are due and there is room: claim again at once
 			}
+			return cfg.ProcessorMinDelay
 		case n == 0 && followUps > 0:
-			delay = time.Millisecond << (wakeFollowUps - followUps)
 			followUps--
+			return time.Millisecond << (wakeFollowUps - followUps - 1)
 		default:
 			failures = 0
 			followUps = 0
-			delay = wake.Jitter(cfg.ProcessorMaxDelay)
 			p.txConns.trim() // a quiet queue: kept Message.Tx connections go back to the pool
+			return wake.Jitter(cfg.ProcessorMaxDelay)
 		}
-		resetTimer(timer, delay)
-	}
-}
-
-// resetTimer sets t to fire after d, discarding a firing not yet received.
-func resetTimer(t *time.Timer, d time.Duration) {
-	if !t.Stop() {
-		select {
-		case <-t.C:
-		default:
-		}
-	}
-	t.Reset(d)
+	})
 }
 
 // claimThreshold is how many slots must be free before the processor claims again: half a

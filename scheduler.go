@@ -145,22 +145,13 @@ func (s *scheduler) loop(fetchCtx, workCtx context.Context) {
 	p := s.p
 	cfg := p.cfg
 	log := p.cfg.Logger.With("schedule_processor", s.index)
-	timer := time.NewTimer(time.Duration(rand.Int64N(int64(cfg.ProcessorMinDelay) + 1)))
-	defer timer.Stop()
 	failures := 0
-	for {
-		select {
-		case <-fetchCtx.Done():
-			return
-		case <-s.wakeCh:
-		case <-timer.C:
-		}
+	wake.Loop(fetchCtx, time.Duration(rand.Int64N(int64(cfg.ProcessorMinDelay)+1)), s.wakeCh, nil, func(bool) time.Duration {
 		n, earliest, err := p.fireSchedules(workCtx)
-		if fetchCtx.Err() != nil {
-			return
-		}
 		delay := wake.Jitter(cfg.SchedulePollInterval)
 		switch {
+		case fetchCtx.Err() != nil:
+			return wake.Keep // stopping: Loop returns
 		case err != nil && errors.Is(err, ErrRetryable):
 			delay = 0
 		case err != nil:
@@ -179,8 +170,8 @@ func (s *scheduler) loop(fetchCtx, workCtx context.Context) {
 				}
 			}
 		}
-		timer.Reset(delay)
-	}
+		return delay
+	})
 }
 
 // startSchedulers starts the scheduled-message processors.

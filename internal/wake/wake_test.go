@@ -85,3 +85,47 @@ func TestListenStopsOnErrStopListeningAndRetriesOtherErrors(t *testing.T) {
 	cancel()
 	Listen(ctx, log, func(context.Context) error { return errors.New("down") }) // returns: ctx ended
 }
+
+func TestLoopRunsStepOnWakeExtraAndTimer(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	wakeCh, extra := make(chan struct{}, 1), make(chan struct{}, 1)
+	type call struct {
+		woken bool
+	}
+	calls := make(chan call, 10)
+	delays := make(chan time.Duration, 10)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Loop(ctx, time.Hour, wakeCh, extra, func(woken bool) time.Duration {
+			calls <- call{woken}
+			return <-delays
+		})
+	}()
+	wakeCh <- struct{}{}
+	if c := <-calls; !c.woken {
+		t.Fatal("a wake ran the step with woken false")
+	}
+	delays <- Keep // the first timer (an hour) stays
+	extra <- struct{}{}
+	if c := <-calls; c.woken {
+		t.Fatal("an extra signal ran the step with woken true")
+	}
+	delays <- 0 // fire at once
+	if c := <-calls; c.woken {
+		t.Fatal("the timer ran the step with woken true")
+	}
+	delays <- time.Hour
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("Loop did not return when its context ended")
+	}
+	select {
+	case c := <-calls:
+		t.Fatalf("a step ran after the context ended: %+v", c)
+	default:
+	}
+}
