@@ -81,15 +81,6 @@ func TestReadmeShape(t *testing.T) {
 	}
 }
 
-// pendingDocs are pages that README.md and docs/README.md link to before they exist: other
-// branches create them. A missing one is logged, not an error; once it exists its links
-// and anchors are checked like any other. Empty this list once they have all landed.
-var pendingDocs = map[string]bool{
-	"docs/scheduling.md":        true,
-	"docs/consumer-controls.md": true,
-	"docs/retries.md":           true,
-}
-
 // docFiles lists the Markdown files whose relative links TestDocsLinksResolve checks.
 func docFiles(t *testing.T) []string {
 	t.Helper()
@@ -175,10 +166,6 @@ func TestDocsLinksResolve(t *testing.T) {
 			}
 			checked++
 			if _, err := os.Stat(dest); err != nil {
-				if pendingDocs[dest] {
-					t.Logf("%s links to %s, which another branch creates", file, target)
-					continue
-				}
 				t.Errorf("%s: dead link %q: %s does not exist", file, target, dest)
 				continue
 			}
