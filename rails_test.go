@@ -44,9 +44,9 @@ func produceAll[T any](t *testing.T, db *gorm.DB, payloads []T) {
 	}
 }
 
-// railProcessors is how many processors a rail may have on dialect (SQLite: one).
+// railProcessors is how many processors a rail may have on dialect (one without row locks).
 func railProcessors(dialect string) int {
-	if dialect == "sqlite" {
+	if !caps(dialect).RowLocks() {
 		return 1
 	}
 	return 2
