@@ -1,0 +1,112 @@
+package asyncmonolith_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	am "github.com/asyncmonolith/asyncmonolith"
+	"github.com/asyncmonolith/asyncmonolith/asyncmonolithtest"
+	"github.com/asyncmonolith/asyncmonolith/internal/testdb"
+)
+
+// Adversarial checks of the session's guarantees (rails, WithConcurrency, retry/snooze,
+// Config.Clock), the way a careless or hostile user would use them.
+
+// nilTimerClock is a user Clock whose timers fire (on the test clock) but which returns a
+// nil Timer: a careless implementation that forgets to return what it made.
+type nilTimerClock struct{ *clock }
+
+func (c nilTimerClock) AfterFunc(d time.Duration, f func()) am.Timer {
+	c.clock.AfterFunc(d, f)
+	return nil
+}
+
+func (c nilTimerClock) NewTimer(time.Duration) am.Timer { return nil }
+
+// ReviewMark is a row a consumer writes through Message.Tx.
+type ReviewMark struct {
+	ID string `gorm:"primaryKey;size:64"`
+}
+
+// A Clock that returns a nil Timer must not crash the process from a worker goroutine: the
+// message runs, its Message.Tx commits with its completion.
+func TestReviewNilTimerFromUserClock(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		e := setup(t, dialect, am.Config{Clock: nilTimerClock{newClock()}})
+		if err := e.db.AutoMigrate(&ReviewMark{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := am.Register[Job](e.p, am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {
+			return m.Tx.Create(&ReviewMark{ID: m.ID}).Error
+		}), am.WithName("NilTimer")); err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		if err := am.ProduceNow(ctx, e.db, Job{N: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := e.p.ProcessBatch(ctx); err != nil || n != 1 {
+			t.Fatalf("ProcessBatch: %d, %v; want 1 message run", n, err)
+		}
+		if p, m := e.pending(t), e.count(t, &ReviewMark{}); p != 0 || m != 1 {
+			t.Fatalf("%d pending, %d Message.Tx rows; want 0 and 1", p, m)
+		}
+	})
+}
+
+// A typed nil Clock (a nil *asyncmonolithtest.Clock in Config.Clock) is refused at db.Use
+// with a *ConfigError naming Clock, not a nil-pointer panic at the first Produce or claim.
+func TestReviewTypedNilClockRefused(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		db := testdb.Open(t, dialect)
+		var c *asyncmonolithtest.Clock
+		err := db.Use(am.New(am.Config{Clock: c}))
+		var ce *am.ConfigError
+		if !errors.As(err, &ce) || ce.Field != "Clock" {
+			t.Fatalf("db.Use with a nil *Clock: %v; want a *ConfigError for Clock", err)
+		}
+	})
+}
+
+// A WithConcurrency(1) consumer whose runs panic, fail, fail permanently, snooze and are
+// released (its breaker open) still gets its slot back every time: each ProcessBatch runs
+// the next message.
+func TestReviewLimitedSlotsComeBackAfterEveryOutcome(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		e := setup(t, dialect, am.Config{MaxAttempts: 5, Rails: map[string]am.RailConfig{"one": {}}})
+		outcomes := []func() error{
+			func() error { panic("boom") },
+			func() error { return errors.New("plain failure") },
+			func() error { return am.Permanent(errors.New("never")) },
+			func() error { return am.SnoozeFor(time.Hour) },
+			func() error { return nil },
+		}
+		var ran []int
+		if err := am.Register[Job](e.p, am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {
+			ran = append(ran, m.Payload.N)
+			return outcomes[m.Payload.N]()
+		}), am.WithName("OneAtATime"), am.WithConcurrency(1), am.WithRail("one")); err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		base := e.clock.Now().Add(-time.Minute)
+		for n := range outcomes {
+			if err := am.ProduceNow(ctx, e.db, Job{N: n}, am.At(base.Add(time.Duration(n)*time.Second))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := range outcomes {
+			if n, err := e.p.ProcessBatch(ctx); err != nil || n != 1 {
+				t.Fatalf("ProcessBatch %d: %d, %v; want 1 (ran %v so far)", i, n, err, ran)
+			}
+		}
+		if len(ran) != len(outcomes) {
+			t.Fatalf("ran %v, want each of the %d messages once", ran, len(outcomes))
+		}
+	})
+}
