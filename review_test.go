@@ -3,6 +3,7 @@ package asyncmonolith_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -107,6 +108,41 @@ func TestReviewLimitedSlotsComeBackAfterEveryOutcome(t *testing.T) {
 		}
 		if len(ran) != len(outcomes) {
 			t.Fatalf("ran %v, want each of the %d messages once", ran, len(outcomes))
+		}
+	})
+}
+
+// A run whose processor was hard-stopped before it began (ProcessBatch with a context
+// already done, or a claim that finished after Stop's deadline) does not call its
+// consumer: the claim runs to its end, and its messages go back due at once, no attempt
+// counted, without a consumer started on a context that is already cancelled.
+func TestReviewNoConsumerStartsAfterHardStop(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		e := setup(t, dialect, am.Config{})
+		var calls atomic.Int64
+		if err := am.Register[Job](e.p, am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {
+			calls.Add(1)
+			return nil
+		}), am.WithName("AfterStop")); err != nil {
+			t.Fatal(err)
+		}
+		if err := am.ProduceNow(context.Background(), e.db, Job{N: 1}); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_, _ = e.p.ProcessBatch(ctx)
+		if n := calls.Load(); n != 0 {
+			t.Fatalf("the consumer ran %d times on a hard-stopped ProcessBatch, want 0", n)
+		}
+		var m am.ConsumerMessage
+		if err := e.db.Take(&m).Error; err != nil {
+			t.Fatal(err)
+		}
+		if m.Attempts != 0 || m.AvailableAfter > e.clock.Now().UnixMilli() {
+			t.Fatalf("message after the stopped batch: attempts %d, due %d (now %d); want 0 attempts, due now",
+				m.Attempts, m.AvailableAfter, e.clock.Now().UnixMilli())
 		}
 	})
 }
