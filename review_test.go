@@ -146,3 +146,87 @@ func TestReviewNoConsumerStartsAfterHardStop(t *testing.T) {
 		}
 	})
 }
+
+// A snooze whose lease was lost meanwhile (another processor claimed the message: its
+// lease replaced this one's) is refused by the fence: the other claim's lease stays, and
+// the snooze counts nothing.
+func TestReviewSnoozeAfterLostLeaseIsFenced(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		e := setup(t, dialect, am.Config{})
+		other := e.clock.Now().Add(7 * time.Hour).UnixMilli()
+		if err := am.Register[Job](e.p, am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {
+			// Another processor's claim, as its UPDATE writes it.
+			if err := e.db.Exec("UPDATE consumer_messages SET available_after = ? WHERE id = ?", other, m.ID).Error; err != nil {
+				return err
+			}
+			return am.SnoozeFor(time.Minute)
+		}), am.WithName("LostSnooze")); err != nil {
+			t.Fatal(err)
+		}
+		if err := am.ProduceNow(context.Background(), e.db, Job{N: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.p.ProcessBatch(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		var m am.ConsumerMessage
+		if err := e.db.Take(&m).Error; err != nil {
+			t.Fatal(err)
+		}
+		if m.AvailableAfter != other || m.Snoozes != 0 || m.Attempts != 0 {
+			t.Fatalf("after a snooze on a lost lease: due %d (other claim's lease %d), snoozes %d, attempts %d; want the other lease, 0, 0",
+				m.AvailableAfter, other, m.Snoozes, m.Attempts)
+		}
+	})
+}
+
+// The WithConcurrency limit holds across started processors and ProcessBatch calls running
+// beside them, for a consumer registered after Start, and its messages all run.
+func TestReviewLimitAcrossProcessBatchAndProcessors(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		e := setup(t, dialect, am.Config{ConsumerProcessors: railProcessors(dialect), ProcessorBatchSize: 10})
+		e.start(t) // before the limited consumer exists
+		const limit, total = 2, 40
+		var g peakGauge
+		var done atomic.Int64
+		if err := am.Register(e.p, am.ConsumerFunc[slowJob](func(ctx context.Context, m *am.Message[slowJob]) error {
+			g.enter()
+			defer g.leave()
+			select { // overlap with other runs, if the limit let any
+			case <-ctx.Done():
+			case <-time.After(5 * time.Millisecond):
+			}
+			done.Add(1)
+			return nil
+		}), am.WithName("LateLimited"), am.WithConcurrency(limit)); err != nil {
+			t.Fatal(err)
+		}
+		produceAll(t, e.db, make([]slowJob, total))
+		stop := make(chan struct{})
+		batches := make(chan error, 1)
+		go func() {
+			for {
+				select {
+				case <-stop:
+					batches <- nil
+					return
+				default:
+				}
+				if _, err := e.p.ProcessBatch(context.Background()); err != nil {
+					batches <- err
+					return
+				}
+			}
+		}()
+		eventually(t, func() bool { return done.Load() == total }, "every message consumed")
+		close(stop)
+		if err := <-batches; err != nil {
+			t.Fatalf("ProcessBatch beside the processors: %v", err)
+		}
+		if p := g.peak.Load(); p > limit {
+			t.Fatalf("LateLimited ran %d at once, limit %d", p, limit)
+		}
+	})
+}
