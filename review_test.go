@@ -3,6 +3,7 @@ package asyncmonolith_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -227,6 +228,124 @@ func TestReviewLimitAcrossProcessBatchAndProcessors(t *testing.T) {
 		}
 		if p := g.peak.Load(); p > limit {
 			t.Fatalf("LateLimited ran %d at once, limit %d", p, limit)
+		}
+	})
+}
+
+// SQLite with several rails, one processor each, and ProcessBatch beside them: claims and
+// completions of the rails interleave on one write lock; every message runs once, its
+// Message.Tx write commits with its completion, nothing is poisoned or left.
+func TestReviewSQLiteRailsInterleave(t *testing.T) {
+	t.Parallel()
+	e := setup(t, "sqlite", am.Config{ProcessorBatchSize: 5, ConsumerConcurrency: 4,
+		Rails: map[string]am.RailConfig{"a": {ProcessorBatchSize: 3}, "b": {ConsumerConcurrency: 2}, "c": {}}})
+	if err := e.db.AutoMigrate(&ReviewMark{}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	runs := map[string]int{}
+	for i, rail := range []string{"", "a", "b", "c"} {
+		opts := []am.ConsumerOption{am.WithName("SQLiteOn" + rail), am.WithRail(rail)}
+		if i%2 == 1 {
+			opts = append(opts, am.WithConcurrency(1))
+		}
+		if err := am.Register(e.p, am.ConsumerFunc[fastJob](func(ctx context.Context, m *am.Message[fastJob]) error {
+			mu.Lock()
+			runs[m.ID]++
+			mu.Unlock()
+			return m.Tx.Create(&ReviewMark{ID: m.ID}).Error
+		}), opts...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.start(t)
+	const each = 30
+	produceAll(t, e.db, make([]fastJob, each))
+	stop := make(chan struct{})
+	batches := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				batches <- nil
+				return
+			default:
+			}
+			if _, err := e.p.ProcessBatch(context.Background()); err != nil {
+				batches <- err
+				return
+			}
+		}
+	}()
+	eventually(t, func() bool { return e.count(t, &ReviewMark{}) == 4*each }, "every rail's messages completed")
+	close(stop)
+	if err := <-batches; err != nil {
+		t.Fatalf("ProcessBatch beside the processors: %v", err)
+	}
+	eventually(t, func() bool { return e.pending(t) == 0 }, "no message left")
+	mu.Lock()
+	defer mu.Unlock()
+	for id, n := range runs {
+		if n != 1 {
+			t.Errorf("message %s ran %d times, want once", id, n)
+		}
+	}
+	if len(runs) != 4*each || e.count(t, &am.PoisonedMessage{}) != 0 {
+		t.Fatalf("%d messages ran, %d poisoned; want %d and 0", len(runs), e.count(t, &am.PoisonedMessage{}), 4*each)
+	}
+}
+
+// Hand-written rows whose rail differs from a configured one only by case or trailing
+// spaces ("SLOW", "slow ", and " " beside the default rail "") are on rails this plugin
+// does not run, on every database: never fetched, and listed by StatsByRail under their own
+// spelling, Configured false. (MySQL/MariaDB's default collation is case-insensitive and
+// PAD SPACE: "SLOW" = "slow" = "slow " there.)
+func TestReviewRailComparesExactly(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		e := setup(t, dialect, am.Config{Rails: map[string]am.RailConfig{"slow": {}}})
+		var slow, def recorder[fastJob]
+		if err := am.Register(e.p, &slow, am.WithName("SlowOne"), am.WithRail("slow")); err != nil {
+			t.Fatal(err)
+		}
+		if err := am.Register(e.p, &def, am.WithName("DefaultOne")); err != nil {
+			t.Fatal(err)
+		}
+		due := e.clock.Now().Add(-time.Second).UnixMilli()
+		rows := []struct{ id, consumer, rail string }{
+			{"exact-slow", "SlowOne", "slow"}, {"upper", "SlowOne", "SLOW"}, {"padded", "SlowOne", "slow "},
+			{"space", "DefaultOne", " "},
+		}
+		for _, r := range rows {
+			if err := e.db.Exec("INSERT INTO consumer_messages (id, created_at, available_after, attempts, consumer_type, payload_type, payload, insert_id, rail) VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)",
+				r.id, due, due, r.consumer, "fastJob", `{"N":1}`, r.id, r.rail).Error; err != nil {
+				t.Fatal(err)
+			}
+		}
+		ctx := context.Background()
+		for range 3 {
+			if _, err := e.p.ProcessBatch(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if slow.count() != 1 || def.count() != 0 {
+			t.Fatalf("ran %d of rail slow's and %d of the default rail's; want only exact-slow (1, 0)", slow.count(), def.count())
+		}
+		stats, err := e.p.StatsByRail(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]am.RailStats{}
+		for _, s := range stats {
+			got[s.Rail] = s
+		}
+		for _, rail := range []string{" ", "SLOW", "slow "} {
+			if s, ok := got[rail]; !ok || s.Configured || s.Pending != 1 {
+				t.Errorf("StatsByRail[%q] = %+v (present %v); want Configured false, Pending 1 (all: %+v)", rail, s, ok, stats)
+			}
+		}
+		if s := got["slow"]; s.Pending != 0 || !s.Configured {
+			t.Errorf("StatsByRail[slow] = %+v; want configured and empty", s)
 		}
 	})
 }
