@@ -349,3 +349,39 @@ func TestReviewRailComparesExactly(t *testing.T) {
 		}
 	})
 }
+
+// nilErr is an error type whose Error reads its receiver: a nil *nilErr returned as an
+// error (the classic typed-nil mistake) panics when its text is read.
+type nilErr struct{ msg string }
+
+func (e *nilErr) Error() string { return e.msg }
+
+// A consumer that returns a typed nil error (a nil *nilErr in a non-nil error) fails its
+// run like any other error, with a reason that says so; the process does not crash where
+// the engine reads the error's text.
+func TestReviewTypedNilConsumerError(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		e := setup(t, dialect, am.Config{MaxAttempts: 1})
+		if err := am.Register[Job](e.p, am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {
+			var err *nilErr
+			return err
+		}), am.WithName("TypedNil")); err != nil {
+			t.Fatal(err)
+		}
+		if err := am.ProduceNow(context.Background(), e.db, Job{N: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.p.ProcessBatch(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		var p am.PoisonedMessage
+		if err := e.db.Take(&p).Error; err != nil {
+			t.Fatalf("poisoned message: %v", err)
+		}
+		if p.LastError == "" {
+			t.Fatalf("poisoned with an empty reason")
+		}
+		t.Logf("reason: %s", p.LastError)
+	})
+}
