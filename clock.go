@@ -71,7 +71,9 @@ func withDeadline(c Clock, parent context.Context, deadline time.Time) (context.
 		cancel(context.DeadlineExceeded)
 	})
 	return ctx, func() {
-		t.Stop()
+		if t != nil { // a user Clock may return none: its timer then fires into a context already ended
+			t.Stop()
+		}
 		cancel(context.Canceled)
 	}
 }

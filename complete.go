@@ -37,7 +37,7 @@ const completeTimeout = 30 * time.Second
 // storedError is err's text as the database will store it: valid UTF-8, no NUL bytes
 // (PostgreSQL refuses both in text), at most maxErrorLen bytes, cut at a rune boundary.
 func storedError(err error) string {
-	s := err.Error()
+	s := errorText(err)
 	if !utf8.ValidString(s) {
 		s = strings.ToValidUTF8(s, "\uFFFD")
 	}
@@ -210,6 +210,17 @@ func isConnError(err error) bool {
 	return dialect.Unavailable(err) || !breakerCounts(err) || errors.Is(err, context.DeadlineExceeded)
 }
 
+// errorText is err.Error(), or, when that panics (a consumer returned a typed nil, such
+// as a nil *MyError whose Error reads its receiver), a text that names the error's type:
+// the consumer's mistake fails its run, not the process.
+func errorText(err error) (s string) {
+	defer func() {
+		if v := recover(); v != nil {
+			s = fmt.Sprintf("%T: its Error method panicked: %v", err, v)
+		}
+	}()
+	return err.Error()
+}
 // recordOne writes one item in a transaction of its own, after its batch failed. An
 // outcome that would make a second pending message for its insert id (one was produced
 // while it ran) is superseded by that message and deleted; one that the database refuses

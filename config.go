@@ -2,6 +2,7 @@ package asyncmonolith
 
 import (
 	"log/slog"
+	"reflect"
 	"time"
 
 	"github.com/asyncmonolith/asyncmonolith/internal/dialect"
@@ -141,7 +142,8 @@ type Config struct {
 	Hooks Hooks
 	// Clock is the time source of due times and of the engine's waits on consumers
 	// (timeouts, AbandonGrace, the breaker's cooldowns): see Clock. Nil means
-	// SystemClock(). Tests plug in asyncmonolithtest.Clock.
+	// SystemClock(). Tests plug in asyncmonolithtest.Clock. A nil pointer (a nil
+	// *asyncmonolithtest.Clock) is refused with a *ConfigError.
 	Clock Clock
 
 	// PollOnly turns commit notifications off: processors find messages committed by other
@@ -286,11 +288,19 @@ func (c Config) validate() error {
 		return &ConfigError{"BreakerMaxCooldown", c.BreakerMaxCooldown, "must not be shorter than BreakerCooldown (" + c.BreakerCooldown.String() + ")"}
 	case c.PollOnly && c.ListenDSN != "":
 		return &ConfigError{"ListenDSN", redactedDSN, "must be empty with PollOnly (a poll-only plugin does not listen)"}
+	case nilPointer(c.Clock):
+		return &ConfigError{"Clock", c.Clock, "is a nil pointer (leave Clock nil for the system clock)"}
 	}
 	if err := c.validateRails(); err != nil {
 		return err
 	}
 	return retryPolicyError(c.RetryPolicy)
+}
+
+// nilPointer reports whether v holds a nil pointer (a typed nil in an interface).
+func nilPointer(v any) bool {
+	rv := reflect.ValueOf(v)
+	return rv.Kind() == reflect.Pointer && rv.IsNil()
 }
 
 // redactedDSN stands for a DSN in errors: it may hold a password.

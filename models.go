@@ -3,7 +3,7 @@ package asyncmonolith
 import "time"
 
 // Times in the three tables are Unix milliseconds (UTC), set by the application's clock
-// (Config.Now), never by the database's: the same rule holds on every database.
+// (Config.Clock), never by the database's: the same rule holds on every database.
 //
 // Every column is named in its tag (and every table by TableName), because the plugin's SQL
 // names them itself: whatever NamingStrategy the application's *gorm.DB uses (NoLowerCase,

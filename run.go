@@ -138,6 +138,14 @@ func (r *run) execute() {
 		r.report(r.o)
 		return
 	}
+	if r.workCtx.Err() != nil {
+		// A hard stop came before the run began (its claim runs to its end, see claim): the
+		// consumer is not started on a context already done; the message is due again at
+		// once, without an attempt counted.
+		r.o.release = true
+		r.report(r.o)
+		return
+	}
 	if !r.prepare() {
 		r.report(r.o)
 		return

@@ -14,10 +14,15 @@ import (
 // `order:42`) and consumer types (`Audit` and `audit`), and a PAD SPACE one merges
 // `order:42` and `order:42 `.
 var ExactColumns = map[string][]string{
-	"consumer_messages":  {"id", "consumer_type", "payload_type", "insert_id"},
-	"poisoned_messages":  {"id", "consumer_type", "payload_type", "insert_id"},
+	"consumer_messages":  {"id", "consumer_type", "payload_type", "insert_id", "rail"},
+	"poisoned_messages":  {"id", "consumer_type", "payload_type", "insert_id", "rail"},
 	"scheduled_messages": {"id", "tag", "payload_type"},
 }
+
+// exactDefaults are the defaults of the ExactColumns that have one: MODIFY restates a
+// column's whole definition, and would drop them. (A rail written as "SLOW" or "slow "
+// by hand is not rail "slow", nor " " the default rail "".)
+var exactDefaults = map[string]string{"rail": "''"}
 
 // exactCollations are the NO PAD binary collations of utf8mb4, preferred first: MariaDB's
 // (10.2+) and MySQL's (8.0.17+). utf8mb4_bin is not one of them: it is PAD SPACE on
@@ -66,6 +71,9 @@ func (mysqlDialect) EnsureExactNames(ctx context.Context, db *gorm.DB) error {
 			def := "MODIFY `" + c.Name + "` " + c.Type + " CHARACTER SET utf8mb4 COLLATE " + collation
 			if c.Nullable == "NO" {
 				def += " NOT NULL"
+			}
+			if d, ok := exactDefaults[c.Name]; ok {
+				def += " DEFAULT " + d
 			}
 			modify = append(modify, def)
 		}
