@@ -221,6 +221,7 @@ func errorText(err error) (s string) {
 	}()
 	return err.Error()
 }
+
 // recordOne writes one item in a transaction of its own, after its batch failed. An
 // outcome that would make a second pending message for its insert id (one was produced
 // while it ran) is superseded by that message and deleted; one that the database refuses
