@@ -85,7 +85,8 @@ func (f *floor) consume(workers, batch int) (float64, error) {
 	case "mysql":
 		opts = &sql.TxOptions{Isolation: sql.LevelReadCommitted}
 	}
-	sel := fmt.Sprintf("SELECT id, created_at, available_after, attempts, consumer_type, payload_type, payload, insert_id FROM consumer_messages WHERE available_after <= %s ORDER BY available_after, created_at, id LIMIT %d%s", f.ph(1), batch, lock)
+	// rail = '': the default rail's range of the fetch index, as the plugin's claim reads it.
+	sel := fmt.Sprintf("SELECT id, created_at, available_after, attempts, consumer_type, payload_type, payload, insert_id FROM consumer_messages WHERE rail = '' AND available_after <= %s ORDER BY available_after, created_at, id LIMIT %d%s", f.ph(1), batch, lock)
 	var done atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
@@ -218,7 +219,7 @@ func (f *floor) consumeWaiting(concurrency, batch int, wait time.Duration) (floa
 // claim takes up to k due rows for a minute and returns their ids.
 func (f *floor) claim(k int) ([]string, error) {
 	now := time.Now().UnixMilli()
-	pick := fmt.Sprintf("SELECT id FROM consumer_messages WHERE available_after <= %s ORDER BY available_after, created_at, id LIMIT %d", f.ph(2), k)
+	pick := fmt.Sprintf("SELECT id FROM consumer_messages WHERE rail = '' AND available_after <= %s ORDER BY available_after, created_at, id LIMIT %d", f.ph(2), k)
 	var ids []string
 	scan := func(rows *sql.Rows, err error) error {
 		if err != nil {
