@@ -109,7 +109,7 @@ func (p *Plugin) settle(ctx context.Context, outcomes []outcome) error {
 			if !recorded && !o.done {
 				r = Result{Err: fmt.Errorf("asyncmonolith: outcome not recorded (the message runs again): %w", err), Duration: o.took}
 			}
-			p.cfg.Hooks.AfterConsume(o.ctx, o.info, r)
+			p.callHook(o.ctx, "AfterConsume", func() { p.cfg.Hooks.AfterConsume(o.ctx, o.info, r) })
 		}
 	}
 	p.setAsideTripped(ctx, outcomes)

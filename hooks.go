@@ -2,6 +2,7 @@ package asyncmonolith
 
 import (
 	"context"
+	"runtime/debug"
 	"time"
 )
 
@@ -9,7 +10,8 @@ import (
 // sub-package). Every field is optional. Each hook's doc says which goroutine runs it:
 // the producer's hooks run on the caller's, inside its write, and the others on a
 // processor's, between batches; keep them all fast, and safe for concurrent use (several
-// callers and processors run at once).
+// callers and processors run at once). A processor's hook that panics is logged and
+// skipped (a BeforeConsume that returns nil, too): the message is still consumed.
 type Hooks struct {
 	// TraceContext returns the W3C trace id (32 hex) and span id (16 hex) to record on
 	// messages produced with ctx, or "" for none. Ids of another form (length, upper case,
@@ -64,4 +66,34 @@ type Result struct {
 	Poisoned bool          // the message moved to poisoned_messages
 	Snoozed  bool          // the consumer snoozed the message: due again at RetryAt, no attempt used
 	RetryAt  time.Time     // when a failed (not poisoned) or snoozed message is due again
+}
+
+// callHook runs a hook on one of the plugin's own goroutines (BeforeConsume, AfterConsume,
+// ScheduleFired, ScheduleSkipped): a panic in it is an observer's bug, logged with its
+// stack and recovered, so that it takes neither the processor nor the process down. It
+// reports whether the hook returned. (The producer's hooks run on the caller's goroutine,
+// inside its write, and are not wrapped: their panic is the caller's.)
+func (p *Plugin) callHook(ctx context.Context, name string, fn func()) (returned bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			p.cfg.Logger.ErrorContext(ctx, "asyncmonolith: a hook panicked; it was skipped", "hook", name,
+				"panic", v, "stack", string(debug.Stack()))
+		}
+	}()
+	fn()
+	return true
+}
+
+// beforeConsume runs Hooks.BeforeConsume and returns the context the run uses: the hook's,
+// or ctx when the hook panicked or returned nil.
+func (p *Plugin) beforeConsume(ctx context.Context, m MessageInfo) context.Context {
+	var hc context.Context
+	if !p.callHook(ctx, "BeforeConsume", func() { hc = p.cfg.Hooks.BeforeConsume(ctx, m) }) {
+		return ctx
+	}
+	if hc == nil {
+		p.cfg.Logger.ErrorContext(ctx, "asyncmonolith: a hook returned a nil context; the run uses its own", "hook", "BeforeConsume")
+		return ctx
+	}
+	return hc
 }

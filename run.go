@@ -216,7 +216,7 @@ func (r *run) prepare() bool {
 	}
 	ctx := r.workCtx
 	if p.cfg.Hooks.BeforeConsume != nil {
-		ctx = p.cfg.Hooks.BeforeConsume(ctx, r.o.info)
+		ctx = p.beforeConsume(ctx, r.o.info)
 		r.o.ctx = ctx
 	}
 	r.start = p.now()

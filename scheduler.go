@@ -95,12 +95,12 @@ func (p *Plugin) fireSchedules(ctx context.Context) (int, time.Time, error) {
 	}
 	if p.cfg.Hooks.ScheduleFired != nil {
 		for _, s := range fired {
-			p.cfg.Hooks.ScheduleFired(ctx, s.ID, s.PayloadType)
+			p.callHook(ctx, "ScheduleFired", func() { p.cfg.Hooks.ScheduleFired(ctx, s.ID, s.PayloadType) })
 		}
 	}
 	if p.cfg.Hooks.ScheduleSkipped != nil {
 		for _, k := range skipped {
-			p.cfg.Hooks.ScheduleSkipped(ctx, k.s.ID, k.s.PayloadType, k.err)
+			p.callHook(ctx, "ScheduleSkipped", func() { p.cfg.Hooks.ScheduleSkipped(ctx, k.s.ID, k.s.PayloadType, k.err) })
 		}
 	}
 	return len(due), earliest, nil
