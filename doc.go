@@ -25,8 +25,8 @@
 // Start the processors; they claim due messages for a lease (FOR UPDATE SKIP LOCKED, in a
 // short transaction), run up to Config.ConsumerConcurrency consumers at once — each with
 // Message.Tx, a transaction of its own that commits with the message's completion — delete
-// a message on success, retry it after Config.AttemptDelay (or a RetryPolicy) on failure, and move it to
-// poisoned_messages after its last attempt:
+// a message on success, retry it after Config.AttemptDelay (or a RetryPolicy) on failure,
+// and move it to poisoned_messages after its last attempt:
 //
 //	err := p.Start(ctx)
 //	defer p.Stop(shutdownCtx)
@@ -34,6 +34,17 @@
 // A consumer that keeps failing (Config.BreakerFailures runs in a row) is paused instead of
 // drained into poison: its due messages are set aside, without counting an attempt, until a
 // probe run succeeds (see Plugin.Paused, Plugin.Counters, Config.DisableBreaker).
+//
+// A consumer steers its message by the error it returns: Permanent(err) poisons it at
+// once with its reason; SnoozeFor and SnoozeUntil run it again later without using an
+// attempt (bounded by Config.MaxSnoozes). Per consumer, WithRetryPolicy chooses the delay
+// before each retry (ExponentialBackoff, FixedDelay, RetryPolicyFunc), WithConcurrency bounds
+// its concurrent runs (1: one at a time, in due order), and WithRail puts it on a rail of
+// its own (Config.Rails: processors of its own), so that a slow consumer cannot hold up the
+// others.
+//
+// Tests control time with Config.Clock (asyncmonolithtest.NewClock): due times, consumer
+// timeouts and AbandonGrace follow it.
 //
 // Recurring messages: Schedule, Reschedule, DeleteSchedule and DeleteSchedulesByTag write
 // (in the caller's transaction when given one); Plugin.GetSchedule, ListSchedules and

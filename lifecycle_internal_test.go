@@ -8,9 +8,25 @@ import (
 	"time"
 
 	"github.com/asyncmonolith/asyncmonolith/internal/testdb"
+	"gorm.io/gorm"
 )
 
 type lifeJob struct{ N int }
+
+// internalPlugin opens a test database of dialect with a plugin of cfg registered and its
+// tables migrated, for this package's internal tests.
+func internalPlugin(t *testing.T, dialect string, cfg Config) (*gorm.DB, *Plugin) {
+	t.Helper()
+	db := testdb.Open(t, dialect)
+	p := New(cfg)
+	if err := db.Use(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Migrate(context.Background(), db); err != nil {
+		t.Fatal(err)
+	}
+	return db, p
+}
 
 // waitFor waits on a condition (not on a duration): it fails the test after a minute.
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -33,14 +49,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // processors on a database without row locks.
 func TestStartDuringStopWaitsForTheStoppingProcessors(t *testing.T) {
 	t.Parallel()
-	db := testdb.Open(t, "sqlite")
-	p := New(Config{ProcessorMaxDelay: 20 * time.Millisecond})
-	if err := db.Use(p); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Migrate(context.Background(), db); err != nil {
-		t.Fatal(err)
-	}
+	db, p := internalPlugin(t, "sqlite", Config{ProcessorMaxDelay: 20 * time.Millisecond})
 	running, release := make(chan struct{}), make(chan struct{})
 	var runs atomic.Int32
 	if err := Register[lifeJob](p, ConsumerFunc[lifeJob](func(ctx context.Context, m *Message[lifeJob]) error {
@@ -103,14 +112,7 @@ func TestStartDuringStopWaitsForTheStoppingProcessors(t *testing.T) {
 // Stop: it waits for the last processors and starts new ones.
 func TestStartAfterCancelledStartContextWithoutStop(t *testing.T) {
 	t.Parallel()
-	db := testdb.Open(t, "sqlite")
-	p := New(Config{ProcessorMaxDelay: 20 * time.Millisecond})
-	if err := db.Use(p); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Migrate(context.Background(), db); err != nil {
-		t.Fatal(err)
-	}
+	db, p := internalPlugin(t, "sqlite", Config{ProcessorMaxDelay: 20 * time.Millisecond})
 	var runs atomic.Int32
 	if err := Register[lifeJob](p, ConsumerFunc[lifeJob](func(ctx context.Context, m *Message[lifeJob]) error {
 		runs.Add(1)

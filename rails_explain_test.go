@@ -16,18 +16,10 @@ import (
 // idx_consumer_messages_rail_fetch, not a scan of the table or of another rail's rows.
 func TestRailClaimUsesTheRailIndex(t *testing.T) {
 	t.Parallel()
-	for _, dialect := range []string{"postgres", "mysql", "sqlite"} {
+	for _, dialect := range testdb.Dialects {
 		t.Run(dialect, func(t *testing.T) {
 			t.Parallel()
-			ctx := context.Background()
-			db := testdb.Open(t, dialect)
-			p := New(Config{Rails: map[string]RailConfig{"slow": {}}})
-			if err := db.Use(p); err != nil {
-				t.Fatal(err)
-			}
-			if err := p.Migrate(ctx, db); err != nil {
-				t.Fatal(err)
-			}
+			db, p := internalPlugin(t, dialect, Config{Rails: map[string]RailConfig{"slow": {}}})
 			// 5,000 rows on the default rail, 20 on "slow": statistics that make a scan
 			// of the table clearly worse than the index range.
 			rows := make([]ConsumerMessage, 0, 500)
@@ -122,18 +114,11 @@ func TestRailClaimUsesTheRailIndex(t *testing.T) {
 // and each rail's rows are all claimed by its own claims.
 func TestClaimTakesOnlyItsRail(t *testing.T) {
 	t.Parallel()
-	for _, dialect := range []string{"postgres", "mysql", "sqlite"} {
+	for _, dialect := range testdb.Dialects {
 		t.Run(dialect, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			db := testdb.Open(t, dialect)
-			p := New(Config{Rails: map[string]RailConfig{"slow": {}}})
-			if err := db.Use(p); err != nil {
-				t.Fatal(err)
-			}
-			if err := p.Migrate(ctx, db); err != nil {
-				t.Fatal(err)
-			}
+			db, p := internalPlugin(t, dialect, Config{Rails: map[string]RailConfig{"slow": {}}})
 			limited := &registration{consumerType: "L", payloadType: "P", rail: "slow", limit: &limiter{limit: 2}}
 			if err := p.registry.add(limited); err != nil {
 				t.Fatal(err)

@@ -206,25 +206,9 @@ func TestReviewLimitAcrossProcessBatchAndProcessors(t *testing.T) {
 			t.Fatal(err)
 		}
 		produceAll(t, e.db, make([]slowJob, total))
-		stop := make(chan struct{})
-		batches := make(chan error, 1)
-		go func() {
-			for {
-				select {
-				case <-stop:
-					batches <- nil
-					return
-				default:
-				}
-				if _, err := e.p.ProcessBatch(context.Background()); err != nil {
-					batches <- err
-					return
-				}
-			}
-		}()
+		stopBatches := batchLoop(e)
 		eventually(t, func() bool { return done.Load() == total }, "every message consumed")
-		close(stop)
-		if err := <-batches; err != nil {
+		if err := stopBatches(); err != nil {
 			t.Fatalf("ProcessBatch beside the processors: %v", err)
 		}
 		if p := g.peak.Load(); p > limit {
@@ -262,25 +246,9 @@ func TestReviewSQLiteRailsInterleave(t *testing.T) {
 	e.start(t)
 	const each = 30
 	produceAll(t, e.db, make([]fastJob, each))
-	stop := make(chan struct{})
-	batches := make(chan error, 1)
-	go func() {
-		for {
-			select {
-			case <-stop:
-				batches <- nil
-				return
-			default:
-			}
-			if _, err := e.p.ProcessBatch(context.Background()); err != nil {
-				batches <- err
-				return
-			}
-		}
-	}()
+	stopBatches := batchLoop(e)
 	eventually(t, func() bool { return e.count(t, &ReviewMark{}) == 4*each }, "every rail's messages completed")
-	close(stop)
-	if err := <-batches; err != nil {
+	if err := stopBatches(); err != nil {
 		t.Fatalf("ProcessBatch beside the processors: %v", err)
 	}
 	eventually(t, func() bool { return e.pending(t) == 0 }, "no message left")
@@ -384,4 +352,28 @@ func TestReviewTypedNilConsumerError(t *testing.T) {
 			t.Fatalf("poisoned with %q, want a reason naming the error's type", p.LastError)
 		}
 	})
+}
+
+// batchLoop runs ProcessBatch in a loop beside e's processors until the returned function
+// is called; that function returns the first ProcessBatch error, or nil.
+func batchLoop(e *env) (stop func() error) {
+	done, result := make(chan struct{}), make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-done:
+				result <- nil
+				return
+			default:
+			}
+			if _, err := e.p.ProcessBatch(context.Background()); err != nil {
+				result <- err
+				return
+			}
+		}
+	}()
+	return func() error {
+		close(done)
+		return <-result
+	}
 }

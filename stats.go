@@ -105,15 +105,12 @@ func (p *Plugin) StatsByRail(ctx context.Context) ([]RailStats, error) {
 	if err != nil {
 		return nil, err
 	}
-	return p.railTotals(stats), nil
+	return p.SumByRail(stats), nil
 }
 
 // SumByRail sums stats (as Stats returns them) per rail, as StatsByRail does: a caller that
 // shows both reads the database once, and its two views agree.
-func (p *Plugin) SumByRail(stats []QueueStats) []RailStats { return p.railTotals(stats) }
-
-// railTotals sums stats per rail, as StatsByRail returns them.
-func (p *Plugin) railTotals(stats []QueueStats) []RailStats {
+func (p *Plugin) SumByRail(stats []QueueStats) []RailStats {
 	var out []RailStats
 	index := map[string]int{}
 	for _, name := range p.Rails() {
