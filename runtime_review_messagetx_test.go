@@ -63,6 +63,7 @@ func TestReviewMessageTxWaitingForAConnectionEndsWithItsContext(t *testing.T) {
 		e := setup(t, dialect, am.Config{ConsumerConcurrency: 2, AbandonGrace: time.Minute, LeaseMargin: time.Minute},
 			testdb.Options{MaxOpenConns: 1})
 		holding, release, waited := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+		waiterRuns := make(chan struct{}) // closed once the waiter runs: its timeout's timer is on the clock
 		hold := am.ConsumerFunc[reviewHold](func(ctx context.Context, m *am.Message[reviewHold]) error {
 			if err := m.Tx.Exec("SELECT 1").Error; err != nil {
 				return err
@@ -75,6 +76,7 @@ func TestReviewMessageTxWaitingForAConnectionEndsWithItsContext(t *testing.T) {
 			return nil
 		})
 		wait := am.ConsumerFunc[reviewWait](func(ctx context.Context, m *am.Message[reviewWait]) error {
+			close(waiterRuns)
 			<-holding
 			err := m.Tx.Exec("SELECT 1").Error // waits for the holder's connection
 			waited <- err
@@ -107,8 +109,11 @@ func TestReviewMessageTxWaitingForAConnectionEndsWithItsContext(t *testing.T) {
 		})
 		// Once the waiter's begin waits in the pool for the holder's connection, its
 		// timeout passes on the clock (the holder's 5 minutes and the transaction's
-		// timeout + AbandonGrace + LeaseMargin do not).
-		<-holding
+		// timeout + AbandonGrace + LeaseMargin do not). The waiter must be running first:
+		// something else (the plugin's background prepare on SQLite) can wait in the pool
+		// too, and a clock moved before the waiter's timer exists would never fire it.
+		recv(t, holding, "the holder holds the pool's connection")
+		recv(t, waiterRuns, "the waiter runs")
 		eventually(t, func() bool { return sqlDB.Stats().WaitCount > waits }, "the waiter's begin waits for the pool's connection")
 		e.clock.Advance(100 * time.Millisecond)
 		got := recv(t, waited, "the waiting consumer's statement returned while the holder kept the connection")
