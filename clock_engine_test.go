@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -159,10 +160,19 @@ func TestClockDrivesTimeoutsOfStartedProcessors(t *testing.T) {
 	t.Parallel()
 	eachDB(t, func(t *testing.T, dialect string) {
 		const timeout = time.Hour
-		e := setup(t, dialect, am.Config{MaxAttempts: 1})
+		// The run's start is the clock's reading between BeforeConsume and the consumer
+		// (its timeout's timer is set then). The consumer reads the clock after it: a step
+		// taken in between would make that reading later than the run's start, and the
+		// check below fail on a correct timeout. gate, held from BeforeConsume until the
+		// consumer has read the clock, keeps the steps out of that span.
+		var gate sync.Mutex
+		e := setup(t, dialect, am.Config{MaxAttempts: 1, Hooks: am.Hooks{
+			BeforeConsume: func(ctx context.Context, _ am.MessageInfo) context.Context { gate.Lock(); return ctx },
+		}})
 		var started atomic.Int64 // the clock's reading as the run began (Unix ms)
 		if err := am.Register[Job](e.p, am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {
 			started.Store(e.clock.Now().UnixMilli())
+			gate.Unlock()
 			<-ctx.Done()
 			return ctx.Err()
 		}), am.WithName("Background"), am.WithTimeout(timeout)); err != nil {
@@ -172,7 +182,7 @@ func TestClockDrivesTimeoutsOfStartedProcessors(t *testing.T) {
 			t.Fatal(err)
 		}
 		e.start(t)
-		e.advanceUntil(t, func() bool { return e.count(t, &am.PoisonedMessage{}) == 1 }, 10*time.Minute, "the message is poisoned")
+		e.advanceUntil(t, &gate, func() bool { return e.count(t, &am.PoisonedMessage{}) == 1 }, 10*time.Minute, "the message is poisoned")
 		var p am.PoisonedMessage
 		if err := e.db.First(&p).Error; err != nil {
 			t.Fatal(err)

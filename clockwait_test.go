@@ -3,6 +3,7 @@ package asyncmonolith_test
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 )
@@ -70,14 +71,22 @@ func (e *env) advanceWhenTimers(t *testing.T, n int, d time.Duration, ready func
 // advanceUntil advances the test clock by step, again and again, until cond holds (20 s of
 // real time at most): for timers set at moments the test cannot observe. Each step waits
 // a moment of real time for the code under test to react; it is a wait on cond, not a
-// sleep: it returns as soon as cond holds.
-func (e *env) advanceUntil(t *testing.T, cond func() bool, step time.Duration, what string) {
+// sleep: it returns as soon as cond holds. Each step is taken holding gate, unless it is
+// nil: the code under test holds it to keep the clock still across a span it must not
+// fall into.
+func (e *env) advanceUntil(t *testing.T, gate sync.Locker, cond func() bool, step time.Duration, what string) {
 	t.Helper()
 	tick := time.NewTicker(2 * time.Millisecond)
 	defer tick.Stop()
 	deadline := time.After(20 * time.Second)
 	for !cond() {
+		if gate != nil {
+			gate.Lock()
+		}
 		e.clock.Advance(step)
+		if gate != nil {
+			gate.Unlock()
+		}
 		select {
 		case <-tick.C:
 		case <-deadline:
