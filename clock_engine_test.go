@@ -166,7 +166,12 @@ func TestClockDrivesTimeoutsOfStartedProcessors(t *testing.T) {
 		// check below fail on a correct timeout. gate, held from BeforeConsume until the
 		// consumer has read the clock, keeps the steps out of that span.
 		var gate sync.Mutex
-		e := setup(t, dialect, am.Config{MaxAttempts: 1, Hooks: am.Hooks{
+		// The steps do not wait for the run's completion either: with the default
+		// LeaseMargin, the step after the one that fires the timeout would end the lease
+		// while the timed-out run's completion is still on its way, another claim would run
+		// the message again, and so on. A lease longer than advanceUntil can move the clock
+		// (10 min every 2 ms tick for 20 s: under 70 days) keeps the message this run's.
+		e := setup(t, dialect, am.Config{MaxAttempts: 1, LeaseMargin: 365 * 24 * time.Hour, Hooks: am.Hooks{
 			BeforeConsume: func(ctx context.Context, _ am.MessageInfo) context.Context { gate.Lock(); return ctx },
 		}})
 		var started atomic.Int64 // the clock's reading as the run began (Unix ms)
