@@ -190,22 +190,26 @@ func TestReviewMessageTxSlotsAreGivenBack(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		produce("hold", "wait", "wait")
+		// The abandonment comes first: advanceWhenDue finds its AbandonGrace timer as the
+		// clock's only one due that soon. After the waiters' round it could find, instead,
+		// the AbandonGrace timer of a run of that round whose context ended while it ran:
+		// such a timer is set by a goroutine of its own, which nothing here waits for.
+		produce("stuck")
 		wait := e.batchAsync(t)
+		recv(t, stuckIn, "the stuck consumer wrote through Message.Tx")
+		e.advanceWhenDue(t, 200*time.Millisecond) // its timeout
+		e.advanceWhenDue(t, 50*time.Millisecond)  // AbandonGrace: abandoned, its slot given back
+		wait()
+		produce("hold", "wait", "wait")
+		wait = e.batchAsync(t)
 		// Both waiters wait for the holder's slot: the three runs' timeout passes (the
 		// waiters give up, and the holder, seeing them fail, returns before AbandonGrace).
-		<-holding
+		recv(t, holding, "the holder holds the only Message.Tx slot")
 		eventually(t, func() bool { return am.TxSlotWaiters(e.p) == 2 }, "two Message.Tx begins wait for the slot")
 		e.clock.Advance(200 * time.Millisecond)
 		wait()
 		produce("panic")
 		mustBatch(t, e)
-		produce("stuck")
-		wait = e.batchAsync(t)
-		recv(t, stuckIn, "the stuck consumer wrote through Message.Tx")
-		e.advanceWhenDue(t, 200*time.Millisecond) // its timeout
-		e.advanceWhenDue(t, 50*time.Millisecond)  // AbandonGrace: abandoned, its slot given back
-		wait()
 		for range 5 {
 			produce("ok")
 			mustBatch(t, e)
