@@ -104,7 +104,7 @@ func lockCase(dialect string) failureCase {
 			case <-done:
 				t.Error("the round ended before the failing consumer started")
 				return
-			case <-time.After(10 * time.Second):
+			case <-time.After(30 * time.Second): // generous: a loaded CI machine
 				t.Fatal("the failing consumer did not start")
 			}
 			if !lockFirst {
