@@ -118,26 +118,22 @@ func (p *Plugin) decide(outcomes []outcome, now time.Time) plan {
 			o.poisoned = true
 			pl.items = append(pl.items, item{o: o, kind: itemPoison, msg: storedError(o.err)})
 		default:
-			var notBefore time.Time
-			if se := snoozeOf(o.err); se != nil {
-				at, granted := p.snooze(o, se, now)
-				if granted {
-					o.snoozed, o.retryAt = true, at
-					pl.items = append(pl.items, item{o: o, kind: itemSnooze, at: at.UnixMilli()})
-					continue
-				}
-				notBefore = at // o.err is the snooze limit's failure now
+			if !o.decided {
+				p.decideRetry(o, now) // an outcome that did not come from a consumer's run
 			}
-			if o.info.Attempt >= o.info.MaxAttempts {
+			switch {
+			case o.snoozed:
+				pl.items = append(pl.items, item{o: o, kind: itemSnooze, at: o.retryAt.UnixMilli()})
+			case o.info.Attempt >= o.info.MaxAttempts:
 				o.poisoned = true
 				pl.items = append(pl.items, item{o: o, kind: itemPoison, msg: storedError(o.err)})
-				continue
+			default:
+				o.retryAt = now.Add(o.delay)
+				if o.retryAt.Before(o.notBefore) {
+					o.retryAt = o.notBefore
+				}
+				pl.items = append(pl.items, item{o: o, kind: itemRetry, msg: storedError(o.err), at: o.retryAt.UnixMilli()})
 			}
-			o.retryAt = now.Add(p.retryDelay(o, o.err))
-			if o.retryAt.Before(notBefore) {
-				o.retryAt = notBefore
-			}
-			pl.items = append(pl.items, item{o: o, kind: itemRetry, msg: storedError(o.err), at: o.retryAt.UnixMilli()})
 		}
 	}
 	for i := range pl.items {

@@ -1,6 +1,7 @@
 package asyncmonolith
 
 import (
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"math"
@@ -9,8 +10,9 @@ import (
 
 // A failed run's message waits before its next attempt for the delay its consumer's retry
 // policy chooses (WithRetryPolicy), else Config.RetryPolicy's, else Config.AttemptDelay.
-// The completer asks the policy when it records the failure, with the clock of
-// Config.Clock, and stores the due time in available_after.
+// The run asks the policy on its own goroutine when its consumer returns, and the completer
+// stores the due time (when it records the failure, on the clock of Config.Clock, plus the
+// delay) in available_after.
 
 // Retry policy defaults and limits.
 const (
@@ -28,9 +30,10 @@ const (
 )
 
 // RetryPolicy chooses how long a message whose run failed waits before its next attempt.
-// It is called when the failure is recorded, on the processor's completer (keep it fast),
-// only for failures that are retried: not for a message's last attempt, a permanent error
-// or a snooze. A policy that panics is logged and Config.AttemptDelay is used; a negative
+// It is called on the failed run's goroutine when its consumer returns, possibly for many
+// messages at once (it must be safe for concurrent use), only for failures that are
+// retried: not for a message's last attempt, a permanent error or a snooze. A policy that
+// blocks holds up its own message (its run's slot, its lease) and no other's outcome. A policy that panics is logged and Config.AttemptDelay is used; a negative
 // delay means at once (0) and one over RetryDelayMax is clamped to RetryDelayMax.
 type RetryPolicy interface {
 	// RetryDelay returns the wait after run m.Attempt (1 on the first) failed with err,
@@ -176,6 +179,30 @@ func retryOptionError(rp RetryPolicy) error {
 // attempt, overriding Config.RetryPolicy and Config.AttemptDelay (nil: theirs).
 func WithRetryPolicy(rp RetryPolicy) ConsumerOption {
 	return func(o *consumerOptions) { o.retry = rp }
+}
+
+// decideRetry settles what o's failed message does next, unless it is poisoned at once
+// (ErrPermanent): a snooze granted (o.snoozed, o.retryAt), or refused by its bound (o.err
+// becomes ErrSnoozeLimit's failure, o.notBefore the snooze's time); and, unless that was
+// the last attempt, the retry policy's delay. The run calls it on its own goroutine, so a
+// policy that blocks (it asks a service, waits for a lock) holds up its own message only;
+// the completer calls it for outcomes that did not come from a run.
+func (p *Plugin) decideRetry(o *outcome, now time.Time) {
+	o.decided = true
+	if o.err == nil || errors.Is(o.err, ErrPermanent) {
+		return
+	}
+	if se := snoozeOf(o.err); se != nil {
+		at, granted := p.snooze(o, se, now)
+		if granted {
+			o.snoozed, o.retryAt = true, at
+			return
+		}
+		o.notBefore = at // o.err is the snooze limit's failure now
+	}
+	if o.info.Attempt < o.info.MaxAttempts {
+		o.delay = p.retryDelay(o, o.err)
+	}
 }
 
 // retryDelay is the wait before the next attempt of o's message, which failed with err: its

@@ -42,9 +42,15 @@ type outcome struct {
 	tripped  time.Time // this run tripped the consumer's breaker until then
 	limit    *limiter  // the WithConcurrency slot the run holds until it reports, or nil
 
+	// Decided by the run, for a failure (decideRetry), so that a retry policy that blocks
+	// holds up its own run, not the completer.
+	decided   bool
+	snoozed   bool          // the consumer snoozed the message, and the snooze was granted
+	delay     time.Duration // the retry policy's wait before the next attempt
+	notBefore time.Time     // the earliest a retry may be due (a snooze refused by its bound)
+
 	// Decided by the completer.
 	poisoned bool
-	snoozed  bool      // the consumer snoozed the message, and the snooze was granted
 	retryAt  time.Time // when a retried or snoozed message is due again
 }
 
@@ -298,6 +304,9 @@ func (r *run) conclude(err error, abandoned bool) outcome {
 			"consumer", row.ConsumerType, "paused_until", until, "error", err)
 	case recovered:
 		p.cfg.Logger.InfoContext(o.ctx, "asyncmonolith: paused consumer succeeded again; resumed", "consumer", row.ConsumerType)
+	}
+	if err != nil {
+		p.decideRetry(&o, p.now())
 	}
 	return o
 }
