@@ -200,3 +200,41 @@ func TestClockDrivesTimeoutsOfStartedProcessors(t *testing.T) {
 		}
 	})
 }
+
+// A consumer that returns after its timeout, within AbandonGrace, leaves no AbandonGrace
+// timer behind: the run stops it (a leftover timer kept the run, and its claim's memory,
+// until it fired).
+func TestAbandonGraceTimerStopsWhenTheConsumerReturns(t *testing.T) {
+	t.Parallel()
+	eachDB(t, func(t *testing.T, dialect string) {
+		const timeout, grace = time.Hour, 30 * time.Minute
+		e := setup(t, dialect, am.Config{MaxAttempts: 3, AbandonGrace: grace, DisableBreaker: true})
+		running, graceSet := make(chan context.Context, 1), make(chan struct{})
+		if err := am.Register[Job](e.p, am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {
+			running <- ctx
+			<-graceSet // returns late, once the grace timer is on the clock
+			return ctx.Err()
+		}), am.WithName("Late"), am.WithTimeout(timeout)); err != nil {
+			t.Fatal(err)
+		}
+		if err := am.ProduceNow(context.Background(), e.db, Job{N: 1}); err != nil {
+			t.Fatal(err)
+		}
+		start := e.clock.Now()
+		wait := e.batchAsync(t)
+		ctx := recv(t, running, "the consumer runs")
+		e.clock.Advance(timeout)
+		recv(t, ctx.Done(), "the consumer's context ends at its timeout")
+		eventually(t, func() bool { return pendingAt(e, start.Add(timeout+grace)) }, "the AbandonGrace timer is set")
+		close(graceSet)
+		wait()
+		if n := e.clock.Timers(); n != 0 {
+			next, _ := e.clock.NextTimer()
+			t.Fatalf("%d timers left on the clock after the run ended (next at %s after the start), want 0", n, next.Sub(start))
+		}
+		var row am.ConsumerMessage
+		if err := e.db.First(&row).Error; err != nil || row.Attempts != 1 || row.LastError == nil || !strings.Contains(*row.LastError, "timed out") {
+			t.Fatalf("the late run: %+v, %v; want a retry after a timeout, 1 attempt", row, err)
+		}
+	})
+}

@@ -76,8 +76,12 @@ type run struct {
 	leased  time.Duration // the lease the claim gave the message
 	start   time.Time
 	state   atomic.Int32
-	report  func(outcome) // hands the outcome on and frees the run's slot; called once
+	grace   atomic.Pointer[graceTimer] // the AbandonGrace timer, once the context ended
+	report  func(outcome)              // hands the outcome on and frees the run's slot; called once
 }
+
+// graceTimer holds a run's AbandonGrace timer.
+type graceTimer struct{ t Timer }
 
 // newRuns makes the runs of claim c, in one allocation, each handing its outcome to report.
 func (p *Plugin) newRuns(workCtx context.Context, c *claimed, report func(outcome)) []run {
@@ -163,13 +167,24 @@ func (r *run) execute() {
 		r.cancel() // abandoned: its outcome was reported already
 		return
 	}
+	r.stopGrace()
 	r.report(r.conclude(err, false))
+}
+
+// stopGrace stops the run's AbandonGrace timer, if watch set one: the consumer returned.
+func (r *run) stopGrace() {
+	if g := r.grace.Load(); g != nil && g.t != nil { // a user Clock may return no timer
+		g.t.Stop()
+	}
 }
 
 // watch runs when the consumer's context ends (its timeout, or a hard stop): a consumer
 // still running AbandonGrace later is abandoned.
 func (r *run) watch() {
-	r.p.cfg.Clock.AfterFunc(r.p.cfg.AbandonGrace, func() {
+	if r.state.Load() != runRunning {
+		return // the consumer returned already
+	}
+	t := r.p.cfg.Clock.AfterFunc(r.p.cfg.AbandonGrace, func() {
 		if !r.state.CompareAndSwap(runRunning, runEnded) {
 			return
 		}
@@ -179,6 +194,10 @@ func (r *run) watch() {
 			"message_id", r.o.row.ID, "consumer", r.o.row.ConsumerType, "timeout", r.timeout)
 		r.report(r.conclude(fmt.Errorf("%w after %s; it ignored its context and was abandoned (still running)", ErrConsumerTimeout, r.timeout), true))
 	})
+	r.grace.Store(&graceTimer{t})
+	if r.state.Load() != runRunning {
+		r.stopGrace() // the consumer returned while the timer was being set: execute may not have seen it
+	}
 }
 
 // prepare sets the run up: its consumer, limits, context and Message.Tx. When the message
