@@ -100,6 +100,9 @@ func TestReviewMessageTxWaitingForAConnectionEndsWithItsContext(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// The produce above prepares its insert in the background (where the dialect
+		// prepares inserts): that prepare must not be the pool wait counted below.
+		eventually(t, func() bool { return am.PreparingInserts(e.p) == 0 }, "the produce's insert is prepared")
 		waits := sqlDB.Stats().WaitCount
 		done := make(chan error, 1)
 		go func() { _, err := e.p.ProcessBatch(context.Background()); done <- err }()
@@ -110,8 +113,7 @@ func TestReviewMessageTxWaitingForAConnectionEndsWithItsContext(t *testing.T) {
 		// Once the waiter's begin waits in the pool for the holder's connection, its
 		// timeout passes on the clock (the holder's 5 minutes and the transaction's
 		// timeout + AbandonGrace + LeaseMargin do not). The waiter must be running first:
-		// something else (the plugin's background prepare on SQLite) can wait in the pool
-		// too, and a clock moved before the waiter's timer exists would never fire it.
+		// a clock moved before the waiter's timer exists would never fire it.
 		recv(t, holding, "the holder holds the pool's connection")
 		recv(t, waiterRuns, "the waiter runs")
 		eventually(t, func() bool { return sqlDB.Stats().WaitCount > waits }, "the waiter's begin waits for the pool's connection")
