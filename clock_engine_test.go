@@ -29,21 +29,12 @@ func TestClockDrivesConsumerTimeout(t *testing.T) {
 	eachDB(t, func(t *testing.T, dialect string) {
 		const timeout = time.Hour
 		e := setup(t, dialect, am.Config{MaxAttempts: 1})
-		running, ended := make(chan context.Context, 1), make(chan error, 1)
-		if err := am.Register[Job](e.p, am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {
-			running <- ctx
+		ended := make(chan error, 1)
+		start, ctx, wait := startOne(t, e, timeout, func(ctx context.Context) error {
 			<-ctx.Done()
 			ended <- ctx.Err()
 			return ctx.Err()
-		}), am.WithName("Patient"), am.WithTimeout(timeout)); err != nil {
-			t.Fatal(err)
-		}
-		if err := am.ProduceNow(context.Background(), e.db, Job{N: 1}); err != nil {
-			t.Fatal(err)
-		}
-		start := e.clock.Now()
-		wait := e.batchAsync(t)
-		ctx := recv(t, running, "the consumer runs")
+		})
 		e.clock.Advance(timeout - time.Millisecond)
 		if !pendingAt(e, start.Add(timeout)) || ctx.Err() != nil {
 			t.Fatalf("timeout fired %s early (context: %v)", time.Millisecond, ctx.Err())
@@ -63,6 +54,40 @@ func TestClockDrivesConsumerTimeout(t *testing.T) {
 	})
 }
 
+// startOne runs one message of a consumer "Late" that calls consume, in a batch of its own,
+// and waits for it to run. It returns when the run began on the clock, the consumer's
+// context and the batch's wait.
+func startOne(t *testing.T, e *env, timeout time.Duration, consume func(ctx context.Context) error) (time.Time, context.Context, func() int) {
+	t.Helper()
+	running := make(chan context.Context, 1)
+	if err := am.Register[Job](e.p, am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {
+		running <- ctx
+		return consume(ctx)
+	}), am.WithName("Late"), am.WithTimeout(timeout)); err != nil {
+		t.Fatal(err)
+	}
+	if err := am.ProduceNow(context.Background(), e.db, Job{N: 1}); err != nil {
+		t.Fatal(err)
+	}
+	start := e.clock.Now()
+	wait := e.batchAsync(t)
+	return start, recv(t, running, "the consumer runs"), wait
+}
+
+// pastTimeout runs one message of a consumer that waits for release (ignoring its context)
+// and then returns ret's error, moves the clock to its timeout and waits for its context to
+// end. It returns when the run began on the clock and the batch's wait.
+func pastTimeout(t *testing.T, e *env, timeout time.Duration, release <-chan struct{}, ret func(ctx context.Context) error) (time.Time, func() int) {
+	t.Helper()
+	start, ctx, wait := startOne(t, e, timeout, func(ctx context.Context) error {
+		<-release
+		return ret(ctx)
+	})
+	e.clock.Advance(timeout)
+	recv(t, ctx.Done(), "the consumer's context ends at its timeout")
+	return start, wait
+}
+
 // A consumer that ignores its context is abandoned when the clock passes its timeout plus
 // AbandonGrace, not a millisecond before.
 func TestClockDrivesAbandonGrace(t *testing.T) {
@@ -70,23 +95,9 @@ func TestClockDrivesAbandonGrace(t *testing.T) {
 	eachDB(t, func(t *testing.T, dialect string) {
 		const timeout, grace = time.Hour, 30 * time.Minute
 		e := setup(t, dialect, am.Config{MaxAttempts: 1, AbandonGrace: grace})
-		running, release := make(chan context.Context, 1), make(chan struct{})
+		release := make(chan struct{})
 		t.Cleanup(func() { close(release) })
-		if err := am.Register[Job](e.p, am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {
-			running <- ctx
-			<-release // ignores its context
-			return nil
-		}), am.WithName("Deaf"), am.WithTimeout(timeout)); err != nil {
-			t.Fatal(err)
-		}
-		if err := am.ProduceNow(context.Background(), e.db, Job{N: 1}); err != nil {
-			t.Fatal(err)
-		}
-		start := e.clock.Now()
-		wait := e.batchAsync(t)
-		ctx := recv(t, running, "the consumer runs")
-		e.clock.Advance(timeout)
-		recv(t, ctx.Done(), "the consumer's context ends at its timeout")
+		start, wait := pastTimeout(t, e, timeout, release, func(context.Context) error { return nil }) // ignores its context
 		abandonAt := start.Add(timeout + grace)
 		eventually(t, func() bool { return pendingAt(e, abandonAt) }, "the processor waits AbandonGrace on the clock")
 		e.clock.Advance(grace - time.Millisecond)
@@ -209,22 +220,8 @@ func TestAbandonGraceTimerStopsWhenTheConsumerReturns(t *testing.T) {
 	eachDB(t, func(t *testing.T, dialect string) {
 		const timeout, grace = time.Hour, 30 * time.Minute
 		e := setup(t, dialect, am.Config{MaxAttempts: 3, AbandonGrace: grace, DisableBreaker: true})
-		running, graceSet := make(chan context.Context, 1), make(chan struct{})
-		if err := am.Register[Job](e.p, am.ConsumerFunc[Job](func(ctx context.Context, m *am.Message[Job]) error {
-			running <- ctx
-			<-graceSet // returns late, once the grace timer is on the clock
-			return ctx.Err()
-		}), am.WithName("Late"), am.WithTimeout(timeout)); err != nil {
-			t.Fatal(err)
-		}
-		if err := am.ProduceNow(context.Background(), e.db, Job{N: 1}); err != nil {
-			t.Fatal(err)
-		}
-		start := e.clock.Now()
-		wait := e.batchAsync(t)
-		ctx := recv(t, running, "the consumer runs")
-		e.clock.Advance(timeout)
-		recv(t, ctx.Done(), "the consumer's context ends at its timeout")
+		graceSet := make(chan struct{}) // the consumer returns late, once the grace timer is on the clock
+		start, wait := pastTimeout(t, e, timeout, graceSet, func(ctx context.Context) error { return ctx.Err() })
 		eventually(t, func() bool { return pendingAt(e, start.Add(timeout+grace)) }, "the AbandonGrace timer is set")
 		close(graceSet)
 		wait()
