@@ -252,14 +252,15 @@ func (r *run) prepare() bool {
 	return true
 }
 
-// invoke calls the consumer, turning a panic into a *PanicError.
+// invoke calls the consumer, turning a panic into a *PanicError, and an error that panics
+// when inspected into one that does not.
 func (r *run) invoke() (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			err = &PanicError{Value: v, Stack: debug.Stack()}
 		}
 	}()
-	return r.reg.run(r.msgCtx, r.env)
+	return inspectable(r.reg.run(r.msgCtx, r.env))
 }
 
 // conclude turns a finished (or abandoned) run into its outcome: it names timeouts, logs
