@@ -157,6 +157,11 @@ func (r *run) execute() {
 		return
 	}
 	if !r.prepare() {
+		if r.o.err != nil {
+			// An unknown consumer's failure: its retry policy (Config.RetryPolicy) is asked
+			// here too, not on the completer.
+			p.decideRetry(&r.o, p.now())
+		}
 		r.report(r.o)
 		return
 	}
