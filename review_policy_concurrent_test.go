@@ -44,8 +44,8 @@ func TestReviewRetryPoliciesAskedConcurrently(t *testing.T) {
 			opts []am.ConsumerOption
 		}{
 			{"Plain", nil},
-			{"Own", []am.ConsumerOption{am.WithRetryPolicy(policy("Own", 2 * time.Minute))}},
-			{"Side", []am.ConsumerOption{am.WithRail("side"), am.WithRetryPolicy(policy("Side", 3 * time.Minute))}},
+			{"Own", []am.ConsumerOption{am.WithRetryPolicy(policy("Own", 2*time.Minute))}},
+			{"Side", []am.ConsumerOption{am.WithRail("side"), am.WithRetryPolicy(policy("Side", 3*time.Minute))}},
 		} {
 			if err := am.Register[Job](e.p, fail, append(c.opts, am.WithName(c.name))...); err != nil {
 				t.Fatal(err)
