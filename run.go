@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"runtime/debug"
 	"sync/atomic"
 	"time"
@@ -211,7 +212,10 @@ func (r *run) prepare() bool {
 	p := r.p
 	cfg := p.cfg
 	row := r.o.row
-	attempt := max(row.Attempts, 0) + 1
+	attempt := max(row.Attempts, 0)
+	if attempt < math.MaxInt { // a count written by hand at the column's largest value must not wrap around
+		attempt++
+	}
 	reg, known := p.registry.consumer(row.ConsumerType)
 	maxAttempts, timeout := cfg.MaxAttempts, cfg.ConsumerTimeout
 	if known && reg.attempts > 0 {
