@@ -75,6 +75,7 @@ type run struct {
 	workCtx context.Context // the processor's: done at a hard stop
 	timeout time.Duration
 	leased  time.Duration // the lease the claim gave the message
+	plan    *leasePlan    // the claim's: the consumers it knew
 	start   time.Time
 	state   atomic.Int32
 	grace   atomic.Pointer[graceTimer] // the AbandonGrace timer, once the context ended
@@ -96,7 +97,7 @@ func (p *Plugin) newRuns(workCtx context.Context, c *claimed, report func(outcom
 		if c.limits != nil {
 			r.o.limit = c.limits[i]
 		}
-		r.leased = c.plan.lease(c.rows[i].ConsumerType)
+		r.leased, r.plan = c.plan.lease(c.rows[i].ConsumerType), c.plan
 	}
 	return runs
 }
@@ -231,6 +232,20 @@ func (r *run) prepare() bool {
 		// counted, to be claimed under a lease that covers its timeout.
 		r.o.release = true
 		return false
+	}
+	if known && reg.limit != nil && r.o.limit == nil {
+		if _, planned := r.plan.snap.byConsumer[row.ConsumerType]; !planned {
+			// Registered WithConcurrency after the claim, which took the message without
+			// its limit: the run takes a slot (given back when it reports) or, with none
+			// free, the message goes back at once, no attempt counted, to be claimed within
+			// the limit. (A consumer the claim knew, claimed without a slot, is on another
+			// rail than its stored message's: that rail runs it unlimited.)
+			if reg.limit.reserve(1) == 0 {
+				r.o.release = true
+				return false
+			}
+			r.o.limit = reg.limit
+		}
 	}
 	r.reg, r.timeout = reg, timeout
 	r.o.info = MessageInfo{
