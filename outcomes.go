@@ -1,6 +1,9 @@
 package asyncmonolith
 
 import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"time"
@@ -148,3 +151,31 @@ func (p *Plugin) snooze(o *outcome, se *SnoozeError, now time.Time) (time.Time, 
 		ErrSnoozeLimit, o.row.Snoozes, o.err)
 	return at, false
 }
+
+// inspectable returns err, or, when asking it what it is panics — a typed nil whose
+// Unwrap, Is or As reads its receiver (a nil *MyError in a non-nil error) —, an error that
+// names its type and the panic. The engine asks a consumer's error what it is (a timeout,
+// a panic, permanent, a snooze, …) on the run's goroutine and on the completer: the
+// consumer's mistake fails its run, not the process.
+func inspectable(err error) (safe error) {
+	if err == nil {
+		return nil
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			safe = fmt.Errorf("asyncmonolith: the consumer's error, a %T, panicked when inspected (a typed nil?): %v", err, v)
+		}
+	}()
+	for _, target := range inspectedAs {
+		errors.Is(err, target)
+	}
+	var pe *PanicError
+	var se *SnoozeError
+	errors.As(err, &pe)
+	errors.As(err, &se)
+	return err
+}
+
+// inspectedAs is what the engine asks a consumer's error with errors.Is.
+var inspectedAs = []error{ErrConsumerTimeout, ErrPermanent, ErrSnoozed, ErrSnoozeLimit, ErrLeaseLost, ErrDecodePayload,
+	ErrRetryable, errNoTxSlot, context.Canceled, context.DeadlineExceeded, driver.ErrBadConn, sql.ErrConnDone, sql.ErrTxDone}

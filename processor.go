@@ -223,7 +223,10 @@ func (p *Plugin) processRailBatch(ctx context.Context, rl *rail) (int, error) {
 }
 
 // processClaim claims up to n messages (n runs can start at once), runs them, records
-// their outcomes and returns how many it claimed.
+// their outcomes and returns how many it claimed. Each outcome is recorded as its run ends
+// (with the others that ended meanwhile, in one completion), as a started processor's
+// completer records them: leases are per consumer, and a quick consumer's message must not
+// wait, claimed and unrecorded, for the slowest run of its claim, past its own lease.
 func (p *Plugin) processClaim(ctx context.Context, rl string, n int) (int, error) {
 	c, err := p.claim(ctx, rl, n)
 	p.counters.batch(len(c.rows), err)
@@ -233,22 +236,33 @@ func (p *Plugin) processClaim(ctx context.Context, rl string, n int) (int, error
 	if len(c.rows) == 0 {
 		return 0, nil
 	}
-	outcomes := make([]outcome, 0, len(c.rows))
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	wg.Add(len(c.rows))
+	in := make(chan outcome, len(c.rows)) // each run reports once: never blocks
 	runs := p.newRuns(ctx, &c, func(o outcome) {
 		if o.limit != nil {
 			o.limit.release(1)
 		}
-		mu.Lock()
-		outcomes = append(outcomes, o)
-		mu.Unlock()
-		wg.Done()
+		in <- o
 	})
 	for i := range runs {
 		go runs[i].execute()
 	}
-	wg.Wait()
-	return len(c.rows), p.settle(context.WithoutCancel(ctx), outcomes)
+	settleCtx := context.WithoutCancel(ctx)
+	var firstErr error
+	batch := make([]outcome, 0, len(c.rows))
+	for left := len(c.rows); left > 0; left -= len(batch) {
+		batch = append(batch[:0], <-in)
+	drain:
+		for len(batch) < left {
+			select {
+			case o := <-in:
+				batch = append(batch, o)
+			default:
+				break drain
+			}
+		}
+		if err := p.settle(settleCtx, batch); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	return len(c.rows), firstErr
 }

@@ -185,8 +185,9 @@ func WithRetryPolicy(rp RetryPolicy) ConsumerOption {
 // (ErrPermanent): a snooze granted (o.snoozed, o.retryAt), or refused by its bound (o.err
 // becomes ErrSnoozeLimit's failure, o.notBefore the snooze's time); and, unless that was
 // the last attempt, the retry policy's delay. The run calls it on its own goroutine, so a
-// policy that blocks (it asks a service, waits for a lock) holds up its own message only;
-// the completer calls it for outcomes that did not come from a run.
+// policy that blocks (it asks a service, waits for a lock) holds up its own message only
+// (a message of a consumer unknown here included: its run asks it too); the completer
+// calls it only for an outcome that no run decided.
 func (p *Plugin) decideRetry(o *outcome, now time.Time) {
 	o.decided = true
 	if o.err == nil || errors.Is(o.err, ErrPermanent) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"runtime/debug"
 	"sync/atomic"
 	"time"
@@ -74,6 +75,7 @@ type run struct {
 	workCtx context.Context // the processor's: done at a hard stop
 	timeout time.Duration
 	leased  time.Duration // the lease the claim gave the message
+	plan    *leasePlan    // the claim's: the consumers it knew
 	start   time.Time
 	state   atomic.Int32
 	grace   atomic.Pointer[graceTimer] // the AbandonGrace timer, once the context ended
@@ -95,7 +97,7 @@ func (p *Plugin) newRuns(workCtx context.Context, c *claimed, report func(outcom
 		if c.limits != nil {
 			r.o.limit = c.limits[i]
 		}
-		r.leased = c.plan.lease(c.rows[i].ConsumerType)
+		r.leased, r.plan = c.plan.lease(c.rows[i].ConsumerType), c.plan
 	}
 	return runs
 }
@@ -157,6 +159,11 @@ func (r *run) execute() {
 		return
 	}
 	if !r.prepare() {
+		if r.o.err != nil {
+			// An unknown consumer's failure: its retry policy (Config.RetryPolicy) is asked
+			// here too, not on the completer.
+			p.decideRetry(&r.o, p.now())
+		}
 		r.report(r.o)
 		return
 	}
@@ -206,7 +213,10 @@ func (r *run) prepare() bool {
 	p := r.p
 	cfg := p.cfg
 	row := r.o.row
-	attempt := max(row.Attempts, 0) + 1
+	attempt := max(row.Attempts, 0)
+	if attempt < math.MaxInt { // a count written by hand at the column's largest value must not wrap around
+		attempt++
+	}
 	reg, known := p.registry.consumer(row.ConsumerType)
 	maxAttempts, timeout := cfg.MaxAttempts, cfg.ConsumerTimeout
 	if known && reg.attempts > 0 {
@@ -222,6 +232,20 @@ func (r *run) prepare() bool {
 		// counted, to be claimed under a lease that covers its timeout.
 		r.o.release = true
 		return false
+	}
+	if known && reg.limit != nil && r.o.limit == nil {
+		if _, planned := r.plan.snap.byConsumer[row.ConsumerType]; !planned {
+			// Registered WithConcurrency after the claim, which took the message without
+			// its limit: the run takes a slot (given back when it reports) or, with none
+			// free, the message goes back at once, no attempt counted, to be claimed within
+			// the limit. (A consumer the claim knew, claimed without a slot, is on another
+			// rail than its stored message's: that rail runs it unlimited.)
+			if reg.limit.reserve(1) == 0 {
+				r.o.release = true
+				return false
+			}
+			r.o.limit = reg.limit
+		}
 	}
 	r.reg, r.timeout = reg, timeout
 	r.o.info = MessageInfo{
@@ -252,14 +276,15 @@ func (r *run) prepare() bool {
 	return true
 }
 
-// invoke calls the consumer, turning a panic into a *PanicError.
+// invoke calls the consumer, turning a panic into a *PanicError, and an error that panics
+// when inspected into one that does not.
 func (r *run) invoke() (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			err = &PanicError{Value: v, Stack: debug.Stack()}
 		}
 	}()
-	return r.reg.run(r.msgCtx, r.env)
+	return inspectable(r.reg.run(r.msgCtx, r.env))
 }
 
 // conclude turns a finished (or abandoned) run into its outcome: it names timeouts, logs
