@@ -333,9 +333,12 @@ func (p *Plugin) Stop(ctx context.Context) error {
 // ProcessBatch processes up to ProcessorBatchSize due messages synchronously, records their
 // outcomes, and returns how many messages it claimed. Its consumers run concurrently, up to
 // ConsumerConcurrency: it claims no more at a time than can start at once, so that every
-// message runs within its lease, and records each run's outcome as the run ends. With Config.Rails it then does the same for each rail, by
-// name, with that rail's batch size and concurrency; WithConcurrency limits hold. It is for tests and tools that drive the queue without
-// Start; it may run beside started processors.
+// message runs within its lease, and records each run's outcome as the run ends. With
+// Config.Rails it then does the same for each rail, by name, with that rail's batch size
+// and concurrency; WithConcurrency limits hold. A claim refused by a transient conflict (a
+// deadlock with another instance's claim) is tried again a few times, as a started
+// processor does; one that lasts is returned wrapping ErrRetryable. It is for tests and
+// tools that drive the queue without Start; it may run beside started processors.
 func (p *Plugin) ProcessBatch(ctx context.Context) (int, error) {
 	if !p.ready.Load() {
 		return 0, ErrNotRegistered

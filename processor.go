@@ -222,16 +222,41 @@ func (p *Plugin) processRailBatch(ctx context.Context, rl *rail) (int, error) {
 	return total, nil
 }
 
+// claimConflictRetries is how many times ProcessBatch claims again after a transient
+// conflict (a deadlock with another instance's claim), as a started processor does.
+const claimConflictRetries = 5
+
+// claimRetrying is claim, tried again after a transient conflict: the claim is a
+// transaction of its own, and a conflict rolled it back with nothing claimed.
+func (p *Plugin) claimRetrying(ctx context.Context, rl string, n int) (claimed, error) {
+	c, err := p.claim(ctx, rl, n)
+	for i := 0; i < claimConflictRetries && err != nil && p.dialect.Retryable(err); i++ {
+		t := time.NewTimer(time.Duration(rand.Int64N(int64(5*time.Millisecond))) << i)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return c, err
+		case <-t.C:
+		}
+		p.counters.batch(0, p.wrapDBError("claim messages", err)) // a conflict, counted
+		c, err = p.claim(ctx, rl, n)
+	}
+	return c, err
+}
+
 // processClaim claims up to n messages (n runs can start at once), runs them, records
 // their outcomes and returns how many it claimed. Each outcome is recorded as its run ends
 // (with the others that ended meanwhile, in one completion), as a started processor's
 // completer records them: leases are per consumer, and a quick consumer's message must not
 // wait, claimed and unrecorded, for the slowest run of its claim, past its own lease.
 func (p *Plugin) processClaim(ctx context.Context, rl string, n int) (int, error) {
-	c, err := p.claim(ctx, rl, n)
+	c, err := p.claimRetrying(ctx, rl, n)
+	if err != nil {
+		err = p.wrapDBError("claim messages", err)
+	}
 	p.counters.batch(len(c.rows), err)
 	if err != nil {
-		return 0, p.wrapDBError("claim messages", err)
+		return 0, err
 	}
 	if len(c.rows) == 0 {
 		return 0, nil
