@@ -264,7 +264,11 @@ func (p *Plugin) recordOne(ctx context.Context, it *item, now time.Time) {
 	}
 	// Set apart: a counted attempt whose error is the refusal.
 	refusal := fmt.Errorf("asyncmonolith: the database refused this run's outcome: %w (run error: %v)", err, o.err)
-	apart := item{o: o, kind: itemRetry, msg: storedError(refusal), at: now.Add(p.retryDelay(o, refusal)).UnixMilli()}
+	delay := p.cfg.AttemptDelay // the retry policy is asked on the run's goroutine, never here
+	if o.decided && o.err != nil && !o.snoozed {
+		delay = o.delay // what the run's policy chose for its failure
+	}
+	apart := item{o: o, kind: itemRetry, msg: storedError(refusal), at: now.Add(delay).UnixMilli()}
 	if o.info.Attempt >= o.info.MaxAttempts {
 		apart.kind = itemPoison
 	}
