@@ -33,7 +33,8 @@ const (
 // It is called on the failed run's goroutine when its consumer returns, possibly for many
 // messages at once (it must be safe for concurrent use), only for failures that are
 // retried: not for a message's last attempt, a permanent error or a snooze. A policy that
-// blocks holds up its own message (its run's slot, its lease) and no other's outcome. A policy that panics is logged and Config.AttemptDelay is used; a negative
+// blocks holds up its own message (its run's slot, its lease) and no other's outcome; it
+// is not abandoned as a consumer is, so Stop, even with a done context, waits for it. A policy that panics is logged and Config.AttemptDelay is used; a negative
 // delay means at once (0) and one over RetryDelayMax is clamped to RetryDelayMax.
 type RetryPolicy interface {
 	// RetryDelay returns the wait after run m.Attempt (1 on the first) failed with err,
