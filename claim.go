@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/asyncmonolith/asyncmonolith/internal/dialect"
@@ -183,9 +184,9 @@ func (plan *leasePlan) args(now time.Time) []any {
 }
 
 // claim locks up to n due messages of rail rl, leases them and commits, in short
-// transactions: first, for each consumer of the rail registered WithConcurrency, as many
-// of its messages as it has free slots (reserved before its claim), then the rail's other
-// messages. On a database without row locks, one claim runs at a time in this plugin.
+// transactions: for each consumer of the rail registered WithConcurrency, as many of its
+// messages as it has free slots (reserved before its claim), and the rail's other messages,
+// the two parts taking turns going first (claimTurn). On a database without row locks, one claim runs at a time in this plugin.
 //
 // The claim's statements are not cut short when ctx ends (a hard stop): a statement the
 // server has received may still commit after the client gave up on it (PostgreSQL runs it
@@ -204,14 +205,33 @@ func (p *Plugin) claim(ctx context.Context, rl string, n int) (claimed, error) {
 	if len(limited) == 0 {
 		return p.claimWhere(ctx, plan, claimFilter{}, []any{rl}, n)
 	}
-	var c claimed
-	c.plan = plan
 	types := make([]string, len(limited))
 	for i, reg := range limited {
 		types[i] = reg.consumerType
+	}
+	c := claimed{plan: plan}
+	claimRest := func() error { // the rail's messages of consumers without a limit
 		want := n - len(c.rows)
 		if want <= 0 {
-			continue
+			return nil
+		}
+		part, err := p.claimWhere(ctx, plan, claimFilter{Types: len(types)}, append([]any{rl}, stringArgsOf(types)...), want)
+		if err != nil {
+			return err
+		}
+		c.add(part, nil)
+		return nil
+	}
+	limitedFirst := p.claimTurn(rl)
+	if !limitedFirst {
+		if err := claimRest(); err != nil {
+			return claimed{}, err // no slot is held yet
+		}
+	}
+	for _, reg := range limited {
+		want := n - len(c.rows)
+		if want <= 0 {
+			break
 		}
 		k := reg.limit.reserve(want)
 		if k == 0 {
@@ -225,15 +245,25 @@ func (p *Plugin) claim(ctx context.Context, rl string, n int) (claimed, error) {
 			return claimed{}, err
 		}
 	}
-	if want := n - len(c.rows); want > 0 {
-		part, err := p.claimWhere(ctx, plan, claimFilter{Types: len(types)}, append([]any{rl}, stringArgsOf(types)...), want)
-		if err != nil {
+	if limitedFirst {
+		if err := claimRest(); err != nil {
 			c.releaseLimits()
 			return claimed{}, err
 		}
-		c.add(part, nil)
 	}
 	return c, nil
+}
+
+// claimTurn reports whether this claim of rail rl claims its limited consumers' messages
+// before the others': claim after claim, the two parts take turns going first, so that
+// neither starves the other. (A limited consumer whose limit covers the rail's slots took
+// every claim while it had a backlog, however long the others' messages had been due.)
+func (p *Plugin) claimTurn(rl string) bool {
+	v, ok := p.claimTurns.Load(rl)
+	if !ok {
+		v, _ = p.claimTurns.LoadOrStore(rl, new(atomic.Uint32))
+	}
+	return v.(*atomic.Uint32).Add(1)%2 == 1
 }
 
 // claimWhere claims up to n due messages matching filter f, whose parameters are args.

@@ -40,12 +40,13 @@ type Plugin struct {
 	gormCfg *gorm.Config // the Config of the *gorm.DB given to Initialize (db has a copy)
 	// callbacks is the bound *gorm.DB's db.Callback(): every session, transaction and
 	// Config copy of it shares them; a *gorm.DB opened with a copy of its config has its own.
-	callbacks any
-	dialect   dialect.Dialect
-	run       *running // non-nil between Start and Stop
-	stmts     *statements
-	claimMu   sync.Mutex // serializes claims where the database has no row locks (SQLite)
-	breaker   *breaker.Set
+	callbacks  any
+	dialect    dialect.Dialect
+	run        *running // non-nil between Start and Stop
+	stmts      *statements
+	claimMu    sync.Mutex // serializes claims where the database has no row locks (SQLite)
+	claimTurns sync.Map   // rail name → *atomic.Uint32: which part of its claims goes first (claimTurn)
+	breaker    *breaker.Set
 
 	counters counters
 
