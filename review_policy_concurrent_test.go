@@ -58,7 +58,7 @@ func TestReviewRetryPoliciesAskedConcurrently(t *testing.T) {
 		produceRetryJobs(t, e, jobs...)
 		now := e.clock.Now()
 		e.start(t)
-		stop := retryingBatchLoop(e)
+		stop := batchLoop(e, am.ErrRetryable) // a claim that stays in conflict past ProcessBatch's own retries
 		eventually(t, func() bool {
 			var left int64
 			if err := e.db.Model(&am.ConsumerMessage{}).Where("attempts = 0").Count(&left).Error; err != nil {
@@ -86,29 +86,4 @@ func TestReviewRetryPoliciesAskedConcurrently(t *testing.T) {
 			}
 		}
 	})
-}
-
-// retryingBatchLoop is batchLoop, going on after ProcessBatch's ErrRetryable: beside started
-// processors on MySQL/MariaDB, InnoDB may abort a claim with a deadlock, which ProcessBatch
-// returns to its caller to retry.
-func retryingBatchLoop(e *env) (stop func() error) {
-	done, result := make(chan struct{}), make(chan error, 1)
-	go func() {
-		for {
-			select {
-			case <-done:
-				result <- nil
-				return
-			default:
-			}
-			if _, err := e.p.ProcessBatch(context.Background()); err != nil && !errors.Is(err, am.ErrRetryable) {
-				result <- err
-				return
-			}
-		}
-	}()
-	return func() error {
-		close(done)
-		return <-result
-	}
 }

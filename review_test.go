@@ -3,6 +3,7 @@ package asyncmonolith_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -355,8 +356,9 @@ func TestReviewTypedNilConsumerError(t *testing.T) {
 }
 
 // batchLoop runs ProcessBatch in a loop beside e's processors until the returned function
-// is called; that function returns the first ProcessBatch error, or nil.
-func batchLoop(e *env) (stop func() error) {
+// is called; that function returns the first ProcessBatch error not matching one of
+// tolerated (errors.Is), or nil.
+func batchLoop(e *env, tolerated ...error) (stop func() error) {
 	done, result := make(chan struct{}), make(chan error, 1)
 	go func() {
 		for {
@@ -366,7 +368,8 @@ func batchLoop(e *env) (stop func() error) {
 				return
 			default:
 			}
-			if _, err := e.p.ProcessBatch(context.Background()); err != nil {
+			_, err := e.p.ProcessBatch(context.Background())
+			if err != nil && !slices.ContainsFunc(tolerated, func(t error) bool { return errors.Is(err, t) }) {
 				result <- err
 				return
 			}
